@@ -1,0 +1,74 @@
+"""Turn Hydra/OmegaConf composition errors into one line that names the key and the fix."""
+
+import difflib
+import re
+from pathlib import Path
+
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+from cnnfleet.errors import CnnfleetError
+
+
+def group_options(conf_root: str, group: str) -> list[str]:
+    """Options of a config group as a user types them (schemas excluded)."""
+    folder = Path(conf_root) / group
+    return sorted(p.stem for p in folder.glob("*.yaml"))
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
+
+
+def _close(word: str, candidates: list[str]) -> str:
+    match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.6)
+    return f"; did you mean '{match[0]}'?" if match else ""
+
+
+def _unknown_option(exc: MissingConfigException, conf_root: str) -> str:
+    found = re.search(r"Could not (?:find|load) '([^']+)'", str(exc))
+    missing = found.group(1) if found else (exc.missing_cfg_file or "?")
+    group, _, option = missing.rpartition("/")
+    if not group:
+        return f"config '{missing}' not found in {conf_root}"
+    valid = group_options(conf_root, group)
+    return (
+        f"unknown option '{option}' for group '{group}'{_close(option, valid)} "
+        f"valid options: {', '.join(valid)}"
+    ).replace("? valid", "? Valid").replace("' valid", "'; valid")
+
+
+def _unknown_key(cause: ConfigKeyError) -> str:
+    key = cause.full_key or str(cause.key)
+    siblings: list[str] = []
+    parent = cause.parent_node
+    if parent is not None and hasattr(parent, "keys"):
+        siblings = [str(k) for k in parent.keys() if not str(k).startswith("_")]
+    leaf = key.rsplit(".", 1)[-1]
+    hint = _close(leaf, siblings)
+    prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
+    hint = hint.replace("mean '", f"mean '{prefix}")
+    return f"unknown config key '{key}'{hint} (to add a new key on purpose use +{key}=...)"
+
+
+def explain(exc: BaseException, conf_root: str) -> str:
+    """Return one line describing a composition error; the caller prints it and exits 2."""
+    if isinstance(exc, CnnfleetError):
+        return str(exc)
+    if isinstance(exc, MissingConfigException):
+        return _unknown_option(exc, conf_root)
+    if isinstance(exc, OverrideParseException):
+        return f"cannot parse override: {_first_line(exc)} (write key=value, quote values with spaces)"
+    cause = exc.__cause__ if exc.__cause__ is not None else exc
+    if isinstance(cause, ConfigKeyError) and "not in struct" in str(cause):
+        return _unknown_key(cause)
+    if isinstance(cause, ValidationError):
+        return f"wrong type for '{cause.full_key}': {_first_line(cause.msg or cause)}"
+    if isinstance(cause, OmegaConfBaseException) and cause.full_key:
+        return f"'{cause.full_key}': {_first_line(cause.msg or cause)}"
+    detail = _first_line(cause) if cause is not exc else ""
+    head = _first_line(exc)
+    return f"{head} {detail}".strip() if detail and detail not in head else head
+
+
+COMPOSE_ERRORS = (HydraException, OmegaConfBaseException, CnnfleetError)

@@ -1,0 +1,30 @@
+"""Console and run-log hygiene: one line per message, no third-party noise.
+
+conf/hydra/job_logging/cnnfleet.yaml references DropTips; tasks call `route_lightning_logs`
+after importing Lightning (which attaches its own console handlers at import time).
+"""
+
+import logging
+import warnings
+
+LIGHTNING_LOGGERS = ("lightning", "lightning.pytorch", "lightning.fabric")
+
+
+class DropTips(logging.Filter):
+    """Drop Lightning's product tips ("💡 Tip: ..."): noise in every run log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip")
+
+
+def route_lightning_logs() -> None:
+    """Send Lightning's records to the root handlers (console + run log) only, once each."""
+    if not logging.getLogger().handlers:
+        return  # no logging set up (library use): keep Lightning's own console output
+    for name in LIGHTNING_LOGGERS:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+        logger.propagate = True
+    # torch 2.14 deprecated a pytree API that Lightning 2.6 still calls once per fit
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")

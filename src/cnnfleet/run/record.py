@@ -1,0 +1,75 @@
+"""What a run folder records before training starts: config, command, code version, environment."""
+
+import os
+import platform
+import shlex
+import socket
+import subprocess
+import sys
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+
+from omegaconf import DictConfig, OmegaConf
+
+from cnnfleet.run.files import write_json_atomic, write_text_atomic
+
+PACKAGES = ("cnnfleet", "torch", "torchvision", "lightning", "hydra-core", "omegaconf", "torchmetrics", "numpy")
+SOURCE_DIR = Path(__file__).resolve().parents[1]
+
+
+def plain_config(cfg: DictConfig) -> dict:
+    """The resolved config as plain containers (no DictConfig), without Hydra's own node."""
+    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+    container.pop("hydra", None)
+    return container
+
+
+def git_state(path: Path = SOURCE_DIR) -> dict:
+    """Commit and dirty flag of the code that runs; nulls outside a git checkout (a wheel)."""
+
+    def git(*args: str) -> str | None:
+        try:
+            out = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True, timeout=5)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return out.stdout.strip() if out.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no") if commit else None
+    return {"commit": commit, "dirty": bool(dirty) if dirty is not None else None}
+
+
+def versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            found[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+def hardware() -> dict:
+    import torch
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return {
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "gpus": gpus,
+        "cuda": torch.version.cuda if gpus else None,
+    }
+
+
+def write_run_record(cfg: DictConfig, output_dir: Path) -> None:
+    """Rank zero only. config.yaml is replaced; command.txt keeps one line per attempt (resumes)."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(plain_config(cfg)))
+    stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    with open(output_dir / "command.txt", "a") as handle:
+        handle.write(f"{stamp} {shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}\n")
+    write_json_atomic(output_dir / "env.json", {"git": git_state(), "versions": versions(), "hardware": hardware()})

@@ -1,0 +1,54 @@
+"""The end-of-run summary: summary.json in the run folder and a table on stdout."""
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from cnnfleet.run.files import write_json_atomic
+
+SUMMARY_FILE = "summary.json"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:,.0f}"
+    return str(value)
+
+
+def print_table(title: str, rows: dict[str, Any]) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column("key", style="bold")
+    table.add_column("value")
+    for key, value in rows.items():
+        if value is not None:
+            table.add_row(key, _fmt(value))
+    Console(soft_wrap=True).print(table)
+
+
+def write_summary(output_dir: Path, summary: dict) -> Path:
+    path = output_dir / SUMMARY_FILE
+    write_json_atomic(path, summary)
+    return path
+
+
+def summary_rows(summary: dict) -> dict[str, Any]:
+    """The few lines a user wants after a run, in reading order."""
+    test = summary.get("test", {})
+    fit = summary.get("fit", {})
+    return {
+        "test accuracy": test.get("test/acc"),
+        "test loss": test.get("test/loss"),
+        "best val accuracy": fit.get("best_val"),
+        "epochs": fit.get("epochs"),
+        "optimizer steps": fit.get("global_step"),
+        "resumed from step": (summary.get("resumed_from") or {}).get("global_step"),
+        "wall time (s)": summary.get("wall_seconds"),
+        "train images/s": fit.get("images_per_second"),
+        "device": summary["device"]["description"],
+        "world size": summary["device"]["world_size"],
+        "batch (global / per device)": f"{summary['batch']['global']} / {summary['batch']['per_device']}",
+        "split sizes (train/val/test)": "/".join(str(summary["split_sizes"].get(k, "-")) for k in ("train", "val", "test")),
+        "run folder": summary["run_dir"],
+    }

@@ -1,0 +1,210 @@
+"""Typed schema of every config group, registered in Hydra's ConfigStore.
+
+Each YAML option starts its defaults list with the matching `*_schema` node, so Hydra checks
+keys and types while composing: a misspelled key or a wrong type fails before torch is
+imported. Polymorphic groups (data, model, optimizer, scheduler) have one schema per option;
+the rest have one schema for the group. Field comments are the reference for each key.
+"""
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass
+class InMemoryDataConfig:
+    """Fields shared by data sets that fit in memory as one tensor per split."""
+
+    _target_: str = MISSING
+    batch_size: int = 64  # GLOBAL batch (all ranks together); per-device = batch_size / world size
+    num_classes: int = 10  # classes in the data set; the model's head follows it
+    channels: int = 1  # image channels; the model's stem follows it
+    image_size: int = 8  # side of the square image, pixels
+    mean: list[float] = field(default_factory=lambda: [0.5])  # per-channel normalisation mean (0..1 scale)
+    std: list[float] = field(default_factory=lambda: [0.5])  # per-channel normalisation std (0..1 scale)
+    val_fraction: float = 0.1  # share of all samples held out for validation
+    test_fraction: float = 0.2  # share of all samples held out for the final test
+    split_seed: int = 0  # seed of the fixed, stratified train/val/test split (independent of `seed`)
+    num_workers: int = 0  # DataLoader workers; 0 = load in the main process (data is in memory)
+
+
+@dataclass
+class DigitsDataConfig(InMemoryDataConfig):
+    """scikit-learn's 1,797 handwritten 8x8 digits: real data that ships with the package."""
+
+    _target_: str = "cnnfleet.data.digits.DigitsDataModule"
+
+
+@dataclass
+class SyntheticDataConfig(InMemoryDataConfig):
+    """Class-conditional random images of any shape: prototypes plus noise, learnable on purpose."""
+
+    _target_: str = "cnnfleet.data.synthetic.SyntheticDataModule"
+    num_samples: int = 2048  # images in all splits together
+    noise: float = 0.5  # std of the per-pixel noise added to each class prototype
+    seed: int = 0  # seed of the generated images (independent of `seed`)
+
+
+# ---------------------------------------------------------------- model
+
+
+@dataclass
+class SimpleCNNConfig:
+    """A small VGG-style CNN (conv-BN-ReLU blocks) sized for 8x8 to 32x32 images."""
+
+    _target_: str = "cnnfleet.models.simple_cnn.SimpleCNN"
+    widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # channels per conv block
+    dropout: float = 0.0  # dropout before the classifier head
+
+
+@dataclass
+class ResNetCifarConfig:
+    """ResNet-18/34 adapted to small images: 3x3 stem, no max-pool."""
+
+    _target_: str = "cnnfleet.models.resnet_cifar.ResNetCifar"
+    depth: int = 18  # 18 or 34
+    width: int = 64  # channels of the first stage; stages use width x (1, 2, 4, 8)
+
+
+# ---------------------------------------------------------------- optimizer (completed in the module)
+
+
+@dataclass
+class SGDConfig:
+    _target_: str = "torch.optim.SGD"
+    _partial_: bool = True  # parameters are passed by the module
+    lr: float = 0.05  # peak learning rate for the GLOBAL batch
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+
+
+@dataclass
+class AdamWConfig:
+    _target_: str = "torch.optim.AdamW"
+    _partial_: bool = True
+    lr: float = 3e-3  # peak learning rate for the GLOBAL batch
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    weight_decay: float = 0.05
+
+
+# ---------------------------------------------------------------- scheduler (stepped every optimizer step)
+
+
+@dataclass
+class OneCycleConfig:
+    _target_: str = "cnnfleet.training.schedulers.one_cycle"
+    _partial_: bool = True  # optimizer and total_steps are filled in by the module; peak = optimizer.lr
+    pct_start: float = 0.25  # share of steps spent warming up
+    div_factor: float = 25.0  # initial lr = max_lr / div_factor
+    final_div_factor: float = 1e4  # final lr = initial lr / final_div_factor
+    anneal_strategy: str = "cos"
+
+
+@dataclass
+class CosineConfig:
+    _target_: str = "cnnfleet.training.schedulers.warmup_cosine"
+    _partial_: bool = True  # total_steps is filled in by the module
+    warmup_fraction: float = 0.05  # share of steps with a linear warm-up from 0
+    min_lr_ratio: float = 0.0  # final lr as a fraction of the peak
+
+
+# ---------------------------------------------------------------- single-schema groups
+
+
+@dataclass
+class DeviceConfig:
+    """Where and how the run computes: Lightning's accelerator/devices/strategy/precision."""
+
+    accelerator: str = "auto"  # auto | cpu | gpu
+    devices: Any = 1  # devices per node: an int, or "auto" for all visible
+    num_nodes: int = 1  # nodes (machines) in the run
+    strategy: str = "auto"  # auto | ddp | ddp_spawn ...
+    precision: str = "auto"  # auto (bf16-mixed on bf16 GPUs, 16-mixed on older GPUs, 32-true on CPU) or any Lightning precision
+
+
+@dataclass
+class TrainerConfig:
+    """Keys passed one to one to lightning.Trainer."""
+
+    max_epochs: int = 10  # epochs to train (one epoch = every training sample once)
+    accumulate_grad_batches: int = 1  # optimizer step every N batches
+    gradient_clip_val: float | None = None  # clip gradient norm to this value; null = off
+    log_every_n_steps: int = 10  # logging interval, optimizer steps
+    check_val_every_n_epoch: int = 1  # validate every N epochs
+    deterministic: bool = False  # torch deterministic algorithms (slower on GPU)
+    benchmark: bool | None = None  # cudnn.benchmark; null = Lightning's default
+    fast_dev_run: Any = False  # true or N: run N batches of train/val/test as a smoke test
+    # The next four take an int (a count of batches) or a float (a share), as in Lightning.
+    overfit_batches: Any = 0.0  # train (and validate) on these batches only
+    limit_train_batches: Any = None  # cap training batches per epoch; null = all
+    limit_val_batches: Any = None
+    limit_test_batches: Any = None
+    num_sanity_val_steps: int = 0  # validation batches run before training (0 = skip)
+    enable_progress_bar: bool | None = None  # null = on only when stdout is a terminal
+
+
+@dataclass
+class PathsConfig:
+    root_dir: str = MISSING  # where logs/ and data/ live (default: the working directory)
+    data_dir: str = MISSING  # downloaded data sets
+    log_dir: str = MISSING  # run folders: <log_dir>/<task_name>/runs/<time>
+    output_dir: str = MISSING  # this run's folder (Hydra's run dir)
+
+
+# ---------------------------------------------------------------- primary configs
+
+
+@dataclass
+class TrainConfig:
+    data: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = None  # null = constant learning rate
+    device: DeviceConfig = MISSING
+    trainer: TrainerConfig = MISSING
+    logger: Any = None  # dict of named Lightning loggers; null = none
+    callbacks: Any = None  # dict of named Lightning callbacks; null = none
+    paths: PathsConfig = MISSING
+    task_name: str = "train"  # first level of the run folder under paths.log_dir
+    tags: list[str] = field(default_factory=list)  # free-form labels recorded with the run
+    seed: int = 42  # seeds torch, numpy and python in every rank
+    ckpt_path: str | None = None  # resume: `last` (latest run of this task) or a checkpoint path
+    label_smoothing: float = 0.0  # cross-entropy label smoothing
+    optimized_metric: str = "val/acc"  # metric returned to a sweeper and used for the best checkpoint
+    train: bool = True  # run fit()
+    test: bool = True  # run test() on the best checkpoint after fit
+
+
+@dataclass
+class EvalConfig:
+    device: DeviceConfig = MISSING
+    paths: PathsConfig = MISSING
+    task_name: str = "eval"
+    ckpt_path: str = MISSING  # checkpoint to evaluate (a run's checkpoints/best.ckpt)
+    split: str = "test"  # train | val | test
+    batch_size: int | None = None  # null = the batch size the checkpoint was trained with
+    seed: int = 42
+
+
+def register_configs() -> None:
+    """Register every schema; idempotent (the ConfigStore is a process-wide singleton)."""
+    cs = ConfigStore.instance()
+    groups: dict[str, dict[str, type]] = {
+        "data": {"digits_schema": DigitsDataConfig, "synthetic_schema": SyntheticDataConfig},
+        "model": {"simple_cnn_schema": SimpleCNNConfig, "resnet_cifar_schema": ResNetCifarConfig},
+        "optimizer": {"sgd_schema": SGDConfig, "adamw_schema": AdamWConfig},
+        "scheduler": {"onecycle_schema": OneCycleConfig, "cosine_schema": CosineConfig},
+        "device": {"device_schema": DeviceConfig},
+        "trainer": {"trainer_schema": TrainerConfig},
+        "paths": {"paths_schema": PathsConfig},
+    }
+    for group, nodes in groups.items():
+        for name, node in nodes.items():
+            cs.store(group=group, name=name, node=node)
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(name="eval_schema", node=EvalConfig)

@@ -1,0 +1,48 @@
+"""evaluate(cfg): rebuild model and data from a checkpoint alone and report metrics on one split."""
+
+from pathlib import Path
+
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from cnnfleet.errors import CheckpointError, ConfigError
+from cnnfleet.run.files import write_json_atomic
+from cnnfleet.run.logs import route_lightning_logs
+from cnnfleet.run.summary import print_table
+from cnnfleet.training.checkpoint_io import read_checkpoint
+from cnnfleet.training.device import plan_devices
+from cnnfleet.training.module import Classifier
+
+SPLITS = ("train", "val", "test")
+
+
+def evaluate(cfg: DictConfig) -> dict:
+    if cfg.split not in SPLITS:
+        raise ConfigError(f"split={cfg.split!r} is not valid; use one of {', '.join(SPLITS)}")
+    route_lightning_logs()
+    L.seed_everything(cfg.seed, verbose=False)
+    checkpoint = read_checkpoint(cfg.ckpt_path)
+    module = Classifier.from_checkpoint(checkpoint)
+    if module.run_config is None:
+        raise CheckpointError(f"{cfg.ckpt_path} has no cnnfleet run config; it was not written by cnnfleet-train")
+    data_cfg = OmegaConf.create(module.run_config["data"])
+    if cfg.batch_size is not None:
+        data_cfg.batch_size = cfg.batch_size
+    datamodule = instantiate(data_cfg)
+    datamodule.setup()
+
+    plan = plan_devices(cfg.device)
+    trainer = L.Trainer(
+        accelerator=plan.accelerator, devices=1, precision=plan.precision, logger=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )
+    results = trainer.test(module, dataloaders=datamodule.loader(cfg.split), verbose=False)[0]
+    metrics = {key.replace("test/", f"{cfg.split}/"): float(value) for key, value in results.items()}
+    report = {"ckpt_path": str(cfg.ckpt_path), "split": cfg.split, "samples": len(datamodule.splits[cfg.split]),
+              "metrics": metrics, "trained_step": checkpoint["global_step"]}
+    output_dir = Path(cfg.paths.output_dir)
+    write_json_atomic(output_dir / "metrics.json", report)
+    print_table(f"cnnfleet eval: {cfg.split} split", {**metrics, "samples": report["samples"],
+                                                      "checkpoint": report["ckpt_path"], "run folder": str(output_dir)})
+    return metrics

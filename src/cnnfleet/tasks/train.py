@@ -1,0 +1,103 @@
+"""train(cfg): build every part from config, fit, test, and write the run summary."""
+
+import time
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig
+
+from cnnfleet import STARTED
+from cnnfleet.errors import CheckpointError, ConfigError
+from cnnfleet.run.record import plain_config, write_run_record
+from cnnfleet.run.logs import route_lightning_logs
+from cnnfleet.run.summary import print_table, summary_rows, write_summary
+from cnnfleet.training.builders import build_callbacks, build_classifier, build_datamodule, build_loggers, build_trainer
+from cnnfleet.training.checkpoint_io import read_checkpoint
+from cnnfleet.training.device import plan_devices
+from cnnfleet.training.fit_timer import FitTimer
+
+EXIT_INTERRUPTED = 130
+
+
+class TrainingInterrupted(SystemExit):
+    """Ctrl-C / SIGTERM stopped fit(); the last checkpoint is intact."""
+
+
+def resume_position(ckpt_path: str, model_cfg: dict) -> dict:
+    """Where a checkpoint stands; CheckpointError when it belongs to another model."""
+    checkpoint = read_checkpoint(ckpt_path)
+    saved_model = checkpoint.get("hyper_parameters", {}).get("model")
+    if saved_model is not None and saved_model != model_cfg:
+        diff = sorted(k for k in set(saved_model) | set(model_cfg) if saved_model.get(k) != model_cfg.get(k))
+        raise CheckpointError(
+            f"ckpt_path {ckpt_path} holds a different model ({', '.join(f'{k}={saved_model.get(k)!r}' for k in diff)}); "
+            "resume with the same model settings or start a new run"
+        )
+    return {"path": ckpt_path, "global_step": checkpoint["global_step"], "epoch": checkpoint["epoch"]}
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Train, validate and test one run; returns cfg.optimized_metric for sweepers."""
+    route_lightning_logs()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    output_dir = Path(cfg.paths.output_dir)
+    plan = plan_devices(cfg.device)
+    if cfg.data.batch_size % plan.world_size:
+        raise ConfigError(f"data.batch_size={cfg.data.batch_size} (global) is not divisible by world size {plan.world_size}")
+    if rank_zero_only.rank == 0:
+        write_run_record(cfg, output_dir)
+
+    datamodule = build_datamodule(cfg.data)
+    module = build_classifier(cfg.model, cfg.data, cfg)
+    module.run_config = plain_config(cfg)
+    loggers = build_loggers(cfg.logger)
+    timer = FitTimer()
+    callbacks = [*build_callbacks(cfg.callbacks, has_logger=bool(loggers)), timer]
+    trainer = build_trainer(cfg.trainer, plan, callbacks, loggers, str(output_dir))
+    resumed = resume_position(cfg.ckpt_path, module.hparams.model) if cfg.ckpt_path else None
+
+    if cfg.train:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        if trainer.interrupted:
+            print(f"interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+                  f"resume with: cnnfleet-train ckpt_path={output_dir}/checkpoints/last.ckpt")
+            raise TrainingInterrupted(EXIT_INTERRUPTED)
+    test_metrics = _test(trainer, module, datamodule, cfg) if cfg.test else {}
+
+    checkpoint_cb = trainer.checkpoint_callback
+    best = checkpoint_cb.best_model_score if checkpoint_cb is not None else None
+    datamodule.setup()
+    summary = {
+        "status": "completed",
+        "run_dir": str(output_dir),
+        "test": test_metrics,
+        "fit": {
+            "epochs": trainer.current_epoch,
+            "global_step": trainer.global_step,
+            "best_val": float(best) if best is not None else None,
+            "best_checkpoint": checkpoint_cb.best_model_path if checkpoint_cb is not None else None,
+            "train_seconds": timer.train_seconds,
+            "images_per_second": timer.images_per_second,
+        },
+        "resumed_from": resumed,
+        "device": {"description": plan.describe(), "world_size": plan.world_size, "precision": plan.precision},
+        "batch": {"global": cfg.data.batch_size, "per_device": cfg.data.batch_size // plan.world_size},
+        "split_sizes": datamodule.split_sizes(),
+        "wall_seconds": time.perf_counter() - STARTED,
+    }
+    if trainer.is_global_zero:
+        write_summary(output_dir, summary)
+        print_table("cnnfleet run summary", summary_rows(summary))
+    metric = {**test_metrics, cfg.optimized_metric: summary["fit"]["best_val"]}.get(cfg.optimized_metric)
+    return float(metric) if metric is not None else None
+
+
+def _test(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, cfg: DictConfig) -> dict:
+    """Test the best checkpoint when one was written, else the weights in memory."""
+    checkpoint_cb = trainer.checkpoint_callback
+    ckpt = "best" if checkpoint_cb is not None and checkpoint_cb.best_model_path else None
+    if not cfg.train and cfg.ckpt_path:
+        ckpt = cfg.ckpt_path
+    results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
+    return {key: float(value) for key, value in results[0].items()} if results else {}

@@ -1,0 +1,1 @@
+"""The LightningModule, its schedulers, and the builders of trainer, callbacks and loggers."""

@@ -1,0 +1,87 @@
+"""One builder per concern: data, model, callbacks, loggers, trainer — each from its sub-config."""
+
+import sys
+from typing import Any
+
+import lightning as L
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor
+from omegaconf import DictConfig, OmegaConf
+
+from cnnfleet.data.in_memory import InMemoryDataModule
+from cnnfleet.errors import ConfigError
+from cnnfleet.training.checkpoint_io import AtomicCheckpointIO
+from cnnfleet.training.device import DevicePlan
+from cnnfleet.training.module import Classifier
+
+
+def _instantiate(node: DictConfig, key: str) -> Any:
+    try:
+        return instantiate(node)
+    except Exception as exc:  # hydra wraps the real cause; name the config key instead
+        cause = exc.__cause__ or exc
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(f"cannot build '{key}' ({node.get('_target_')}): {cause}") from exc
+
+
+def build_datamodule(data_cfg: DictConfig) -> InMemoryDataModule:
+    return _instantiate(data_cfg, "data")
+
+
+def build_classifier(model_cfg: DictConfig, data_cfg: DictConfig, cfg: DictConfig) -> Classifier:
+    """The network's stem and head follow the data set's channels and classes."""
+    model = OmegaConf.to_container(model_cfg, resolve=True)
+    model.update(in_channels=data_cfg.channels, num_classes=data_cfg.num_classes)
+    scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler is not None else None
+    try:
+        return Classifier(
+            model=model,
+            optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+            scheduler=scheduler,
+            num_classes=data_cfg.num_classes,
+            label_smoothing=cfg.label_smoothing,
+        )
+    except Exception as exc:
+        cause = exc.__cause__ or exc
+        if isinstance(cause, ConfigError):
+            raise cause from None
+        raise ConfigError(f"cannot build model '{model_cfg._target_}': {cause}") from exc
+
+
+def build_loggers(logger_cfg: DictConfig | None) -> list[L.pytorch.loggers.Logger]:
+    if logger_cfg is None:
+        return []
+    return [_instantiate(node, f"logger.{name}") for name, node in logger_cfg.items() if node is not None]
+
+
+def build_callbacks(callbacks_cfg: DictConfig | None, has_logger: bool) -> list[L.Callback]:
+    if callbacks_cfg is None:
+        return []
+    callbacks = [_instantiate(node, f"callbacks.{name}") for name, node in callbacks_cfg.items() if node is not None]
+    # LearningRateMonitor refuses to run without a logger; with logger=none it has nothing to do
+    return [cb for cb in callbacks if has_logger or not isinstance(cb, LearningRateMonitor)]
+
+
+def build_trainer(
+    trainer_cfg: DictConfig, plan: DevicePlan, callbacks: list[L.Callback], loggers: list, output_dir: str
+) -> L.Trainer:
+    kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
+    if kwargs["enable_progress_bar"] is None:
+        kwargs["enable_progress_bar"] = sys.stdout.isatty()  # keep batch logs (SLURM, CI) clean
+    try:
+        return L.Trainer(
+            accelerator=plan.accelerator,
+            devices=plan.devices,
+            num_nodes=plan.num_nodes,
+            strategy=plan.strategy,
+            precision=plan.precision,
+            callbacks=callbacks,
+            logger=loggers or False,
+            plugins=[AtomicCheckpointIO()],
+            default_root_dir=output_dir,
+            enable_model_summary=False,
+            **kwargs,
+        )
+    except Exception as exc:  # Lightning's MisconfigurationException and ValueErrors on bad values
+        raise ConfigError(f"invalid trainer/device settings: {exc}") from exc

@@ -1,0 +1,91 @@
+"""Classifier: a network, cross-entropy, torchmetrics, and the optimizer/scheduler from config.
+
+Hyperparameters are plain dicts (the model, optimizer and scheduler configs), saved in every
+checkpoint, so a checkpoint rebuilds its own network with nothing else (see `from_checkpoint`).
+"""
+
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
+from torch import Tensor
+from torchmetrics import MeanMetric
+from torchmetrics.classification import MulticlassAccuracy
+
+from cnnfleet import __version__
+
+RUN_CONFIG_KEY = "cnnfleet"  # checkpoint entry holding the run's resolved config
+
+
+class Classifier(L.LightningModule):
+    def __init__(
+        self,
+        model: dict,
+        optimizer: dict,
+        scheduler: dict | None,
+        num_classes: int,
+        label_smoothing: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = instantiate(model)
+        self.run_config: dict | None = None  # set by the train task; stored in checkpoints
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_loss = MeanMetric()
+        self.test_loss = MeanMetric()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        x, y = batch  # (B, C, H, W), (B,)
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
+        self.train_acc(logits, y)
+        # logged tensors are reduced lazily by Lightning: no host sync here
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True)
+        self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+        x, y = batch
+        logits = self.net(x)
+        acc, mean_loss = (self.val_acc, self.val_loss) if stage == "val" else (self.test_acc, self.test_loss)
+        acc.update(logits, y)
+        mean_loss.update(F.cross_entropy(logits, y), weight=y.numel())  # per-sample mean, exact over uneven batches
+        # Metric objects are computed and synced across ranks once per epoch
+        self.log(f"{stage}/acc", acc, on_epoch=True, prog_bar=True)
+        self.log(f"{stage}/loss", mean_loss, on_epoch=True)
+
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "val")
+
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
+        self._evaluate(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        if self.hparams.scheduler is None:
+            return optimizer
+        total_steps = int(self.trainer.estimated_stepping_batches)
+        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer, total_steps=total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[RUN_CONFIG_KEY] = {"config": self.run_config, "version": __version__}
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: dict[str, Any]) -> "Classifier":
+        """Rebuild from a checkpoint loaded with weights_only=True (no pickled classes)."""
+        module = cls(**checkpoint["hyper_parameters"])
+        module.load_state_dict(checkpoint["state_dict"])
+        module.run_config = checkpoint.get(RUN_CONFIG_KEY, {}).get("config")
+        return module
+
+
+def count_parameters(module: torch.nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
