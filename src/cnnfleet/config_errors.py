@@ -33,9 +33,10 @@ def _unknown_option(exc: MissingConfigException, conf_root: str) -> str:
         return f"config '{missing}' not found in {conf_root}"
     valid = group_options(conf_root, group)
     return (
-        f"unknown option '{option}' for group '{group}'{_close(option, valid)} "
-        f"valid options: {', '.join(valid)}"
-    ).replace("? valid", "? Valid").replace("' valid", "'; valid")
+        (f"unknown option '{option}' for group '{group}'{_close(option, valid)} valid options: {', '.join(valid)}")
+        .replace("? valid", "? Valid")
+        .replace("' valid", "'; valid")
+    )
 
 
 def _unknown_key(cause: ConfigKeyError) -> str:
@@ -43,7 +44,7 @@ def _unknown_key(cause: ConfigKeyError) -> str:
     siblings: list[str] = []
     parent = cause.parent_node
     if parent is not None and hasattr(parent, "keys"):
-        siblings = [str(k) for k in parent.keys() if not str(k).startswith("_")]
+        siblings = [str(k) for k in parent if not str(k).startswith("_")]
     leaf = key.rsplit(".", 1)[-1]
     hint = _close(leaf, siblings)
     prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""

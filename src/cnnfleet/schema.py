@@ -30,6 +30,8 @@ class InMemoryDataConfig:
     test_fraction: float = 0.2  # share of all samples held out for the final test
     split_seed: int = 0  # seed of the fixed, stratified train/val/test split (independent of `seed`)
     num_workers: int = 0  # DataLoader workers; 0 = load in the main process (data is in memory)
+    crop_padding: int = 0  # training augmentation: reflect-pad by N pixels, random crop back (0 = off)
+    horizontal_flip: bool = False  # training augmentation: mirror half the images (not for digits!)
 
 
 @dataclass
@@ -124,14 +126,16 @@ class DeviceConfig:
     devices: Any = 1  # devices per node: an int, or "auto" for all visible
     num_nodes: int = 1  # nodes (machines) in the run
     strategy: str = "auto"  # auto | ddp | ddp_spawn ...
-    precision: str = "auto"  # auto (bf16-mixed on bf16 GPUs, 16-mixed on older GPUs, 32-true on CPU) or any Lightning precision
+    precision: str = (
+        "auto"  # auto (bf16-mixed on bf16 GPUs, 16-mixed on older GPUs, 32-true on CPU) or any Lightning precision
+    )
 
 
 @dataclass
 class TrainerConfig:
     """Keys passed one to one to lightning.Trainer."""
 
-    max_epochs: int = 10  # epochs to train (one epoch = every training sample once)
+    max_epochs: int = 20  # epochs to train (one epoch = every training sample once)
     accumulate_grad_batches: int = 1  # optimizer step every N batches
     gradient_clip_val: float | None = None  # clip gradient norm to this value; null = off
     log_every_n_steps: int = 10  # logging interval, optimizer steps

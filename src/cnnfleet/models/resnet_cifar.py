@@ -31,7 +31,9 @@ class ResNetCifar(nn.Module):
         if depth not in BLOCKS_PER_STAGE:
             raise ConfigError(f"model.depth={depth} is not supported; valid: {', '.join(map(str, BLOCKS_PER_STAGE))}")
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
         )
         stages: list[nn.Module] = []
         c_in = width

@@ -14,15 +14,27 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnfleet.run.files import write_json_atomic, write_text_atomic
 
-PACKAGES = ("cnnfleet", "torch", "torchvision", "lightning", "hydra-core", "omegaconf", "torchmetrics", "numpy")
+PACKAGES = (
+    "cnnfleet",
+    "torch",
+    "torchvision",
+    "lightning",
+    "hydra-core",
+    "omegaconf",
+    "torchmetrics",
+    "numpy",
+)
 SOURCE_DIR = Path(__file__).resolve().parents[1]
 
 
 def plain_config(cfg: DictConfig) -> dict:
     """The resolved config as plain containers (no DictConfig), without Hydra's own node."""
-    container = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
-    container.pop("hydra", None)
-    return container
+    plain = {}
+    for key in cfg:
+        if key != "hydra":
+            node = cfg[key]  # still attached to cfg, so interpolations to other keys resolve
+            plain[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+    return plain
 
 
 def git_state(path: Path = SOURCE_DIR) -> dict:

@@ -21,8 +21,7 @@ def latest_last_checkpoint(log_dir: str, task_name: str) -> Path:
     found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
     if not found:
         raise CheckpointError(
-            f"ckpt_path=last: no run with checkpoints/last.ckpt under {runs}; "
-            "train first, or pass ckpt_path=<file>"
+            f"ckpt_path=last: no run with checkpoints/last.ckpt under {runs}; train first, or pass ckpt_path=<file>"
         )
     return found[-1]
 

@@ -40,7 +40,7 @@ def summary_rows(summary: dict) -> dict[str, Any]:
     return {
         "test accuracy": test.get("test/acc"),
         "test loss": test.get("test/loss"),
-        "best val accuracy": fit.get("best_val"),
+        "final val accuracy": fit.get("final_val", {}).get("val/acc"),
         "epochs": fit.get("epochs"),
         "optimizer steps": fit.get("global_step"),
         "resumed from step": (summary.get("resumed_from") or {}).get("global_step"),
@@ -49,6 +49,8 @@ def summary_rows(summary: dict) -> dict[str, Any]:
         "device": summary["device"]["description"],
         "world size": summary["device"]["world_size"],
         "batch (global / per device)": f"{summary['batch']['global']} / {summary['batch']['per_device']}",
-        "split sizes (train/val/test)": "/".join(str(summary["split_sizes"].get(k, "-")) for k in ("train", "val", "test")),
+        "split sizes (train/val/test)": "/".join(
+            str(summary["split_sizes"].get(k, "-")) for k in ("train", "val", "test")
+        ),
         "run folder": summary["run_dir"],
     }

@@ -34,15 +34,31 @@ def evaluate(cfg: DictConfig) -> dict:
 
     plan = plan_devices(cfg.device)
     trainer = L.Trainer(
-        accelerator=plan.accelerator, devices=1, precision=plan.precision, logger=False,
-        enable_progress_bar=False, enable_model_summary=False,
+        accelerator=plan.accelerator,
+        devices=1,
+        precision=plan.precision,
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
     )
     results = trainer.test(module, dataloaders=datamodule.loader(cfg.split), verbose=False)[0]
     metrics = {key.replace("test/", f"{cfg.split}/"): float(value) for key, value in results.items()}
-    report = {"ckpt_path": str(cfg.ckpt_path), "split": cfg.split, "samples": len(datamodule.splits[cfg.split]),
-              "metrics": metrics, "trained_step": checkpoint["global_step"]}
+    report = {
+        "ckpt_path": str(cfg.ckpt_path),
+        "split": cfg.split,
+        "samples": len(datamodule.splits[cfg.split]),
+        "metrics": metrics,
+        "trained_step": checkpoint["global_step"],
+    }
     output_dir = Path(cfg.paths.output_dir)
     write_json_atomic(output_dir / "metrics.json", report)
-    print_table(f"cnnfleet eval: {cfg.split} split", {**metrics, "samples": report["samples"],
-                                                      "checkpoint": report["ckpt_path"], "run folder": str(output_dir)})
+    print_table(
+        f"cnnfleet eval: {cfg.split} split",
+        {
+            **metrics,
+            "samples": report["samples"],
+            "checkpoint": report["ckpt_path"],
+            "run folder": str(output_dir),
+        },
+    )
     return metrics

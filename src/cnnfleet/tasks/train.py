@@ -8,13 +8,20 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_only
 from omegaconf import DictConfig
 
 from cnnfleet import STARTED
+from cnnfleet.data.in_memory import InMemoryDataModule
 from cnnfleet.errors import CheckpointError, ConfigError
-from cnnfleet.run.record import plain_config, write_run_record
 from cnnfleet.run.logs import route_lightning_logs
+from cnnfleet.run.record import plain_config, write_run_record
 from cnnfleet.run.summary import print_table, summary_rows, write_summary
-from cnnfleet.training.builders import build_callbacks, build_classifier, build_datamodule, build_loggers, build_trainer
+from cnnfleet.training.builders import (
+    build_callbacks,
+    build_classifier,
+    build_datamodule,
+    build_loggers,
+    build_trainer,
+)
 from cnnfleet.training.checkpoint_io import read_checkpoint
-from cnnfleet.training.device import plan_devices
+from cnnfleet.training.device import DevicePlan, plan_devices
 from cnnfleet.training.fit_timer import FitTimer
 
 EXIT_INTERRUPTED = 130
@@ -30,8 +37,9 @@ def resume_position(ckpt_path: str, model_cfg: dict) -> dict:
     saved_model = checkpoint.get("hyper_parameters", {}).get("model")
     if saved_model is not None and saved_model != model_cfg:
         diff = sorted(k for k in set(saved_model) | set(model_cfg) if saved_model.get(k) != model_cfg.get(k))
+        saved = ", ".join(f"{k}={saved_model.get(k)!r}" for k in diff)
         raise CheckpointError(
-            f"ckpt_path {ckpt_path} holds a different model ({', '.join(f'{k}={saved_model.get(k)!r}' for k in diff)}); "
+            f"ckpt_path {ckpt_path} holds a different model ({saved}); "
             "resume with the same model settings or start a new run"
         )
     return {"path": ckpt_path, "global_step": checkpoint["global_step"], "epoch": checkpoint["epoch"]}
@@ -44,7 +52,9 @@ def train(cfg: DictConfig) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     plan = plan_devices(cfg.device)
     if cfg.data.batch_size % plan.world_size:
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size} (global) is not divisible by world size {plan.world_size}")
+        raise ConfigError(
+            f"data.batch_size={cfg.data.batch_size} (global) is not divisible by world size {plan.world_size}"
+        )
     if rank_zero_only.rank == 0:
         write_run_record(cfg, output_dir)
 
@@ -57,40 +67,64 @@ def train(cfg: DictConfig) -> float | None:
     trainer = build_trainer(cfg.trainer, plan, callbacks, loggers, str(output_dir))
     resumed = resume_position(cfg.ckpt_path, module.hparams.model) if cfg.ckpt_path else None
 
+    final_val: dict[str, float] = {}
     if cfg.train:
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
         if trainer.interrupted:
-            print(f"interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}; "
-                  f"resume with: cnnfleet-train ckpt_path={output_dir}/checkpoints/last.ckpt")
+            print(
+                f"interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+                f"resume with: cnnfleet-train ckpt_path={output_dir}/checkpoints/last.ckpt"
+            )
             raise TrainingInterrupted(EXIT_INTERRUPTED)
+        final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     test_metrics = _test(trainer, module, datamodule, cfg) if cfg.test else {}
 
+    summary = _summary(trainer, timer, plan, datamodule, cfg, test_metrics, final_val, resumed)
+    if trainer.is_global_zero:
+        write_summary(output_dir, summary)
+        print_table("cnnfleet run summary", summary_rows(summary))
+    metric = {**final_val, **test_metrics}.get(cfg.optimized_metric)
+    return float(metric) if metric is not None else None
+
+
+def _summary(
+    trainer: L.Trainer,
+    timer: FitTimer,
+    plan: DevicePlan,
+    datamodule: InMemoryDataModule,
+    cfg: DictConfig,
+    test: dict,
+    final_val: dict,
+    resumed: dict | None,
+) -> dict:
+    """Everything summary.json records: results, timing, device, batch, split sizes."""
     checkpoint_cb = trainer.checkpoint_callback
     best = checkpoint_cb.best_model_score if checkpoint_cb is not None else None
     datamodule.setup()
-    summary = {
+    return {
         "status": "completed",
-        "run_dir": str(output_dir),
-        "test": test_metrics,
+        "run_dir": str(cfg.paths.output_dir),
+        "test": test,
         "fit": {
             "epochs": trainer.current_epoch,
             "global_step": trainer.global_step,
-            "best_val": float(best) if best is not None else None,
+            "final_val": final_val,
+            "best_score": float(best) if best is not None else None,
+            "best_monitor": checkpoint_cb.monitor if checkpoint_cb is not None else None,
             "best_checkpoint": checkpoint_cb.best_model_path if checkpoint_cb is not None else None,
             "train_seconds": timer.train_seconds,
             "images_per_second": timer.images_per_second,
         },
         "resumed_from": resumed,
-        "device": {"description": plan.describe(), "world_size": plan.world_size, "precision": plan.precision},
+        "device": {
+            "description": plan.describe(),
+            "world_size": plan.world_size,
+            "precision": plan.precision,
+        },
         "batch": {"global": cfg.data.batch_size, "per_device": cfg.data.batch_size // plan.world_size},
         "split_sizes": datamodule.split_sizes(),
         "wall_seconds": time.perf_counter() - STARTED,
     }
-    if trainer.is_global_zero:
-        write_summary(output_dir, summary)
-        print_table("cnnfleet run summary", summary_rows(summary))
-    metric = {**test_metrics, cfg.optimized_metric: summary["fit"]["best_val"]}.get(cfg.optimized_metric)
-    return float(metric) if metric is not None else None
 
 
 def _test(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule, cfg: DictConfig) -> dict:

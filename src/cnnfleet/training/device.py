@@ -26,7 +26,9 @@ class DevicePlan:
 
     def describe(self) -> str:
         name = torch.cuda.get_device_name(0) if self.accelerator == "gpu" else "cpu"
-        return f"{self.accelerator} x{self.devices} x{self.num_nodes} node(s) ({name}), {self.strategy}, {self.precision}"
+        return (
+            f"{self.accelerator} x{self.devices} x{self.num_nodes} node(s) ({name}), {self.strategy}, {self.precision}"
+        )
 
 
 def auto_precision(accelerator: str) -> str:

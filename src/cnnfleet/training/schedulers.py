@@ -52,7 +52,10 @@ class WarmupCosine:
 
 
 def warmup_cosine(
-    optimizer: torch.optim.Optimizer, total_steps: int, warmup_fraction: float = 0.05, min_lr_ratio: float = 0.0
+    optimizer: torch.optim.Optimizer,
+    total_steps: int,
+    warmup_fraction: float = 0.05,
+    min_lr_ratio: float = 0.0,
 ) -> LRScheduler:
     """Linear warm-up for `warmup_fraction` of the steps, then cosine decay."""
     if not 0 <= warmup_fraction < 1:
