@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from cnnfleet.errors import CnnfleetError
 
@@ -39,7 +39,7 @@ def _unknown_option(exc: MissingConfigException, conf_root: str) -> str:
     )
 
 
-def _unknown_key(cause: ConfigKeyError) -> str:
+def _unknown_key(cause: ConfigKeyError | ConfigAttributeError) -> str:
     key = cause.full_key or str(cause.key)
     siblings: list[str] = []
     parent = cause.parent_node
@@ -61,7 +61,7 @@ def explain(exc: BaseException, conf_root: str) -> str:
     if isinstance(exc, OverrideParseException):
         return f"cannot parse override: {_first_line(exc)} (write key=value, quote values with spaces)"
     cause = exc.__cause__ if exc.__cause__ is not None else exc
-    if isinstance(cause, ConfigKeyError) and "not in struct" in str(cause):
+    if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and " not in " in str(cause):
         return _unknown_key(cause)
     if isinstance(cause, ValidationError):
         return f"wrong type for '{cause.full_key}': {_first_line(cause.msg or cause)}"

@@ -126,9 +126,8 @@ class DeviceConfig:
     devices: Any = 1  # devices per node: an int, or "auto" for all visible
     num_nodes: int = 1  # nodes (machines) in the run
     strategy: str = "auto"  # auto | ddp | ddp_spawn ...
-    precision: str = (
-        "auto"  # auto (bf16-mixed on bf16 GPUs, 16-mixed on older GPUs, 32-true on CPU) or any Lightning precision
-    )
+    # auto = bf16-mixed on GPUs with bf16, 16-mixed on older GPUs, 32-true on CPU; or any Lightning precision
+    precision: str = "auto"
 
 
 @dataclass

@@ -20,7 +20,7 @@ def _fmt(value: Any) -> str:
 def print_table(title: str, rows: dict[str, Any]) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("key", style="bold")
-    table.add_column("value")
+    table.add_column("value", overflow="fold")  # long paths wrap, never truncate
     for key, value in rows.items():
         if value is not None:
             table.add_row(key, _fmt(value))

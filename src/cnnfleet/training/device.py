@@ -26,9 +26,8 @@ class DevicePlan:
 
     def describe(self) -> str:
         name = torch.cuda.get_device_name(0) if self.accelerator == "gpu" else "cpu"
-        return (
-            f"{self.accelerator} x{self.devices} x{self.num_nodes} node(s) ({name}), {self.strategy}, {self.precision}"
-        )
+        nodes = f" x {self.num_nodes} nodes" if self.num_nodes > 1 else ""
+        return f"{name} x{self.devices}{nodes}, strategy {self.strategy}, {self.precision}"
 
 
 def auto_precision(accelerator: str) -> str:
