@@ -16,6 +16,13 @@ def group_options(conf_root: str, group: str) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.yaml"))
 
 
+def describe_groups(conf_root: str) -> str:
+    """One line per config group with its options (the --help listing)."""
+    root = Path(conf_root)
+    groups = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "hydra")
+    return "\n".join(f"  {group}: {', '.join(group_options(conf_root, group))}" for group in groups)
+
+
 def _first_line(text: str) -> str:
     return next((line.strip() for line in str(text).splitlines() if line.strip()), "")
 

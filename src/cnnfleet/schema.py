@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 # ---------------------------------------------------------------- data
 
@@ -211,3 +211,8 @@ def register_configs() -> None:
             cs.store(group=group, name=name, node=node)
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
+    # the --help template lists groups through this resolver (Hydra's own list shows the schemas too)
+    from cnnfleet.conf_dir import conf_dir
+    from cnnfleet.config_errors import describe_groups
+
+    OmegaConf.register_new_resolver("cnnfleet_groups", lambda: describe_groups(conf_dir()), replace=True)

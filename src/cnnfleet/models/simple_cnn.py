@@ -16,7 +16,13 @@ class SimpleCNN(nn.Module):
     On 8x8 digits with three blocks: 8x8 -> 8x8 -> pool 4x4 -> 4x4 -> global pool -> head.
     """
 
-    def __init__(self, in_channels: int, num_classes: int, widths: list[int], dropout: float = 0.0) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        widths: list[int] | tuple[int, ...] = (32, 64, 128),
+        dropout: float = 0.0,
+    ) -> None:
         super().__init__()
         if not widths:
             raise ConfigError("model.widths must list at least one channel count")

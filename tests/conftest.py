@@ -1,0 +1,78 @@
+"""Shared fixtures: the real CLI in a subprocess, and configs composed from the real conf/."""
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig
+
+from cnnfleet.conf_dir import conf_dir
+from cnnfleet.schema import register_configs
+
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+    root: Path
+
+    def run_dirs(self, task: str = "train") -> list[Path]:
+        return sorted((self.root / "logs" / task / "runs").glob("*"))
+
+    def summary(self, run_dir: Path | None = None) -> dict:
+        run_dir = run_dir or self.run_dirs()[-1]
+        return json.loads((run_dir / "summary.json").read_text())
+
+
+def run_cli(command: str, args: list[str], root: Path, timeout: float = 300, **popen) -> CliResult:
+    """Run a console script as a user would; CNNFLEET_ROOT puts logs/ under `root`."""
+    env = {**os.environ, "CNNFLEET_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.run(
+        [str(BIN / command), *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout, **popen
+    )
+    return CliResult(proc.returncode, proc.stdout, proc.stderr, root)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Callable[..., CliResult]:
+    def _run(*args: str, command: str = "cnnfleet-train", timeout: float = 300) -> CliResult:
+        return run_cli(command, list(args), tmp_path, timeout=timeout)
+
+    return _run
+
+
+@pytest.fixture(scope="session")
+def default_run(tmp_path_factory: pytest.TempPathFactory) -> CliResult:
+    """`cnnfleet-train` with no overrides, once per session (several tests read its run folder)."""
+    root = tmp_path_factory.mktemp("default_run")
+    result = run_cli("cnnfleet-train", [], root)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+
+@pytest.fixture
+def compose_cfg() -> Iterator[Callable[..., DictConfig]]:
+    """Compose a config from the real conf/ (hydra node included, ${hydra:...} resolvable)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
+
+        def _compose(*overrides: str, config_name: str = "train") -> DictConfig:
+            cfg = compose(config_name=config_name, overrides=list(overrides), return_hydra_config=True)
+            HydraConfig.instance().set_config(cfg)
+            return cfg
+
+        yield _compose
+    GlobalHydra.instance().clear()

@@ -1,0 +1,132 @@
+"""Schedulers, atomic checkpoints, the appending CSV logger and device planning."""
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from cnnfleet.errors import CheckpointError, ConfigError
+from cnnfleet.run.resume import owning_run_dir, resolve_resume
+from cnnfleet.training.checkpoint_io import AtomicCheckpointIO, atomic_torch_save, read_checkpoint
+from cnnfleet.training.csv_logger import ResumableCSVLogger
+from cnnfleet.training.device import auto_precision, plan_devices
+from cnnfleet.training.schedulers import WarmupCosine, one_cycle, warmup_cosine
+
+
+def sgd(lr: float = 0.1) -> torch.optim.Optimizer:
+    return torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+
+
+def test_warmup_cosine_hand_computed_values() -> None:
+    f = WarmupCosine(total_steps=110, warmup_steps=10, min_lr_ratio=0.1)
+    assert f(0) == pytest.approx(0.1)  # (0 + 1) / 10
+    assert f(9) == pytest.approx(1.0)
+    assert f(10) == pytest.approx(1.0)  # cosine starts at the peak
+    assert f(60) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert f(110) == pytest.approx(0.1)
+
+
+def test_warmup_cosine_scheduler_state_survives_a_round_trip() -> None:
+    opt = sgd()
+    sched = warmup_cosine(opt, total_steps=100, warmup_fraction=0.1)
+    for _ in range(30):
+        opt.step()
+        sched.step()
+    opt2 = sgd()
+    sched2 = warmup_cosine(opt2, total_steps=100, warmup_fraction=0.1)
+    sched2.load_state_dict(sched.state_dict())
+    assert sched2.get_last_lr() == sched.get_last_lr()
+
+
+def test_one_cycle_peaks_at_the_optimizer_lr() -> None:
+    opt = sgd(lr=0.2)
+    sched = one_cycle(opt, total_steps=100, pct_start=0.25)
+    lrs = []
+    for _ in range(99):
+        opt.step()
+        sched.step()
+        lrs.append(sched.get_last_lr()[0])
+    assert max(lrs) == pytest.approx(0.2, rel=1e-3)
+    assert lrs.index(max(lrs)) in (23, 24)
+
+
+def test_atomic_save_replaces_the_file_and_leaves_no_temporaries(tmp_path: Path) -> None:
+    target = tmp_path / "ckpt" / "last.ckpt"
+    atomic_torch_save({"state_dict": {"w": torch.ones(2)}, "global_step": 1}, target)
+    atomic_torch_save({"state_dict": {"w": torch.zeros(2)}, "global_step": 2}, target)
+    assert read_checkpoint(target)["global_step"] == 2
+    assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_a_failed_write_keeps_the_previous_checkpoint_intact(tmp_path: Path) -> None:
+    target = tmp_path / "last.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"state_dict": {}, "global_step": 7}, target)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        AtomicCheckpointIO().save_checkpoint({"state_dict": {}, "bad": Unpicklable()}, target)
+    assert read_checkpoint(target)["global_step"] == 7
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+
+
+def test_truncated_checkpoint_is_a_clear_error(tmp_path: Path) -> None:
+    target = tmp_path / "last.ckpt"
+    atomic_torch_save({"state_dict": {"w": torch.ones(1000)}}, target)
+    target.write_bytes(target.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        read_checkpoint(target)
+
+
+def test_csv_logger_appends_to_an_existing_metrics_file(tmp_path: Path) -> None:
+    first = ResumableCSVLogger(save_dir=str(tmp_path))
+    first.log_metrics({"train/loss": 1.0}, step=0)
+    first.save()
+    second = ResumableCSVLogger(save_dir=str(tmp_path))  # a resumed run, same folder
+    second.log_metrics({"train/loss": 0.5, "val/acc": 0.9}, step=10)
+    second.save()
+    lines = (tmp_path / "metrics.csv").read_text().splitlines()
+    assert lines[0].split(",") == ["step", "train/loss", "val/acc"]
+    assert len(lines) == 3 and lines[1].startswith("0,1.0") and lines[2].startswith("10,0.5,0.9")
+
+
+def test_resume_last_finds_the_newest_run_and_its_folder(tmp_path: Path) -> None:
+    logs = tmp_path / "logs"
+    for name in ("2026-01-01_a", "2026-01-02_b"):
+        run = logs / "train" / "runs" / name
+        (run / ".hydra").mkdir(parents=True)
+        atomic_torch_save({"state_dict": {}}, run / "checkpoints" / "last.ckpt")
+    ckpt, owner = resolve_resume("last", log_dir=str(logs), task_name="train", run_dir=None)
+    assert owner is not None and Path(owner).name == "2026-01-02_b"
+    assert owning_run_dir(Path(ckpt)) == Path(owner)
+
+
+def test_resume_last_without_any_run_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CheckpointError, match="no run with checkpoints/last.ckpt"):
+        resolve_resume("last", log_dir=str(tmp_path), task_name="train", run_dir=None)
+
+
+def test_cpu_plan_uses_full_precision() -> None:
+    cfg = OmegaConf.create(dict(accelerator="cpu", devices=1, num_nodes=1, strategy="auto", precision="auto"))
+    plan = plan_devices(cfg)
+    assert plan.precision == "32-true" and plan.world_size == 1
+    assert auto_precision("cpu") == "32-true"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+def test_gpu_request_without_a_gpu_is_a_config_error() -> None:
+    cfg = OmegaConf.create(dict(accelerator="gpu", devices=1, num_nodes=1, strategy="auto", precision="auto"))
+    with pytest.raises(ConfigError, match="no CUDA GPU is visible"):
+        plan_devices(cfg)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_plan_picks_mixed_precision() -> None:
+    cfg = OmegaConf.create(dict(accelerator="auto", devices=1, num_nodes=1, strategy="auto", precision="auto"))
+    plan = plan_devices(cfg)
+    assert plan.accelerator == "gpu" and plan.precision in ("bf16-mixed", "16-mixed")
