@@ -93,7 +93,9 @@ class InMemoryDataModule(L.LightningDataModule):
     def _check_shapes(self, images: np.ndarray, labels: np.ndarray) -> None:
         expected = (self.channels, self.image_size, self.image_size)
         if images.shape[1:] != expected:
-            raise DataError(f"data: images have shape {images.shape[1:]}, config says (channels, size, size) = {expected}")
+            raise DataError(
+                f"data: images have shape {tuple(images.shape[1:])}, config says (channels, size, size) = {expected}"
+            )
         if labels.max() >= self.num_classes:
             raise DataError(f"data: labels go up to {labels.max()}, but data.num_classes={self.num_classes}")
 
