@@ -34,19 +34,19 @@ class CliResult:
         return json.loads((run_dir / "summary.json").read_text())
 
 
-def run_cli(command: str, args: list[str], root: Path, timeout: float = 300, **popen) -> CliResult:
+def run_cli(command: str, args: list[str], root: Path, timeout: float = 300, env: dict | None = None) -> CliResult:
     """Run a console script as a user would; CNNFLEET_ROOT puts logs/ under `root`."""
-    env = {**os.environ, "CNNFLEET_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "CNNFLEET_ROOT": str(root), "PYTHONUNBUFFERED": "1", **(env or {})}
     proc = subprocess.run(
-        [str(BIN / command), *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout, **popen
+        [str(BIN / command), *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr, root)
 
 
 @pytest.fixture
 def cli(tmp_path: Path) -> Callable[..., CliResult]:
-    def _run(*args: str, command: str = "cnnfleet-train", timeout: float = 300) -> CliResult:
-        return run_cli(command, list(args), tmp_path, timeout=timeout)
+    def _run(*args: str, command: str = "cnnfleet-train", timeout: float = 300, env: dict | None = None) -> CliResult:
+        return run_cli(command, list(args), tmp_path, timeout=timeout, env=env)
 
     return _run
 

@@ -7,6 +7,7 @@ path and points `hydra.run.dir` at the run folder that owns the checkpoint, so a
 continues in its own folder. Inside the job, `run_task` maps our own errors to one line too.
 """
 
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +22,7 @@ from omegaconf import DictConfig
 from cnnfleet.conf_dir import conf_dir
 from cnnfleet.config_errors import COMPOSE_ERRORS, explain
 from cnnfleet.errors import CnnfleetError
+from cnnfleet.run.launched import launched_rank_overrides
 from cnnfleet.run.resume import resolve_resume
 from cnnfleet.schema import register_configs
 
@@ -75,6 +77,9 @@ def _quote(path: str) -> str:
 def launch(hydra_app: Callable[[], Any], config_name: str, prog: str) -> None:
     """Validate the command line, then hand it to the Hydra app (which parses sys.argv)."""
     register_configs()
+    # torch's C++ layer prints its own warnings with 50-frame stack traces straight to stderr
+    # (e.g. every TCPStore connect retry); our errors say what failed. Users can still set it.
+    os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
     argv = sys.argv[1:]
     args = get_args_parser().parse_args(argv)  # argparse exits 2 on a malformed flag
     skip = args.help or args.hydra_help or args.shell_completion or args.multirun or args.info
@@ -82,7 +87,8 @@ def launch(hydra_app: Callable[[], Any], config_name: str, prog: str) -> None:
         name = args.config_name or config_name
         try:
             cfg = compose_config(name, list(args.overrides))
-            new_overrides = _resume_overrides(cfg, list(args.overrides))
+            new_overrides = list(args.overrides) + launched_rank_overrides(cfg, list(args.overrides), os.environ)
+            new_overrides = _resume_overrides(cfg, new_overrides)
         except COMPOSE_ERRORS as exc:
             fail(prog, explain(exc, conf_dir()))
         finally:

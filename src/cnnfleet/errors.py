@@ -15,3 +15,7 @@ class CheckpointError(CnnfleetError):
 
 class DataError(CnnfleetError):
     """A data set cannot be found or read."""
+
+
+class LaunchError(CnnfleetError):
+    """The processes of a distributed run could not find or reach each other."""

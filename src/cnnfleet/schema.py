@@ -61,6 +61,7 @@ class SimpleCNNConfig:
     _target_: str = "cnnfleet.models.simple_cnn.SimpleCNN"
     widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # channels per conv block
     dropout: float = 0.0  # dropout before the classifier head
+    norm: str = "batch"  # batch | none (BatchNorm after each conv, or nothing)
 
 
 @dataclass
@@ -76,7 +77,17 @@ class ResNetCifarConfig:
 
 
 @dataclass
-class SGDConfig:
+class OptimizerConfig:
+    """Keys every optimizer takes besides its constructor's (removed before it is built)."""
+
+    # linear scaling rule (Goyal et al. 2017): effective lr = lr * data.batch_size / base_batch_size;
+    # pair it with a warm-up (scheduler=onecycle or cosine)
+    scale_lr_with_batch: bool = False
+    base_batch_size: int = 256  # global batch that `lr` was tuned for when scaling
+
+
+@dataclass
+class SGDConfig(OptimizerConfig):
     _target_: str = "torch.optim.SGD"
     _partial_: bool = True  # parameters are passed by the module
     lr: float = 0.05  # peak learning rate for the GLOBAL batch
@@ -86,7 +97,7 @@ class SGDConfig:
 
 
 @dataclass
-class AdamWConfig:
+class AdamWConfig(OptimizerConfig):
     _target_: str = "torch.optim.AdamW"
     _partial_: bool = True
     lr: float = 3e-3  # peak learning rate for the GLOBAL batch
@@ -125,9 +136,10 @@ class DeviceConfig:
     accelerator: str = "auto"  # auto | cpu | gpu
     devices: Any = 1  # devices per node: an int, or "auto" for all visible
     num_nodes: int = 1  # nodes (machines) in the run
-    strategy: str = "auto"  # auto | ddp | ddp_spawn ...
+    strategy: str = "auto"  # auto (ddp when more than one process) | ddp | ddp_spawn ...
     # auto = bf16-mixed on GPUs with bf16, 16-mixed on older GPUs, 32-true on CPU; or any Lightning precision
     precision: str = "auto"
+    timeout_s: int = 600  # wait this long for other ranks (rendezvous, collectives) before failing
 
 
 @dataclass
@@ -141,6 +153,7 @@ class TrainerConfig:
     check_val_every_n_epoch: int = 1  # validate every N epochs
     deterministic: bool = False  # torch deterministic algorithms (slower on GPU)
     benchmark: bool | None = None  # cudnn.benchmark; null = Lightning's default
+    sync_batchnorm: bool = False  # BatchNorm statistics over the global batch (GPUs only)
     fast_dev_run: Any = False  # true or N: run N batches of train/val/test as a smoke test
     # The next four take an int (a count of batches) or a float (a share), as in Lightning.
     overfit_batches: Any = 0.0  # train (and validate) on these batches only

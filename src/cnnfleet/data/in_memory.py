@@ -1,15 +1,23 @@
 """Base DataModule for data sets that fit in memory: one tensor per split, fixed seeded split.
 
-Loaders are plain DataLoaders over TensorDatasets, so Lightning shards them per rank with its
-DistributedSampler under DDP. `batch_size` is the GLOBAL batch; each rank loads
-batch_size / world_size.
+`batch_size` is the GLOBAL batch; each rank loads batch_size / world_size. The module shards
+the data itself (the trainer runs with use_distributed_sampler=False):
+
+- training: torch's DistributedSampler (seeded permutation per epoch, rank r takes every
+  world-th index), also with one process, so the samples of step t are the same set whatever
+  the world size: 2 ranks x B/2 see exactly what 1 rank x B sees;
+- validation/test: every sample exactly once (no padding duplicates in the metrics), split into
+  the same number of batches on every rank, so DDP's per-forward collectives never wait on a
+  rank that ran out of batches.
 """
+
+import math
 
 import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
 
 from cnnfleet.data.augment import augment
 from cnnfleet.errors import ConfigError, DataError
@@ -39,6 +47,23 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
     return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
 
 
+def per_device_batch(global_batch: int, world_size: int) -> int:
+    """Global batch / world size; ConfigError when it does not divide."""
+    if global_batch % world_size:
+        raise ConfigError(
+            f"data.batch_size={global_batch} (global) is not divisible by the world size {world_size}; "
+            f"use a multiple of {world_size}"
+        )
+    return global_batch // world_size
+
+
+def even_eval_batches(num_samples: int, world_size: int, rank: int, batch_size: int) -> list[list[int]]:
+    """This rank's share (every world-th sample, no repeats) in as many batches as every other rank."""
+    mine = np.arange(rank, num_samples, world_size)
+    num_batches = max(1, math.ceil(math.ceil(num_samples / world_size) / batch_size))
+    return [chunk.tolist() for chunk in np.array_split(mine, num_batches) if len(chunk)]
+
+
 class InMemoryDataModule(L.LightningDataModule):
     """Subclasses implement `load_arrays`; this class splits, normalises and serves batches."""
 
@@ -56,6 +81,7 @@ class InMemoryDataModule(L.LightningDataModule):
         num_workers: int = 0,
         crop_padding: int = 0,
         horizontal_flip: bool = False,
+        shuffle_seed: int = 0,
     ) -> None:
         super().__init__()
         if len(mean) != channels or len(std) != channels:
@@ -72,6 +98,7 @@ class InMemoryDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.crop_padding = crop_padding
         self.horizontal_flip = horizontal_flip
+        self.shuffle_seed = shuffle_seed
         self.splits: dict[str, TensorDataset] = {}
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
@@ -109,29 +136,28 @@ class InMemoryDataModule(L.LightningDataModule):
     def split_sizes(self) -> dict[str, int]:
         return {name: len(ds) for name, ds in self.splits.items()}
 
+    def _world(self) -> tuple[int, int]:
+        """(world size, global rank) of the attached trainer; (1, 0) outside one."""
+        if self.trainer is None:
+            return 1, 0
+        return self.trainer.world_size, self.trainer.global_rank
+
     def per_device_batch_size(self) -> int:
         """Global batch / world size; ConfigError when it does not divide."""
-        world = self.trainer.world_size if self.trainer is not None else 1
-        if self.batch_size % world:
-            raise ConfigError(
-                f"data.batch_size={self.batch_size} (global) is not divisible by the world size {world}; "
-                f"use a multiple of {world}"
-            )
-        return self.batch_size // world
+        return per_device_batch(self.batch_size, self._world()[0])
 
-    def loader(self, split: str, shuffle: bool = False) -> DataLoader:
+    def loader(self, split: str, train: bool = False) -> DataLoader:
         if split not in self.splits:
             raise ConfigError(f"unknown split '{split}'; valid: {', '.join(SPLITS)}")
-        return DataLoader(
-            self.splits[split],
-            batch_size=self.per_device_batch_size(),
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
+        dataset, (world, rank), batch = self.splits[split], self._world(), self.per_device_batch_size()
+        common = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0}
+        if train:
+            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.shuffle_seed)
+            return DataLoader(dataset, batch_size=batch, sampler=sampler, **common)
+        return DataLoader(dataset, batch_sampler=even_eval_batches(len(dataset), world, rank, batch), **common)
 
     def train_dataloader(self) -> DataLoader:
-        return self.loader("train", shuffle=True)
+        return self.loader("train", train=True)
 
     def val_dataloader(self) -> DataLoader:
         return self.loader("val")

@@ -83,5 +83,8 @@ def write_run_record(cfg: DictConfig, output_dir: Path) -> None:
     write_text_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(plain_config(cfg)))
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with open(output_dir / "command.txt", "a") as handle:
-        handle.write(f"{stamp} {shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])}\n")
+        # argv[1:] as rewritten by the CLI (resolved ckpt_path, shared run folder)
+        main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)  # set under python -m
+        program = ["python", "-m", main_spec.name] if main_spec is not None else [Path(sys.argv[0]).name]
+        handle.write(f"{stamp} {shlex.join([*program, *sys.argv[1:]])}\n")
     write_json_atomic(output_dir / "env.json", {"git": git_state(), "versions": versions(), "hardware": hardware()})

@@ -3,13 +3,13 @@
 from pathlib import Path
 
 import lightning as L
-from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cnnfleet.errors import CheckpointError, ConfigError
 from cnnfleet.run.files import write_json_atomic
 from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.summary import print_table
+from cnnfleet.training.builders import build_datamodule
 from cnnfleet.training.checkpoint_io import read_checkpoint
 from cnnfleet.training.device import plan_devices
 from cnnfleet.training.module import Classifier
@@ -29,7 +29,7 @@ def evaluate(cfg: DictConfig) -> dict:
     data_cfg = OmegaConf.create(module.run_config["data"])
     if cfg.batch_size is not None:
         data_cfg.batch_size = cfg.batch_size
-    datamodule = instantiate(data_cfg)
+    datamodule = build_datamodule(data_cfg, seed=cfg.seed)
     datamodule.setup()
 
     plan = plan_devices(cfg.device)

@@ -1,16 +1,21 @@
 """train(cfg): build every part from config, fit, test, and write the run summary."""
 
+import logging
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+import torch
 from omegaconf import DictConfig
 
 from cnnfleet import STARTED
-from cnnfleet.data.in_memory import InMemoryDataModule
-from cnnfleet.errors import CheckpointError, ConfigError
+from cnnfleet.data.in_memory import InMemoryDataModule, per_device_batch
+from cnnfleet.errors import CheckpointError, LaunchError
 from cnnfleet.run.logs import route_lightning_logs
+from cnnfleet.run.ranks import global_rank
 from cnnfleet.run.record import plain_config, write_run_record
 from cnnfleet.run.summary import print_table, summary_rows, write_summary
 from cnnfleet.training.builders import (
@@ -24,11 +29,7 @@ from cnnfleet.training.checkpoint_io import read_checkpoint
 from cnnfleet.training.device import DevicePlan, plan_devices
 from cnnfleet.training.fit_timer import FitTimer
 
-EXIT_INTERRUPTED = 130
-
-
-class TrainingInterrupted(SystemExit):
-    """Ctrl-C / SIGTERM stopped fit(); the last checkpoint is intact."""
+log = logging.getLogger(__name__)
 
 
 def resume_position(ckpt_path: str, model_cfg: dict) -> dict:
@@ -45,20 +46,31 @@ def resume_position(ckpt_path: str, model_cfg: dict) -> dict:
     return {"path": ckpt_path, "global_step": checkpoint["global_step"], "epoch": checkpoint["epoch"]}
 
 
+@contextmanager
+def explain_rendezvous_failure(plan: DevicePlan) -> Iterator[None]:
+    """A rank that cannot reach the others fails after device.timeout_s with what to check."""
+    try:
+        yield
+    except torch.distributed.DistError as exc:
+        master = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+        raise LaunchError(
+            f"rank {global_rank(devices_per_node=plan.devices)} of {plan.world_size} could not reach the other "
+            f"ranks at {master} within device.timeout_s={plan.timeout_s} s ({type(exc).__name__}); check "
+            "MASTER_ADDR/MASTER_PORT (the rank-0 node and a free port), that every node was started, and firewalls"
+        ) from exc
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train, validate and test one run; returns cfg.optimized_metric for sweepers."""
     route_lightning_logs()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
     plan = plan_devices(cfg.device)
-    if cfg.data.batch_size % plan.world_size:
-        raise ConfigError(
-            f"data.batch_size={cfg.data.batch_size} (global) is not divisible by world size {plan.world_size}"
-        )
-    if rank_zero_only.rank == 0:
+    batch = per_device_batch(cfg.data.batch_size, plan.world_size)  # fails before any process is launched
+    if global_rank(devices_per_node=plan.devices) == 0:
         write_run_record(cfg, output_dir)
-
-    datamodule = build_datamodule(cfg.data)
+        log.info("device plan: %s; batch %d global = %d per device", plan.describe(), cfg.data.batch_size, batch)
+    datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     module = build_classifier(cfg.model, cfg.data, cfg)
     module.run_config = plain_config(cfg)
     loggers = build_loggers(cfg.logger)
@@ -69,13 +81,9 @@ def train(cfg: DictConfig) -> float | None:
 
     final_val: dict[str, float] = {}
     if cfg.train:
-        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
-        if trainer.interrupted:
-            print(
-                f"interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}; "
-                f"resume with: cnnfleet-train ckpt_path={output_dir}/checkpoints/last.ckpt"
-            )
-            raise TrainingInterrupted(EXIT_INTERRUPTED)
+        with explain_rendezvous_failure(plan):
+            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        # Ctrl-C: Lightning tears down and exits 1 itself; last.ckpt of the last epoch stays intact
         final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     test_metrics = _test(trainer, module, datamodule, cfg) if cfg.test else {}
 
@@ -121,7 +129,7 @@ def _summary(
             "world_size": plan.world_size,
             "precision": plan.precision,
         },
-        "batch": {"global": cfg.data.batch_size, "per_device": cfg.data.batch_size // plan.world_size},
+        "batch": {"global": cfg.data.batch_size, "per_device": per_device_batch(cfg.data.batch_size, plan.world_size)},
         "split_sizes": datamodule.split_sizes(),
         "wall_seconds": time.perf_counter() - STARTED,
     }

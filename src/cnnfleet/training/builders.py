@@ -9,24 +9,34 @@ from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from cnnfleet.data.in_memory import InMemoryDataModule
-from cnnfleet.errors import ConfigError
+from cnnfleet.errors import CnnfleetError, ConfigError
 from cnnfleet.training.checkpoint_io import AtomicCheckpointIO
 from cnnfleet.training.device import DevicePlan
 from cnnfleet.training.module import Classifier
+from cnnfleet.training.optim import resolve_optimizer
+
+
+def _config_error(exc: Exception, key: str, node: DictConfig | dict) -> CnnfleetError:
+    """Hydra wraps the real cause of a failed instantiate; keep ours, else name the config key."""
+    cause = exc.__cause__ or exc
+    if isinstance(cause, CnnfleetError):
+        return cause
+    return ConfigError(f"cannot build '{key}' ({node.get('_target_')}): {cause}")
 
 
 def _instantiate(node: DictConfig, key: str) -> Any:
     try:
         return instantiate(node)
-    except Exception as exc:  # hydra wraps the real cause; name the config key instead
-        cause = exc.__cause__ or exc
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        raise ConfigError(f"cannot build '{key}' ({node.get('_target_')}): {cause}") from exc
+    except Exception as exc:
+        raise _config_error(exc, key, node) from exc
 
 
-def build_datamodule(data_cfg: DictConfig) -> InMemoryDataModule:
-    return _instantiate(data_cfg, "data")
+def build_datamodule(data_cfg: DictConfig, seed: int) -> InMemoryDataModule:
+    """The data set; `seed` (the run's seed) drives the per-epoch shuffling."""
+    try:
+        return instantiate(data_cfg, shuffle_seed=seed)
+    except Exception as exc:
+        raise _config_error(exc, "data", data_cfg) from exc
 
 
 def build_classifier(model_cfg: DictConfig, data_cfg: DictConfig, cfg: DictConfig) -> Classifier:
@@ -37,16 +47,13 @@ def build_classifier(model_cfg: DictConfig, data_cfg: DictConfig, cfg: DictConfi
     try:
         return Classifier(
             model=model,
-            optimizer=OmegaConf.to_container(cfg.optimizer, resolve=True),
+            optimizer=resolve_optimizer(OmegaConf.to_container(cfg.optimizer, resolve=True), data_cfg.batch_size),
             scheduler=scheduler,
             num_classes=data_cfg.num_classes,
             label_smoothing=cfg.label_smoothing,
         )
     except Exception as exc:
-        cause = exc.__cause__ or exc
-        if isinstance(cause, ConfigError):
-            raise cause from None
-        raise ConfigError(f"cannot build model '{model_cfg._target_}': {cause}") from exc
+        raise _config_error(exc, "model", model_cfg) from exc
 
 
 def build_loggers(logger_cfg: DictConfig | None) -> list[L.pytorch.loggers.Logger]:
@@ -67,6 +74,10 @@ def build_trainer(
     trainer_cfg: DictConfig, plan: DevicePlan, callbacks: list[L.Callback], loggers: list, output_dir: str
 ) -> L.Trainer:
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
+    if kwargs["sync_batchnorm"] and plan.accelerator == "cpu" and plan.world_size > 1:
+        raise ConfigError(
+            "trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm has no CPU kernel); set it false"
+        )
     if kwargs["enable_progress_bar"] is None:
         kwargs["enable_progress_bar"] = sys.stdout.isatty()  # keep batch logs (SLURM, CI) clean
     try:
@@ -74,11 +85,12 @@ def build_trainer(
             accelerator=plan.accelerator,
             devices=plan.devices,
             num_nodes=plan.num_nodes,
-            strategy=plan.strategy,
+            strategy=plan.strategy_arg(),
             precision=plan.precision,
             callbacks=callbacks,
             logger=loggers or False,
             plugins=[AtomicCheckpointIO()],
+            use_distributed_sampler=False,  # the DataModule shards per rank (see data/in_memory.py)
             default_root_dir=output_dir,
             enable_model_summary=False,
             **kwargs,

@@ -1,6 +1,13 @@
-"""Resolve the device group (accelerator, devices, strategy, precision) for the hardware present."""
+"""Resolve the device group (accelerator, devices, strategy, precision) for the hardware present.
 
+Also checks the request against the launcher's environment (torchrun), so a mismatch between
+`device.devices x device.num_nodes` and the processes actually started is one clear line.
+"""
+
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 from omegaconf import DictConfig
@@ -8,6 +15,7 @@ from omegaconf import DictConfig
 from cnnfleet.errors import ConfigError
 
 GPU_NAMES = ("gpu", "cuda")
+DDP_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true")
 
 
 @dataclass(frozen=True)
@@ -19,6 +27,7 @@ class DevicePlan:
     num_nodes: int
     strategy: str
     precision: str
+    timeout_s: int = 600
 
     @property
     def world_size(self) -> int:
@@ -29,6 +38,17 @@ class DevicePlan:
         nodes = f" x {self.num_nodes} nodes" if self.num_nodes > 1 else ""
         return f"{name} x{self.devices}{nodes}, strategy {self.strategy}, {self.precision}"
 
+    def strategy_arg(self) -> object:
+        """The Lightning strategy; DDP gets our timeout so a missing rank fails instead of hanging."""
+        if self.strategy not in DDP_STRATEGIES:
+            return self.strategy
+        from lightning.pytorch.strategies import DDPStrategy
+
+        return DDPStrategy(
+            timeout=timedelta(seconds=self.timeout_s),
+            find_unused_parameters=self.strategy == "ddp_find_unused_parameters_true",
+        )
+
 
 def auto_precision(accelerator: str) -> str:
     """bf16-mixed on GPUs with bf16, 16-mixed (loss scaling) on older GPUs, 32-true on CPU."""
@@ -37,33 +57,64 @@ def auto_precision(accelerator: str) -> str:
     return "32-true"
 
 
+def _resolve_accelerator(requested: str) -> str:
+    accelerator = requested.lower()
+    if accelerator == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    if accelerator in GPU_NAMES:
+        if not torch.cuda.is_available():
+            raise ConfigError("device.accelerator=gpu but no CUDA GPU is visible; use device=cpu or run on a GPU node")
+        return "gpu"
+    if accelerator != "cpu":
+        raise ConfigError(f"device.accelerator={requested!r} is not supported; valid: auto, cpu, gpu")
+    return accelerator
+
+
 def _count_devices(requested: object, accelerator: str) -> int:
-    available = torch.cuda.device_count() if accelerator == "gpu" else 1
-    if requested == "auto" or requested == -1:
-        return available
-    if not isinstance(requested, int) or requested < 1:
+    available = torch.cuda.device_count() if accelerator == "gpu" else (os.cpu_count() or 1)
+    if requested in ("auto", -1):
+        return available if accelerator == "gpu" else 1
+    if not isinstance(requested, int) or isinstance(requested, bool) or requested < 1:
         raise ConfigError(f"device.devices must be a positive int or 'auto', got {requested!r}")
-    if accelerator == "gpu" and requested > available:
+    if requested > available:
+        what = "GPU(s) are visible" if accelerator == "gpu" else "CPU cores exist"
+        hint = "check CUDA_VISIBLE_DEVICES" if accelerator == "gpu" else "one process per core at most"
         raise ConfigError(
-            f"device.devices={requested} but only {available} GPU(s) are visible; "
-            f"use device.devices={available} or check CUDA_VISIBLE_DEVICES"
+            f"device.devices={requested} but only {available} {what}; use device.devices={available} ({hint})"
         )
     return requested
 
 
-def plan_devices(cfg: DictConfig) -> DevicePlan:
+def check_launcher(plan: DevicePlan, env: Mapping[str, str]) -> None:
+    """Under torchrun, the processes started must be the processes the config asks for."""
+    if "TORCHELASTIC_RUN_ID" not in env or "WORLD_SIZE" not in env:
+        return
+    started, per_node = int(env["WORLD_SIZE"]), int(env.get("LOCAL_WORLD_SIZE", plan.devices))
+    if started != plan.world_size or per_node != plan.devices:
+        raise ConfigError(
+            f"torchrun started {started} processes ({per_node} per node) but the config asks for "
+            f"device.devices={plan.devices} x device.num_nodes={plan.num_nodes}; set "
+            f"device.devices=<--nproc-per-node> device.num_nodes=<--nnodes>"
+        )
+
+
+def plan_devices(cfg: DictConfig, env: Mapping[str, str] | None = None) -> DevicePlan:
     """Turn the device config into concrete Lightning arguments; ConfigError on impossible requests."""
-    accelerator = str(cfg.accelerator).lower()
-    if accelerator == "auto":
-        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    elif accelerator in GPU_NAMES:
-        if not torch.cuda.is_available():
-            raise ConfigError("device.accelerator=gpu but no CUDA GPU is visible; use device=cpu or run on a GPU node")
-        accelerator = "gpu"
-    elif accelerator != "cpu":
-        raise ConfigError(f"device.accelerator={cfg.accelerator!r} is not supported; valid: auto, cpu, gpu")
+    accelerator = _resolve_accelerator(str(cfg.accelerator))
     devices = _count_devices(cfg.devices, accelerator)
     if cfg.num_nodes < 1:
         raise ConfigError(f"device.num_nodes must be >= 1, got {cfg.num_nodes}")
+    if cfg.timeout_s < 1:
+        raise ConfigError(f"device.timeout_s must be >= 1 second, got {cfg.timeout_s}")
+    strategy = str(cfg.strategy)
+    if strategy == "auto" and devices * cfg.num_nodes > 1:
+        strategy = "ddp"  # plain ddp: one process per device, never ddp_spawn
     precision = auto_precision(accelerator) if cfg.precision == "auto" else str(cfg.precision)
-    return DevicePlan(accelerator, devices, int(cfg.num_nodes), str(cfg.strategy), precision)
+    if accelerator == "cpu" and precision in ("16-mixed", "16", "16-true"):
+        raise ConfigError(
+            f"device.precision={precision} has no CPU kernels (Lightning would silently run bf16-mixed); "
+            "use device.precision=bf16-mixed or 32-true on CPU"
+        )
+    plan = DevicePlan(accelerator, devices, int(cfg.num_nodes), strategy, precision, int(cfg.timeout_s))
+    check_launcher(plan, os.environ if env is None else env)
+    return plan

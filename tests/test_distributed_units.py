@@ -1,0 +1,107 @@
+"""Sharding, rank detection, launcher checks and LR scaling, with hand-computed expectations."""
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+from torch.utils.data import DistributedSampler
+
+from cnnfleet.data.in_memory import even_eval_batches, per_device_batch
+from cnnfleet.errors import ConfigError
+from cnnfleet.run.launched import launched_rank_overrides
+from cnnfleet.run.ranks import global_rank
+from cnnfleet.training.device import DevicePlan, check_launcher, plan_devices
+from cnnfleet.training.optim import resolve_optimizer
+
+
+@pytest.mark.parametrize(("n", "world", "batch"), [(359, 2, 32), (65, 2, 32), (10, 3, 4), (7, 1, 64), (64, 4, 16)])
+def test_eval_shards_cover_every_sample_once_in_equal_batch_counts(n: int, world: int, batch: int) -> None:
+    shards = [even_eval_batches(n, world, rank, batch) for rank in range(world)]
+    flat = [i for shard in shards for b in shard for i in b]
+    assert sorted(flat) == list(range(n))  # no duplicates, nothing dropped
+    assert len({len(shard) for shard in shards}) == 1  # same number of forward passes on every rank
+    assert max(len(b) for shard in shards for b in shard) <= batch
+
+
+def test_two_rank_training_batches_are_the_one_rank_batch_split_in_two() -> None:
+    data, global_batch = list(range(1259)), 60
+    single = list(DistributedSampler(data, num_replicas=1, rank=0, shuffle=True, seed=7))
+    ranks = [list(DistributedSampler(data, num_replicas=2, rank=r, shuffle=True, seed=7)) for r in (0, 1)]
+    half = global_batch // 2
+    for step in range(20):
+        union = ranks[0][step * half : (step + 1) * half] + ranks[1][step * half : (step + 1) * half]
+        assert sorted(union) == sorted(single[step * global_batch : (step + 1) * global_batch])
+
+
+def test_per_device_batch_divides_or_explains() -> None:
+    assert per_device_batch(64, 4) == 16
+    with pytest.raises(ConfigError, match="not divisible by the world size 3"):
+        per_device_batch(64, 3)
+
+
+def test_linear_lr_scaling_rule() -> None:
+    cfg = {"_target_": "torch.optim.SGD", "lr": 0.1, "scale_lr_with_batch": True, "base_batch_size": 256}
+    resolved = resolve_optimizer(cfg, global_batch=1024)
+    assert resolved == {"_target_": "torch.optim.SGD", "lr": pytest.approx(0.4)}
+    assert resolve_optimizer({**cfg, "scale_lr_with_batch": False}, 1024)["lr"] == 0.1
+
+
+def device(**kw) -> OmegaConf:
+    base = dict(accelerator="cpu", devices=1, num_nodes=1, strategy="auto", precision="auto", timeout_s=60)
+    return OmegaConf.create({**base, **kw})
+
+
+def test_more_than_one_process_means_plain_ddp() -> None:
+    plan = plan_devices(device(devices=2), env={})
+    assert plan.strategy == "ddp" and plan.world_size == 2
+    assert plan_devices(device(), env={}).strategy == "auto"
+
+
+def test_ddp_strategy_carries_the_timeout() -> None:
+    strategy = plan_devices(device(devices=2, timeout_s=42), env={}).strategy_arg()
+    assert strategy._timeout.total_seconds() == 42
+
+
+def test_torchrun_world_size_must_match_the_config() -> None:
+    plan = DevicePlan("cpu", 2, 2, "ddp", "32-true")
+    check_launcher(plan, {"TORCHELASTIC_RUN_ID": "r", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"})
+    with pytest.raises(ConfigError, match="torchrun started 2 processes"):
+        check_launcher(plan, {"TORCHELASTIC_RUN_ID": "r", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1"})
+
+
+def test_global_rank_from_each_launcher() -> None:
+    assert global_rank({"RANK": "3"}) == 3
+    assert global_rank({"SLURM_PROCID": "5", "SLURM_JOB_ID": "1"}) == 5
+    assert global_rank({"NODE_RANK": "1", "LOCAL_RANK": "1"}, devices_per_node=4) == 5
+    assert global_rank({}) == 0
+
+
+def test_torchrun_ranks_share_a_folder_named_by_the_run_id(compose_cfg, tmp_path) -> None:
+    cfg = compose_cfg(f"paths.log_dir={tmp_path}")
+    rank0 = launched_rank_overrides(cfg, [], {"TORCHELASTIC_RUN_ID": "job/7", "RANK": "0", "WORLD_SIZE": "2"})
+    rank1 = launched_rank_overrides(cfg, [], {"TORCHELASTIC_RUN_ID": "job/7", "RANK": "1", "WORLD_SIZE": "2"})
+    assert rank0 == [f"hydra.run.dir={tmp_path}/train/runs/torchrun-job_7"]
+    assert rank1 == [*rank0, "hydra.output_subdir=null", "hydra.job.name=train_rank1"]
+    assert launched_rank_overrides(cfg, [], {}) == []  # a plain run is untouched
+
+
+def test_lightning_relaunched_rank_keeps_lightnings_overrides(compose_cfg) -> None:
+    cfg = compose_cfg()
+    given = ["hydra.run.dir=/x", "hydra.job.name=train_ddp_process_1", "hydra.output_subdir=null"]
+    assert launched_rank_overrides(cfg, given, {"LOCAL_RANK": "1", "NODE_RANK": "0"}) == []
+
+
+def test_more_gpus_than_visible_is_a_config_error() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("checks the message without GPUs")
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        plan_devices(device(accelerator="gpu", devices=8), env={})
+
+
+def test_bf16_on_cpu_only_when_asked() -> None:
+    assert plan_devices(device(), env={}).precision == "32-true"
+    assert plan_devices(device(precision="bf16-mixed"), env={}).precision == "bf16-mixed"
+
+
+def test_fp16_on_cpu_is_refused_instead_of_silently_becoming_bf16() -> None:
+    with pytest.raises(ConfigError, match="bf16-mixed or 32-true"):
+        plan_devices(device(precision="16-mixed"), env={})
