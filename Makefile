@@ -20,8 +20,8 @@ train: $(STAMP)
 	$(BIN)/cnnfleet-train $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 
 test: $(STAMP) lint
 	$(BIN)/pytest $(PYTEST_ARGS)

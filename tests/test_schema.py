@@ -28,11 +28,11 @@ def test_every_group_has_options() -> None:
 def test_every_option_composes_and_builds(compose_cfg, tmp_path: Path, group: str, option: str) -> None:
     cfg = compose_cfg(f"{group}={option}", f"paths.output_dir={tmp_path}")
     OmegaConf.resolve(cfg.data)
-    datamodule = build_datamodule(cfg.data)
+    datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     module = build_classifier(cfg.model, cfg.data, cfg)
     loggers = build_loggers(cfg.logger)
     build_callbacks(cfg.callbacks, has_logger=bool(loggers))
-    optimizer = instantiate(cfg.optimizer)(params=module.parameters())
+    optimizer = instantiate(module.hparams.optimizer)(params=module.parameters())
     if cfg.scheduler is not None:
         instantiate(cfg.scheduler)(optimizer=optimizer, total_steps=100)
     assert datamodule.num_classes == cfg.data.num_classes

@@ -110,8 +110,16 @@ def test_resume_last_without_any_run_is_a_clear_error(tmp_path: Path) -> None:
         resolve_resume("last", log_dir=str(tmp_path), task_name="train", run_dir=None)
 
 
+def device_cfg(accelerator: str) -> OmegaConf:
+    return OmegaConf.create(
+        dict(accelerator=accelerator, devices=1, num_nodes=1, strategy="auto", precision="auto", timeout_s=9)
+    )
+
+
 def test_cpu_plan_uses_full_precision() -> None:
-    cfg = OmegaConf.create(dict(accelerator="cpu", devices=1, num_nodes=1, strategy="auto", precision="auto"))
+    cfg = OmegaConf.create(
+        dict(accelerator="cpu", devices=1, num_nodes=1, strategy="auto", precision="auto", timeout_s=9)
+    )
     plan = plan_devices(cfg)
     assert plan.precision == "32-true" and plan.world_size == 1
     assert auto_precision("cpu") == "32-true"
@@ -119,7 +127,9 @@ def test_cpu_plan_uses_full_precision() -> None:
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_gpu_request_without_a_gpu_is_a_config_error() -> None:
-    cfg = OmegaConf.create(dict(accelerator="gpu", devices=1, num_nodes=1, strategy="auto", precision="auto"))
+    cfg = OmegaConf.create(
+        dict(accelerator="gpu", devices=1, num_nodes=1, strategy="auto", precision="auto", timeout_s=9)
+    )
     with pytest.raises(ConfigError, match="no CUDA GPU is visible"):
         plan_devices(cfg)
 
@@ -127,6 +137,8 @@ def test_gpu_request_without_a_gpu_is_a_config_error() -> None:
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_plan_picks_mixed_precision() -> None:
-    cfg = OmegaConf.create(dict(accelerator="auto", devices=1, num_nodes=1, strategy="auto", precision="auto"))
+    cfg = OmegaConf.create(
+        dict(accelerator="auto", devices=1, num_nodes=1, strategy="auto", precision="auto", timeout_s=9)
+    )
     plan = plan_devices(cfg)
     assert plan.accelerator == "gpu" and plan.precision in ("bf16-mixed", "16-mixed")
