@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -76,3 +77,26 @@ def compose_cfg() -> Iterator[Callable[..., DictConfig]]:
 
         yield _compose
     GlobalHydra.instance().clear()
+
+
+def slurm_available() -> tuple[bool, str]:
+    if shutil.which("sbatch") is None:
+        return False, "sbatch not on PATH"
+    proc = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %t"], capture_output=True, text=True, timeout=30)
+    nodes = proc.stdout.split("\n") if proc.returncode == 0 else []
+    if len([n for n in nodes if n.strip()]) < 2:
+        return (
+            False,
+            f"no 2-node SLURM cluster ({proc.stderr.strip() or proc.stdout.strip()}); run scripts/slurm/start-slurm.sh",
+        )
+    return True, ""
+
+
+@pytest.fixture(scope="session")
+def slurm() -> None:
+    """A real local SLURM cluster (make test starts it). Skips outside CI only; a failure in CI."""
+    ok, why = slurm_available()
+    if not ok:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"SLURM is required in CI: {why}")
+        pytest.skip(why)

@@ -54,7 +54,7 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     return cfg
 
 
-def _resume_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
+def _resume_overrides(cfg: DictConfig, overrides: list[str], in_place: bool = True) -> list[str]:
     """Rewrite ckpt_path to an absolute file and run in the folder that owns it."""
     if "ckpt_path" not in cfg or cfg.ckpt_path is None:
         return overrides
@@ -63,7 +63,7 @@ def _resume_overrides(cfg: DictConfig, overrides: list[str]) -> list[str]:
         str(cfg.ckpt_path), log_dir=cfg.paths.log_dir, task_name=cfg.task_name, run_dir=run_dir
     )
     extra = [f"ckpt_path={_quote(ckpt)}"]
-    if owner is not None and run_dir is None and cfg.task_name == "train":
+    if in_place and owner is not None and run_dir is None:
         extra.append(f"hydra.run.dir={_quote(owner)}")
     kept = [o for o in overrides if o.partition("=")[0].lstrip("+~") != "ckpt_path"]
     return kept + extra
@@ -74,7 +74,7 @@ def _quote(path: str) -> str:
     return path if all(c.isalnum() or c in "/._-" for c in path) else "'" + path.replace("'", "\\'") + "'"
 
 
-def launch(hydra_app: Callable[[], Any], config_name: str, prog: str) -> None:
+def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, resume_in_place: bool = True) -> None:
     """Validate the command line, then hand it to the Hydra app (which parses sys.argv)."""
     register_configs()
     # torch's C++ layer prints its own warnings with 50-frame stack traces straight to stderr
@@ -88,7 +88,7 @@ def launch(hydra_app: Callable[[], Any], config_name: str, prog: str) -> None:
         try:
             cfg = compose_config(name, list(args.overrides))
             new_overrides = list(args.overrides) + launched_rank_overrides(cfg, list(args.overrides), os.environ)
-            new_overrides = _resume_overrides(cfg, new_overrides)
+            new_overrides = _resume_overrides(cfg, new_overrides, in_place=resume_in_place)
         except COMPOSE_ERRORS as exc:
             fail(prog, explain(exc, conf_dir()))
         finally:

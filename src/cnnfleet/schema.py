@@ -172,6 +172,27 @@ class PathsConfig:
     output_dir: str = MISSING  # this run's folder (Hydra's run dir)
 
 
+@dataclass
+class ClusterConfig:
+    """SLURM resources for cnnfleet-submit (and, later, launcher=slurm). One task per device."""
+
+    partition: str | None = None  # sbatch --partition; null = the cluster's default
+    account: str | None = None  # sbatch --account
+    qos: str | None = None  # sbatch --qos
+    time: str = "01:00:00"  # wall-clock limit, HH:MM:SS or D-HH:MM:SS
+    nodes: int = 1  # sbatch --nodes = device.num_nodes
+    tasks_per_node: int = 1  # processes per node = device.devices (= gpus_per_node on GPU nodes)
+    gpus_per_node: int = 0  # sbatch --gpus-per-node; 0 = a CPU job
+    cpus_per_task: int = 4  # CPU cores per process (data loading, threads)
+    mem: str | None = None  # sbatch --mem per node, e.g. 64G; null = the cluster's default
+    constraint: str | None = None  # sbatch --constraint, e.g. a100
+    job_name: str = "cnnfleet"
+    signal_seconds: int = 90  # SIGUSR1 this long before the time limit: save an hpc checkpoint, requeue
+    requeue: bool = True  # let SLURM (and Lightning on SIGUSR1) requeue the job
+    extra_sbatch: list[str] = field(default_factory=list)  # more "#SBATCH ..." options, e.g. ["--exclusive"]
+    setup: list[str] = field(default_factory=list)  # shell lines before srun, e.g. ["module load cuda"]
+
+
 # ---------------------------------------------------------------- primary configs
 
 
@@ -186,6 +207,7 @@ class TrainConfig:
     logger: Any = None  # dict of named Lightning loggers; null = none
     callbacks: Any = None  # dict of named Lightning callbacks; null = none
     paths: PathsConfig = MISSING
+    cluster: ClusterConfig = MISSING
     task_name: str = "train"  # first level of the run folder under paths.log_dir
     tags: list[str] = field(default_factory=list)  # free-form labels recorded with the run
     seed: int = 42  # seeds torch, numpy and python in every rank
@@ -218,6 +240,7 @@ def register_configs() -> None:
         "device": {"device_schema": DeviceConfig},
         "trainer": {"trainer_schema": TrainerConfig},
         "paths": {"paths_schema": PathsConfig},
+        "cluster": {"cluster_schema": ClusterConfig},
     }
     for group, nodes in groups.items():
         for name, node in nodes.items():

@@ -1,10 +1,11 @@
 """Hydra overrides that make every rank of one run share one run folder.
 
 Lightning's own DDP launcher already re-launches local ranks with `hydra.run.dir=<rank 0's
-folder> hydra.output_subdir=null`. Processes started by an outside launcher (torchrun, or by
-hand on each node) each start their own Hydra app and would each make a timestamped folder:
-here they agree on a folder keyed by the launcher's run id, and ranks > 0 dump no config and
-log to their own file.
+folder> hydra.output_subdir=null`. Processes started by an outside launcher (SLURM's srun,
+torchrun, or by hand on each node) each start their own Hydra app and would each make a
+timestamped folder: here they agree on a folder keyed by the launcher's id (`slurm-<job id>`,
+`torchrun-<rdzv id>`), so a requeued SLURM job finds its own checkpoints; ranks > 0 dump no
+config and log to their own file.
 """
 
 import re
@@ -13,7 +14,7 @@ from collections.abc import Mapping
 from omegaconf import DictConfig
 
 from cnnfleet.errors import ConfigError
-from cnnfleet.run.ranks import global_rank, torchrun_run_id
+from cnnfleet.run.ranks import global_rank, slurm_task_id, torchrun_run_id
 
 SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -27,9 +28,13 @@ def launched_rank_overrides(cfg: DictConfig, overrides: list[str], env: Mapping[
     devices = cfg.device.devices if "device" in cfg and isinstance(cfg.device.devices, int) else 1
     rank = global_rank(env, devices_per_node=devices)
     run_id = torchrun_run_id(env)
+    slurm_id = slurm_task_id(env)
     extra: list[str] = []
     if not _given(overrides, "hydra.run.dir"):
-        if run_id is not None:
+        if slurm_id is not None:
+            name = "slurm-" + SAFE_ID.sub("_", slurm_id)
+            extra.append(f"hydra.run.dir={cfg.paths.log_dir}/{cfg.task_name}/runs/{name}")
+        elif run_id is not None:
             if run_id == "none" and int(env.get("WORLD_SIZE", "1")) > 1:
                 raise ConfigError(
                     "torchrun without --rdzv-id: pass the same --rdzv-id=<run name> on every node "

@@ -42,3 +42,15 @@ def resolve_resume(value: str, log_dir: str, task_name: str, run_dir: str | None
     ckpt = ckpt.resolve()
     owner = owning_run_dir(ckpt)
     return str(ckpt), (str(owner) if owner is not None else None)
+
+
+def checkpoint_in_run_dir(run_dir: Path) -> Path | None:
+    """The newest resumable checkpoint a run folder already holds, or None for a fresh folder.
+
+    A requeued SLURM job (or a restarted torchrun job) lands in its keyed folder again: it
+    continues from Lightning's hpc_ckpt_N.ckpt (saved on SIGUSR1) or from checkpoints/last.ckpt,
+    whichever was written last, instead of starting over and overwriting them.
+    """
+    candidates = [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
+    existing = [path for path in candidates if path.is_file()]
+    return max(existing, key=lambda path: path.stat().st_mtime) if existing else None

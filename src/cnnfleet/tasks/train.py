@@ -17,6 +17,7 @@ from cnnfleet.errors import CheckpointError, LaunchError
 from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.ranks import global_rank
 from cnnfleet.run.record import plain_config, write_run_record
+from cnnfleet.run.resume import checkpoint_in_run_dir
 from cnnfleet.run.summary import print_table, summary_rows, write_summary
 from cnnfleet.training.builders import (
     build_callbacks,
@@ -28,6 +29,7 @@ from cnnfleet.training.builders import (
 from cnnfleet.training.checkpoint_io import read_checkpoint
 from cnnfleet.training.device import DevicePlan, plan_devices
 from cnnfleet.training.fit_timer import FitTimer
+from cnnfleet.training.preemption import Preempted, slurm_preemption
 
 log = logging.getLogger(__name__)
 
@@ -75,14 +77,25 @@ def train(cfg: DictConfig) -> float | None:
     module.run_config = plain_config(cfg)
     loggers = build_loggers(cfg.logger)
     timer = FitTimer()
-    callbacks = [*build_callbacks(cfg.callbacks, has_logger=bool(loggers)), timer]
+    preemption = slurm_preemption()
+    callbacks = [
+        *build_callbacks(cfg.callbacks, has_logger=bool(loggers)),
+        timer,
+        *([preemption] if preemption else []),
+    ]
     trainer = build_trainer(cfg.trainer, plan, callbacks, loggers, str(output_dir))
-    resumed = resume_position(cfg.ckpt_path, module.hparams.model) if cfg.ckpt_path else None
+    found = checkpoint_in_run_dir(output_dir) if cfg.ckpt_path is None else None
+    ckpt_path = cfg.ckpt_path if cfg.ckpt_path is not None else (str(found) if found else None)
+    resumed = resume_position(ckpt_path, module.hparams.model) if ckpt_path else None
 
     final_val: dict[str, float] = {}
     if cfg.train:
-        with explain_rendezvous_failure(plan):
-            trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        try:
+            with explain_rendezvous_failure(plan):
+                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
+        except Preempted as saved:
+            print(f"preempted: saved {saved}; the requeued job resumes from it in {output_dir}")
+            raise SystemExit(0) from None
         # Ctrl-C: Lightning tears down and exits 1 itself; last.ckpt of the last epoch stays intact
         final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     test_metrics = _test(trainer, module, datamodule, cfg) if cfg.test else {}

@@ -70,6 +70,13 @@ def build_callbacks(callbacks_cfg: DictConfig | None, has_logger: bool) -> list[
     return [cb for cb in callbacks if has_logger or not isinstance(cb, LearningRateMonitor)]
 
 
+def cluster_plugins() -> list:
+    """Under SLURM: Lightning's SLURM environment without its racy SIGUSR1 handler (see preemption.py)."""
+    from lightning.fabric.plugins.environments import SLURMEnvironment
+
+    return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
+
+
 def build_trainer(
     trainer_cfg: DictConfig, plan: DevicePlan, callbacks: list[L.Callback], loggers: list, output_dir: str
 ) -> L.Trainer:
@@ -89,7 +96,7 @@ def build_trainer(
             precision=plan.precision,
             callbacks=callbacks,
             logger=loggers or False,
-            plugins=[AtomicCheckpointIO()],
+            plugins=[AtomicCheckpointIO(), *cluster_plugins()],
             use_distributed_sampler=False,  # the DataModule shards per rank (see data/in_memory.py)
             default_root_dir=output_dir,
             enable_model_summary=False,

@@ -85,8 +85,40 @@ def _count_devices(requested: object, accelerator: str) -> int:
     return requested
 
 
+def _tasks_per_node(env: Mapping[str, str]) -> int:
+    """SLURM_NTASKS_PER_NODE, else the first count of SLURM_TASKS_PER_NODE ("2(x3),1")."""
+    value = env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE", "1")
+    return int(value.split(",")[0].split("(")[0])
+
+
+def check_slurm(plan: DevicePlan, env: Mapping[str, str]) -> None:
+    """Inside a SLURM job: one srun task per device, as many nodes as device.num_nodes."""
+    if "SLURM_JOB_ID" not in env or env.get("SLURM_JOB_NAME") in ("bash", "interactive"):
+        return
+    ntasks = int(env.get("SLURM_NTASKS", "1"))
+    if "SLURM_STEP_ID" not in env:
+        if ntasks > 1:
+            raise ConfigError(
+                f"this SLURM job has {ntasks} tasks but cnnfleet-train runs in the batch shell; "
+                "start it with `srun cnnfleet-train ...` (one task per device)"
+            )
+        return
+    per_node, nodes = _tasks_per_node(env), int(env.get("SLURM_NNODES", env.get("SLURM_JOB_NUM_NODES", "1")))
+    if per_node != plan.devices:
+        raise ConfigError(
+            f"SLURM runs {per_node} task(s) per node but device.devices={plan.devices}; one task per device: "
+            f"set #SBATCH --ntasks-per-node={plan.devices} or device.devices={per_node}"
+        )
+    if nodes != plan.num_nodes:
+        raise ConfigError(
+            f"SLURM allocated {nodes} node(s) but device.num_nodes={plan.num_nodes}; "
+            f"set #SBATCH --nodes={plan.num_nodes} or device.num_nodes={nodes}"
+        )
+
+
 def check_launcher(plan: DevicePlan, env: Mapping[str, str]) -> None:
-    """Under torchrun, the processes started must be the processes the config asks for."""
+    """The processes a launcher (SLURM, torchrun) started must be the processes the config asks for."""
+    check_slurm(plan, env)
     if "TORCHELASTIC_RUN_ID" not in env or "WORLD_SIZE" not in env:
         return
     started, per_node = int(env["WORLD_SIZE"]), int(env.get("LOCAL_WORLD_SIZE", plan.devices))

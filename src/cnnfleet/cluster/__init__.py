@@ -1,0 +1,1 @@
+"""SLURM: render an sbatch script from the run's config and submit it."""

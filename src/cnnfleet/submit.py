@@ -1,0 +1,43 @@
+"""cnnfleet-submit: render an sbatch script from the training config and submit it.
+
+Takes every cnnfleet-train override plus `dry_run=true` (print the script, submit nothing).
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from cnnfleet.cli import fail, launch, run_task
+from cnnfleet.conf_dir import conf_dir
+
+PROG = "cnnfleet-submit"
+_dry_run = False  # parsed from the command line before Hydra sees it (not a training key)
+
+
+@hydra.main(version_base="1.3", config_path=conf_dir(), config_name="train")
+def hydra_app(cfg: DictConfig) -> str | None:
+    from cnnfleet.tasks.submit import submit
+
+    return run_task(lambda c: submit(c, dry_run=_dry_run), cfg, PROG)
+
+
+def _pop_dry_run(argv: list[str]) -> tuple[bool, list[str]]:
+    values = [a.partition("=")[2].lower() for a in argv if a.startswith("dry_run=")]
+    rest = [a for a in argv if not a.startswith("dry_run=")]
+    if any(v not in ("true", "false") for v in values):
+        fail(PROG, f"dry_run must be true or false, got {values[-1]!r}")
+    return (values[-1] == "true" if values else False), rest
+
+
+def main() -> None:
+    global _dry_run
+    _dry_run, rest = _pop_dry_run(sys.argv[1:])
+    # cnnfleet-submit's own folder: logs/<task>/submissions/<time>/ (job.sbatch, submit.log)
+    folder = "${paths.log_dir}/${task_name}/submissions/${now:%Y-%m-%d_%H-%M-%S_%f}"
+    sys.argv = [sys.argv[0], *rest, f"hydra.run.dir={folder}", "hydra.job.name=submit"]
+    launch(hydra_app, config_name="train", prog=PROG, resume_in_place=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,132 @@
+"""cnnfleet-submit against a REAL SLURM cluster (scripts/slurm/start-slurm.sh: 2 emulated nodes)."""
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import CliResult
+
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
+CPU_JOB = ["cluster.cpus_per_task=1"]  # the emulated nodes advertise 2 cores each
+
+
+def job_info(job_id: str) -> dict[str, str]:
+    out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
+    return dict(re.findall(r"(\w+)=(\S*)", out))
+
+
+def wait_for_job(job_id: str, timeout: float = 400) -> dict[str, str]:
+    """Poll until the job ends; a requeued job passes through PENDING again, so only final states count."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        info = job_info(job_id)
+        if info.get("JobState") in TERMINAL:
+            return info
+        time.sleep(1)  # polling an external scheduler: there is no event to wait on
+    subprocess.run(["scancel", job_id])
+    pytest.fail(f"job {job_id} still {job_info(job_id).get('JobState')} after {timeout} s")
+
+
+def submitted_job(result: CliResult) -> tuple[str, Path]:
+    assert result.returncode == 0, result.stderr[-3000:]
+    job_id = re.search(r"submitted job (\d+)", result.stdout).group(1)
+    return job_id, result.root / "logs" / "train" / "runs" / f"slurm-{job_id}"
+
+
+def slurm_log(result: CliResult, job_id: str) -> str:
+    return (result.root / "logs" / "train" / "slurm" / f"{job_id}.out").read_text()
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+@pytest.mark.parametrize(("nodes", "tasks"), [(1, 2), (2, 1)], ids=["1node-2tasks", "2nodes-1task"])
+def test_submitted_ddp_job_trains_into_one_folder_keyed_by_job_id(slurm, cli, nodes: int, tasks: int) -> None:
+    result = cli(*CPU_JOB, f"cluster.nodes={nodes}", f"cluster.tasks_per_node={tasks}", command="cnnfleet-submit")
+    job_id, run = submitted_job(result)
+    info = wait_for_job(job_id)
+    assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", slurm_log(result, job_id)[-3000:]
+    assert sorted(p.name for p in run.parent.iterdir()) == [f"slurm-{job_id}"]
+    summary = result.summary(run)
+    assert summary["device"]["world_size"] == 2 and summary["test"]["test/acc"] >= 0.985
+    assert (f"x {nodes} nodes" in summary["device"]["description"]) == (nodes > 1)
+    assert (run / "job.sbatch").is_file() and (run / ".hydra").is_dir()
+    assert len((run / "command.txt").read_text().splitlines()) == 1  # rank 0 alone keeps the record
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_preempted_job_requeues_and_resumes_from_its_hpc_checkpoint(slurm, cli) -> None:
+    epochs = 40
+    result = cli(*CPU_JOB, "cluster.nodes=2", f"trainer.max_epochs={epochs}", command="cnnfleet-submit")
+    job_id, run = submitted_job(result)
+    deadline = time.monotonic() + 180
+    while not (run / "checkpoints" / "last.ckpt").is_file():  # training is under way
+        assert time.monotonic() < deadline and job_info(job_id)["JobState"] not in TERMINAL, slurm_log(result, job_id)
+        time.sleep(0.5)
+    subprocess.run(["scancel", "--signal=USR1", job_id], check=True)  # what --signal=SIGUSR1@90 does
+    info = wait_for_job(job_id)
+    log = slurm_log(result, job_id)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log[-3000:]
+    saved = torch.load(run / "hpc_ckpt_1.ckpt", weights_only=True)
+    summary = result.summary(run)
+    assert summary["resumed_from"]["path"].endswith("hpc_ckpt_1.ckpt")
+    assert summary["resumed_from"]["global_step"] == saved["global_step"] > 0  # not from zero
+    assert summary["fit"]["global_step"] == epochs * 20  # the full run: 20 steps per epoch at 2 x 32
+    assert len((run / "command.txt").read_text().splitlines()) == 2  # two attempts, one folder
+    assert sorted(p.name for p in run.parent.iterdir()) == [f"slurm-{job_id}"]
+
+
+@pytest.mark.slurm
+def test_unknown_partition_is_one_clear_line(slurm, cli) -> None:
+    result = cli("cluster.partition=no_such_partition", command="cnnfleet-submit")
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert "sbatch refused the job" in lines[0] and "partition" in lines[0]
+
+
+@pytest.mark.slurm
+def test_tasks_per_node_different_from_devices_stops_every_task_with_a_message(slurm, tmp_path: Path) -> None:
+    env = {**os.environ, "CNNFLEET_ROOT": str(tmp_path)}
+    train = str(Path(sys.executable).parent / "cnnfleet-train")
+    proc = subprocess.run(
+        ["srun", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--job-name=mismatch", train,
+         "device.accelerator=cpu", "device.devices=1"],
+        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("cnnfleet-train: error:")]
+    assert len(ours) == 2 and "2 task(s) per node but device.devices=1" in ours[0]  # one line per task
+
+
+def test_submit_without_sbatch_is_one_clear_line(cli) -> None:
+    result = cli("cluster.partition=x", command="cnnfleet-submit", env={"PATH": "/nonexistent"})
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "sbatch not found" in result.stderr
+
+
+def test_device_override_contradicting_the_cluster_is_refused(cli) -> None:
+    result = cli("dry_run=true", "cluster.tasks_per_node=2", "device.devices=4", command="cnnfleet-submit")
+    assert result.returncode == 2 and "contradicts cluster.tasks_per_node=2" in result.stderr
+
+
+def test_training_in_the_batch_shell_of_a_multi_task_job_is_refused(cli) -> None:
+    result = cli("device.accelerator=cpu", env={"SLURM_JOB_ID": "7", "SLURM_NTASKS": "2", "SLURM_JOB_NAME": "j"})
+    assert result.returncode == 2 and "start it with `srun cnnfleet-train" in result.stderr
+
+
+def test_dry_run_prints_a_script_with_one_task_per_device(cli) -> None:
+    result = cli("dry_run=true", "cluster=gpu_node", "trainer.max_epochs=3", command="cnnfleet-submit")
+    assert result.returncode == 0, result.stderr
+    script = result.stdout
+    for line in ("#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8", "#SBATCH --signal=SIGUSR1@90",
+                 "#SBATCH --requeue", "srun --kill-on-bad-exit=1"):  # fmt: skip
+        assert line in script
+    assert "device.devices=8 device.num_nodes=1 device.strategy=ddp" in script
+    assert "trainer.max_epochs=3" in script and "dry_run=" not in script
+    assert not list((result.root / "logs" / "train" / "runs").glob("*"))  # nothing submitted
