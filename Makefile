@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test lint clean
+.PHONY: install train test lint slurm-up clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -23,7 +23,15 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests scripts
 	$(BIN)/ruff format --check src tests scripts
 
-test: $(STAMP) lint
+# A real 2-node SLURM cluster on this machine for tests/test_slurm.py (root; installs Debian's
+# slurm-wlm + munge on first use). Outside CI a failure only means those tests skip.
+SLURM_LOG := $${TMPDIR:-/tmp}/cnnfleet-slurm-start.log
+slurm-up:
+	@if scripts/slurm/start-slurm.sh > $(SLURM_LOG) 2>&1; then echo "local SLURM cluster up (2 nodes)"; \
+	elif [ "$$CI" = true ]; then cat $(SLURM_LOG); echo "CI needs the local SLURM cluster"; exit 1; \
+	else echo "no local SLURM cluster (see $(SLURM_LOG)): SLURM tests will skip"; fi
+
+test: $(STAMP) lint slurm-up
 	$(BIN)/pytest $(PYTEST_ARGS)
 
 clean:

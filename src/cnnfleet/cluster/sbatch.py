@@ -23,8 +23,8 @@ TEMPLATE = Template("""\
 # cores per task: data loading and intra-op threads
 #SBATCH --cpus-per-task=$cpus
 ${resources}#SBATCH --time=$time
-# $signal s before the time limit SLURM sends SIGUSR1 to the tasks: Lightning saves
-# hpc_ckpt_N.ckpt in the run folder and requeues the job
+# $signal s before the time limit SLURM sends SIGUSR1 to the tasks: at the next training step
+# all ranks save hpc_ckpt_N.ckpt in the run folder together, then the job requeues itself
 #SBATCH --signal=SIGUSR1@$signal
 ${requeue}# a requeued attempt appends to the same log
 #SBATCH --open-mode=append
