@@ -17,7 +17,8 @@ def hydra_app(cfg: DictConfig) -> dict:
 
 
 def main() -> None:
-    launch(hydra_app, config_name="eval", prog=PROG)
+    # the checkpoint belongs to a training run; the evaluation gets its own folder under logs/eval
+    launch(hydra_app, config_name="eval", prog=PROG, resume_in_place=False)
 
 
 if __name__ == "__main__":

@@ -28,3 +28,5 @@ def route_lightning_logs() -> None:
         logger.propagate = True
     # torch 2.14 deprecated a pytree API that Lightning 2.6 still calls once per fit
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # printed on any machine with SLURM's client tools; cnnfleet checks srun use itself (device.py)
+    warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
