@@ -1,5 +1,6 @@
 """cnnfleet-submit against a REAL SLURM cluster (scripts/slurm/start-slurm.sh: 2 emulated nodes)."""
 
+import json
 import os
 import re
 import subprocess
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import CliResult
 
@@ -130,3 +132,24 @@ def test_dry_run_prints_a_script_with_one_task_per_device(cli) -> None:
     assert "device.devices=8 device.num_nodes=1 device.strategy=ddp" in script
     assert "trainer.max_epochs=3" in script and "dry_run=" not in script
     assert not list((result.root / "logs" / "train" / "runs").glob("*"))  # nothing submitted
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_multirun_on_slurm_runs_every_trial_as_its_own_ddp_job(slurm, cli) -> None:
+    result = cli(
+        "-m", "launcher=slurm", *CPU_JOB, "cluster.tasks_per_node=2", "trainer.max_epochs=3",
+        "optimizer.lr=0.003,0.01", timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (result.root / "logs" / "train" / "multiruns").iterdir()
+    summaries = sorted(sweep.glob("[0-9]*/summary.json"))
+    assert len(summaries) == 2, sorted(p.name for p in sweep.rglob("*"))[:50]
+    lrs = set()
+    for path in summaries:
+        summary = json.loads(path.read_text())
+        assert summary["device"]["world_size"] == 2  # SLURM started 2 tasks for the trial
+        lrs.add(yaml.safe_load((path.parent / "config.yaml").read_text())["optimizer"]["lr"])
+    assert lrs == {0.003, 0.01}
+    jobs = [p for p in (sweep / ".submitit").iterdir() if p.is_dir() and "_" in p.name]
+    assert len(jobs) == 2  # two SLURM (array) jobs, one per trial

@@ -6,6 +6,7 @@ imported. Polymorphic groups (data, model, optimizer, scheduler) have one schema
 the rest have one schema for the group. Field comments are the reference for each key.
 """
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -247,8 +248,30 @@ def register_configs() -> None:
             cs.store(group=group, name=name, node=node)
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
-    # the --help template lists groups through this resolver (Hydra's own list shows the schemas too)
+
+
+def register_resolvers() -> None:
+    """Resolvers the YAML files use; registered at import so every process that unpickles a
+    config (DDP children, SLURM jobs of launcher=slurm) can resolve it."""
     from cnnfleet.conf_dir import conf_dir
     from cnnfleet.config_errors import describe_groups
 
+    # the --help template lists groups through this (Hydra's own list shows the schemas too)
     OmegaConf.register_new_resolver("cnnfleet_groups", lambda: describe_groups(conf_dir()), replace=True)
+    # the launch directory; unlike ${hydra:runtime.cwd} it resolves before Hydra's job starts
+    # (hydra-submitit-launcher resolves the sweep folder while HydraConfig is still unset)
+    OmegaConf.register_new_resolver("cnnfleet_cwd", os.getcwd, replace=True)
+    # launcher=slurm maps the cluster group onto hydra-submitit-launcher's keys
+    OmegaConf.register_new_resolver("cnnfleet_minutes", slurm_time_minutes, replace=True)
+    OmegaConf.register_new_resolver("cnnfleet_null_if_zero", lambda value: value or None, replace=True)
+
+
+def slurm_time_minutes(value: str) -> int:
+    """SLURM's [D-]HH:MM:SS (or MM) as whole minutes, rounded up."""
+    days, _, clock = str(value).rpartition("-")
+    parts = [int(p) for p in clock.split(":")]
+    hours, minutes, seconds = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
+    return int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
+
+
+register_resolvers()
