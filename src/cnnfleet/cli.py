@@ -10,7 +10,6 @@ continues in its own folder. Inside the job, `run_task` maps our own errors to o
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, NoReturn
 
 from hydra import compose, initialize_config_dir
@@ -22,6 +21,7 @@ from omegaconf import DictConfig
 from cnnfleet.conf_dir import conf_dir
 from cnnfleet.config_errors import COMPOSE_ERRORS, explain
 from cnnfleet.errors import CnnfleetError
+from cnnfleet.overrides import override_value
 from cnnfleet.run.launched import launched_rank_overrides
 from cnnfleet.run.resume import resolve_resume
 from cnnfleet.schema import register_configs
@@ -34,15 +34,6 @@ def fail(prog: str, message: str) -> NoReturn:
     sys.stderr.write(f"{prog}: error: {message}\n")
     sys.stderr.flush()
     raise SystemExit(EXIT_USAGE)
-
-
-def _override_value(overrides: list[str], key: str) -> str | None:
-    value = None
-    for item in overrides:
-        name, sep, rhs = item.partition("=")
-        if sep and name.lstrip("+~") == key:
-            value = rhs
-    return value
 
 
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
@@ -58,7 +49,7 @@ def _resume_overrides(cfg: DictConfig, overrides: list[str], in_place: bool = Tr
     """Rewrite ckpt_path to an absolute file and run in the folder that owns it."""
     if "ckpt_path" not in cfg or cfg.ckpt_path is None:
         return overrides
-    run_dir = _override_value(overrides, "hydra.run.dir")
+    run_dir = override_value(overrides, "hydra.run.dir")
     ckpt, owner = resolve_resume(
         str(cfg.ckpt_path), log_dir=cfg.paths.log_dir, task_name=cfg.task_name, run_dir=run_dir
     )
@@ -107,7 +98,3 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig, prog: str) -> A
         return task(cfg)
     except CnnfleetError as exc:
         fail(prog, str(exc))
-
-
-def program_name() -> str:
-    return Path(sys.argv[0]).name

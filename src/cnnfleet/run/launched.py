@@ -14,13 +14,10 @@ from collections.abc import Mapping
 from omegaconf import DictConfig
 
 from cnnfleet.errors import ConfigError
+from cnnfleet.overrides import override_value
 from cnnfleet.run.ranks import global_rank, slurm_task_id, torchrun_run_id
 
 SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def _given(overrides: list[str], key: str) -> bool:
-    return any(item.partition("=")[0].lstrip("+~") == key for item in overrides)
 
 
 def launched_rank_overrides(cfg: DictConfig, overrides: list[str], env: Mapping[str, str]) -> list[str]:
@@ -30,7 +27,7 @@ def launched_rank_overrides(cfg: DictConfig, overrides: list[str], env: Mapping[
     run_id = torchrun_run_id(env)
     slurm_id = slurm_task_id(env)
     extra: list[str] = []
-    if not _given(overrides, "hydra.run.dir"):
+    if override_value(overrides, "hydra.run.dir") is None:
         if slurm_id is not None:
             name = "slurm-" + SAFE_ID.sub("_", slurm_id)
             extra.append(f"hydra.run.dir={cfg.paths.log_dir}/{cfg.task_name}/runs/{name}")
@@ -48,8 +45,8 @@ def launched_rank_overrides(cfg: DictConfig, overrides: list[str], env: Mapping[
                 "pass rank 0's run folder as hydra.run.dir=<folder>, or start the nodes with torchrun --rdzv-id"
             )
     if rank > 0:
-        if not _given(overrides, "hydra.output_subdir"):
+        if override_value(overrides, "hydra.output_subdir") is None:
             extra.append("hydra.output_subdir=null")  # rank 0 alone dumps the config
-        if not _given(overrides, "hydra.job.name"):
+        if override_value(overrides, "hydra.job.name") is None:
             extra.append(f"hydra.job.name={cfg.task_name}_rank{rank}")  # its own log file
     return extra
