@@ -1,6 +1,7 @@
 """Schedulers, atomic checkpoints, the appending CSV logger and device planning."""
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,16 @@ def test_gpu_plan_picks_mixed_precision() -> None:
     )
     plan = plan_devices(cfg)
     assert plan.accelerator == "gpu" and plan.precision in ("bf16-mixed", "16-mixed")
+
+
+def test_a_run_folder_resumes_from_its_newest_checkpoint(tmp_path: Path) -> None:
+    from cnnfleet.run.resume import checkpoint_to_resume
+
+    assert checkpoint_to_resume(None, tmp_path) is None  # a fresh folder starts from scratch
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    atomic_torch_save({"state_dict": {}}, last)
+    hpc = tmp_path / "hpc_ckpt_1.ckpt"
+    atomic_torch_save({"state_dict": {}}, hpc)
+    os.utime(last, (1, 1))  # the hpc checkpoint (SIGUSR1) is newer than the epoch's last.ckpt
+    assert checkpoint_to_resume(None, tmp_path) == str(hpc)
+    assert checkpoint_to_resume("/explicit.ckpt", tmp_path) == "/explicit.ckpt"

@@ -54,3 +54,11 @@ def checkpoint_in_run_dir(run_dir: Path) -> Path | None:
     candidates = [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
     existing = [path for path in candidates if path.is_file()]
     return max(existing, key=lambda path: path.stat().st_mtime) if existing else None
+
+
+def checkpoint_to_resume(ckpt_path: str | None, run_dir: Path) -> str | None:
+    """The explicit ckpt_path (already resolved by the CLI), else what the run folder holds."""
+    if ckpt_path is not None:
+        return ckpt_path
+    found = checkpoint_in_run_dir(run_dir)
+    return str(found) if found is not None else None

@@ -17,7 +17,7 @@ from cnnfleet.errors import CheckpointError, LaunchError
 from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.ranks import global_rank
 from cnnfleet.run.record import plain_config, write_run_record
-from cnnfleet.run.resume import checkpoint_in_run_dir
+from cnnfleet.run.resume import checkpoint_to_resume
 from cnnfleet.run.summary import print_table, summary_rows, write_summary
 from cnnfleet.training.builders import (
     build_callbacks,
@@ -84,8 +84,7 @@ def train(cfg: DictConfig) -> float | None:
         *([preemption] if preemption else []),
     ]
     trainer = build_trainer(cfg.trainer, plan, callbacks, loggers, str(output_dir))
-    found = checkpoint_in_run_dir(output_dir) if cfg.ckpt_path is None else None
-    ckpt_path = cfg.ckpt_path if cfg.ckpt_path is not None else (str(found) if found else None)
+    ckpt_path = checkpoint_to_resume(cfg.ckpt_path, output_dir)
     resumed = resume_position(ckpt_path, module.hparams.model) if ckpt_path else None
 
     final_val: dict[str, float] = {}
