@@ -37,7 +37,9 @@ class CliResult:
 
 def run_cli(command: str, args: list[str], root: Path, timeout: float = 300, env: dict | None = None) -> CliResult:
     """Run a console script as a user would; CNNFLEET_ROOT puts logs/ under `root`."""
-    env = {**os.environ, "CNNFLEET_ROOT": str(root), "PYTHONUNBUFFERED": "1", **(env or {})}
+    # W&B's cache and settings stay inside the test's folder
+    wandb = {"WANDB_CACHE_DIR": str(root / ".wandb-cache"), "WANDB_CONFIG_DIR": str(root / ".wandb-config")}
+    env = {**os.environ, "CNNFLEET_ROOT": str(root), "PYTHONUNBUFFERED": "1", **wandb, **(env or {})}
     proc = subprocess.run(
         [str(BIN / command), *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout
     )

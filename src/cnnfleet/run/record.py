@@ -13,6 +13,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 from cnnfleet.run.files import write_json_atomic, write_text_atomic
+from cnnfleet.tracking.secrets import redact
 
 PACKAGES = (
     "cnnfleet",
@@ -28,13 +29,14 @@ SOURCE_DIR = Path(__file__).resolve().parents[1]
 
 
 def plain_config(cfg: DictConfig) -> dict:
-    """The resolved config as plain containers (no DictConfig), without Hydra's own node."""
+    """The resolved config as plain containers (no DictConfig), without Hydra's own node, with
+    secret-looking keys (*key*, *token*, *secret*, *password*) redacted."""
     plain = {}
     for key in cfg:
         if key != "hydra":
             node = cfg[key]  # still attached to cfg, so interpolations to other keys resolve
             plain[key] = OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
-    return plain
+    return redact(plain)
 
 
 def git_state(path: Path = SOURCE_DIR) -> dict:
@@ -77,6 +79,11 @@ def hardware() -> dict:
     }
 
 
+def environment_record() -> dict:
+    """Code version, packages and hardware: env.json, and the W&B config's `run_env`."""
+    return {"git": git_state(), "versions": versions(), "hardware": hardware()}
+
+
 def write_run_record(cfg: DictConfig, output_dir: Path) -> None:
     """Rank zero only. config.yaml is replaced; command.txt keeps one line per attempt (resumes)."""
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -87,4 +94,4 @@ def write_run_record(cfg: DictConfig, output_dir: Path) -> None:
         main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)  # set under python -m
         program = ["python", "-m", main_spec.name] if main_spec is not None else [Path(sys.argv[0]).name]
         handle.write(f"{stamp} {shlex.join([*program, *sys.argv[1:]])}\n")
-    write_json_atomic(output_dir / "env.json", {"git": git_state(), "versions": versions(), "hardware": hardware()})
+    write_json_atomic(output_dir / "env.json", environment_record())

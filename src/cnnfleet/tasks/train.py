@@ -16,7 +16,7 @@ from cnnfleet.data.in_memory import InMemoryDataModule, per_device_batch
 from cnnfleet.errors import CheckpointError, LaunchError
 from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.ranks import global_rank
-from cnnfleet.run.record import plain_config, write_run_record
+from cnnfleet.run.record import environment_record, plain_config, write_run_record
 from cnnfleet.run.resume import checkpoint_to_resume
 from cnnfleet.run.summary import print_table, summary_rows, write_summary
 from cnnfleet.training.builders import (
@@ -76,6 +76,8 @@ def train(cfg: DictConfig) -> float | None:
     module = build_classifier(cfg.model, cfg.data, cfg)
     module.run_config = plain_config(cfg)
     loggers = build_loggers(cfg.logger)
+    for logger in loggers:  # the whole resolved config (redacted) + code/hardware, once, on rank 0
+        logger.log_hyperparams({**module.run_config, "run_env": environment_record()})
     timer = FitTimer()
     preemption = slurm_preemption()
     callbacks = [

@@ -1,0 +1,70 @@
+"""The W&B logger: online when an API key is configured, otherwise offline, never a prompt.
+
+The run's files live in the run folder (`<run>/wandb/`); the run id is kept in
+`<run>/wandb_run_id.txt`, so a resumed run (ckpt_path=last, a requeued SLURM job) continues the
+same W&B run. Lightning creates the W&B run on global rank 0 only.
+"""
+
+import logging
+import netrc
+import os
+import uuid
+from pathlib import Path
+
+from lightning.pytorch.loggers import WandbLogger
+
+from cnnfleet.run.ranks import global_rank
+
+log = logging.getLogger(__name__)
+RUN_ID_FILE = "wandb_run_id.txt"
+
+
+def has_api_key(env: dict[str, str] | None = None) -> bool:
+    """WANDB_API_KEY, or `wandb login`'s entry in ~/.netrc."""
+    env = dict(os.environ) if env is None else env
+    if env.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
+def wandb_mode(env: dict[str, str] | None = None) -> str:
+    """WANDB_MODE when the user set it, else online with a key and offline without."""
+    env = dict(os.environ) if env is None else env
+    return env.get("WANDB_MODE") or ("online" if has_api_key(env) else "offline")
+
+
+def run_id(save_dir: str) -> str:
+    """The run folder's W&B id: read on resume, created (by rank 0) on the first attempt."""
+    path = Path(save_dir) / RUN_ID_FILE
+    if path.is_file():
+        return path.read_text().strip()
+    new_id = uuid.uuid4().hex[:12]
+    if global_rank() == 0:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(new_id + "\n")
+    return new_id
+
+
+def build_wandb_logger(
+    save_dir: str,
+    project: str,
+    entity: str | None = None,
+    group: str | None = None,
+    name: str | None = None,
+    tags: list[str] | None = None,
+    log_model: bool = False,
+) -> WandbLogger:
+    mode = wandb_mode()
+    offline = mode != "online"
+    if offline and log_model:
+        log.info("W&B is offline: logger.wandb.log_model=true is ignored (checkpoints stay in the run folder)")
+    logger = WandbLogger(
+        save_dir=save_dir, project=project, entity=entity, group=group, name=name, tags=list(tags or []),
+        id=run_id(save_dir), resume="allow", offline=offline, log_model=log_model and not offline,
+    )  # fmt: skip
+    if offline and global_rank() == 0:
+        log.info("W&B offline (no API key found); upload later with: wandb sync %s/wandb/offline-run-*", save_dir)
+    return logger

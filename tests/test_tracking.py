@@ -1,0 +1,91 @@
+"""W&B with the real wandb library in offline mode, read back from its .wandb file."""
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from cnnfleet.tracking.secrets import redact
+from cnnfleet.tracking.wandb_logger import has_api_key, wandb_mode
+from wandb_records import read_run
+
+SECRET = "dummy-secret-value"
+
+
+def offline_runs(run: Path) -> list[Path]:
+    return sorted((run / "wandb").glob("offline-run-*/run-*.wandb"))
+
+
+def csv_rows(run: Path) -> list[dict]:
+    return list(csv.DictReader((run / "metrics.csv").open()))
+
+
+@pytest.fixture
+def no_key(monkeypatch, tmp_path) -> dict:
+    """No API key anywhere (not in the env, no ~/.netrc), WANDB_MODE unset."""
+    for var in ("WANDB_API_KEY", "WANDB_MODE"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    return {"HOME": str(tmp_path / "home")}
+
+
+def test_without_a_key_wandb_runs_offline(no_key) -> None:
+    assert not has_api_key() and wandb_mode() == "offline"
+    assert wandb_mode({"WANDB_API_KEY": "k"}) == "online" and wandb_mode({"WANDB_MODE": "disabled"}) == "disabled"
+
+
+def test_redact_replaces_secret_looking_keys_at_any_depth() -> None:
+    cfg = {"a": 1, "wandb": {"api_key": "s", "nested": [{"auth_token": "t"}]}, "password": None, "keyboard": 2}
+    assert redact(cfg) == {"a": 1, "wandb": {"api_key": "***", "nested": [{"auth_token": "***"}]},
+                           "password": None, "keyboard": "***"}  # fmt: skip
+
+
+def test_offline_run_records_config_and_the_metrics_of_metrics_csv(cli, no_key) -> None:
+    result = cli("logger=wandb", "trainer.max_epochs=3", env=no_key)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = result.run_dirs()
+    (wandb_file,) = offline_runs(run)  # exactly one W&B run
+    logged = read_run(wandb_file)
+    assert logged["config"]["data"]["batch_size"] == 64 and logged["config"]["seed"] == 42
+    assert logged["config"]["run_env"]["versions"]["torch"]
+    rows = csv_rows(run)
+    csv_val = [float(r["val/acc"]) for r in rows if r.get("val/acc")]
+    wandb_val = [h["val/acc"] for h in logged["history"] if "val/acc" in h]
+    assert wandb_val == pytest.approx(csv_val, abs=1e-7) and len(wandb_val) == 3
+    csv_test = next(float(r["test/acc"]) for r in rows if r.get("test/acc"))
+    assert logged["summary"]["test/acc"] == pytest.approx(csv_test, abs=1e-7)
+    assert any("train/loss" in h for h in logged["history"]) and any("lr-AdamW" in h for h in logged["history"])
+    assert "wandb sync" in result.stdout + result.stderr
+
+
+def test_resumed_run_continues_the_same_wandb_run(cli, no_key) -> None:
+    first = cli("logger=wandb", "trainer.max_epochs=2", env=no_key)
+    (run,) = first.run_dirs()
+    second = cli("logger=wandb", "trainer.max_epochs=2", "test=false", f"hydra.run.dir={run}", env=no_key)
+    assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
+    run_id = (run / "wandb_run_id.txt").read_text().strip()
+    assert {p.name for p in offline_runs(run)} == {f"run-{run_id}.wandb"}
+
+
+def test_api_key_never_reaches_files_or_output(cli, no_key) -> None:
+    env = {**no_key, "WANDB_API_KEY": SECRET, "WANDB_MODE": "offline"}
+    result = cli("logger=wandb", "trainer.max_epochs=1", env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert SECRET not in result.stdout + result.stderr
+    (run,) = result.run_dirs()
+    for path in run.rglob("*"):
+        if path.is_file():
+            assert SECRET.encode() not in path.read_bytes(), path
+
+
+@pytest.mark.slow
+def test_ddp_makes_exactly_one_wandb_run(cli, no_key) -> None:
+    result = cli("logger=wandb", "device=ddp", "device.accelerator=cpu", "device.devices=2", "trainer.max_epochs=2",
+                 env=no_key)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = result.run_dirs()
+    (wandb_file,) = offline_runs(run)
+    logged = read_run(wandb_file)
+    csv_test = next(float(r["test/acc"]) for r in csv_rows(run) if r.get("test/acc"))
+    assert logged["summary"]["test/acc"] == pytest.approx(csv_test, abs=1e-7)
+    assert logged["summary"]["test/acc"] == pytest.approx(result.summary(run)["test"]["test/acc"], abs=1e-7)
