@@ -3,7 +3,9 @@
 import csv
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from cnnfleet.tracking.secrets import redact
 from cnnfleet.tracking.wandb_logger import has_api_key, wandb_mode
@@ -89,3 +91,22 @@ def test_ddp_makes_exactly_one_wandb_run(cli, no_key) -> None:
     csv_test = next(float(r["test/acc"]) for r in csv_rows(run) if r.get("test/acc"))
     assert logged["summary"]["test/acc"] == pytest.approx(csv_test, abs=1e-7)
     assert logged["summary"]["test/acc"] == pytest.approx(result.summary(run)["test"]["test/acc"], abs=1e-7)
+
+
+def test_run_folder_has_confusion_matrix_curves_and_throughput(default_run) -> None:
+    (run,) = default_run.run_dirs()
+    counts = np.loadtxt(run / "confusion_matrix.csv", delimiter=",", dtype=np.int64)
+    assert counts.shape == (10, 10) and counts.sum() == 359  # every test image once
+    assert np.trace(counts) / counts.sum() == pytest.approx(default_run.summary()["test"]["test/acc"], abs=1e-6)
+    for name in ("confusion_matrix.png", "curves.png"):
+        with Image.open(run / name) as image:
+            image.verify()  # a valid PNG
+    fit = default_run.summary()["fit"]
+    assert fit["images_per_second"] > 0 and 0 <= fit["data_wait_fraction"] < 1
+    rows = csv_rows(run)
+    assert [float(r["perf/images_per_sec"]) for r in rows if r.get("perf/images_per_sec")]
+    assert all(float(r["perf/images_per_sec"]) > 0 for r in rows if r.get("perf/images_per_sec"))
+    test = default_run.summary()["test"]
+    assert {"test/acc", "test/acc_top5", "test/f1", "test/loss"} <= set(test) and test["test/acc_top5"] >= test[
+        "test/acc"
+    ]

@@ -46,6 +46,10 @@ def summary_rows(summary: dict) -> dict[str, Any]:
         "resumed from step": (summary.get("resumed_from") or {}).get("global_step"),
         "wall time (s)": summary.get("wall_seconds"),
         "train images/s": fit.get("images_per_second"),
+        "time waiting for data": f"{fit['data_wait_fraction']:.1%}"
+        if fit.get("data_wait_fraction") is not None
+        else None,
+        "peak GPU memory (GiB)": fit.get("peak_gpu_memory_gb"),
         "device": summary["device"]["description"],
         "world size": summary["device"]["world_size"],
         "batch (global / per device)": f"{summary['batch']['global']} / {summary['batch']['per_device']}",

@@ -15,6 +15,7 @@ from cnnfleet import STARTED
 from cnnfleet.data.in_memory import InMemoryDataModule, per_device_batch
 from cnnfleet.errors import CheckpointError, LaunchError
 from cnnfleet.run.logs import route_lightning_logs
+from cnnfleet.run.plots import plot_curves
 from cnnfleet.run.ranks import global_rank
 from cnnfleet.run.record import environment_record, plain_config, write_run_record
 from cnnfleet.run.resume import checkpoint_to_resume
@@ -27,9 +28,10 @@ from cnnfleet.training.builders import (
     build_trainer,
 )
 from cnnfleet.training.checkpoint_io import read_checkpoint
+from cnnfleet.training.confusion import ConfusionMatrixCallback
 from cnnfleet.training.device import DevicePlan, plan_devices
-from cnnfleet.training.fit_timer import FitTimer
 from cnnfleet.training.preemption import Preempted, slurm_preemption
+from cnnfleet.training.throughput import ThroughputMonitor
 
 log = logging.getLogger(__name__)
 
@@ -78,11 +80,12 @@ def train(cfg: DictConfig) -> float | None:
     loggers = build_loggers(cfg.logger)
     for logger in loggers:  # the whole resolved config (redacted) + code/hardware, once, on rank 0
         logger.log_hyperparams({**module.run_config, "run_env": environment_record()})
-    timer = FitTimer()
+    throughput = ThroughputMonitor()
     preemption = slurm_preemption()
     callbacks = [
         *build_callbacks(cfg.callbacks, has_logger=bool(loggers)),
-        timer,
+        throughput,
+        ConfusionMatrixCallback(cfg.data.num_classes, str(output_dir)),
         *([preemption] if preemption else []),
     ]
     trainer = build_trainer(cfg.trainer, plan, callbacks, loggers, str(output_dir))
@@ -101,9 +104,10 @@ def train(cfg: DictConfig) -> float | None:
         final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     test_metrics = _test(trainer, module, datamodule, cfg) if cfg.test else {}
 
-    summary = _summary(trainer, timer, plan, datamodule, cfg, test_metrics, final_val, resumed)
+    summary = _summary(trainer, throughput, plan, datamodule, cfg, test_metrics, final_val, resumed)
     if trainer.is_global_zero:
         write_summary(output_dir, summary)
+        plot_curves(output_dir / "metrics.csv", output_dir / "curves.png")
         print_table("cnnfleet run summary", summary_rows(summary))
     metric = {**final_val, **test_metrics}.get(cfg.optimized_metric)
     return float(metric) if metric is not None else None
@@ -111,7 +115,7 @@ def train(cfg: DictConfig) -> float | None:
 
 def _summary(
     trainer: L.Trainer,
-    timer: FitTimer,
+    throughput: ThroughputMonitor,
     plan: DevicePlan,
     datamodule: InMemoryDataModule,
     cfg: DictConfig,
@@ -134,8 +138,7 @@ def _summary(
             "best_score": float(best) if best is not None else None,
             "best_monitor": checkpoint_cb.monitor if checkpoint_cb is not None else None,
             "best_checkpoint": checkpoint_cb.best_model_path if checkpoint_cb is not None else None,
-            "train_seconds": timer.train_seconds,
-            "images_per_second": timer.images_per_second,
+            **throughput.summary(trainer.strategy.root_device),
         },
         "resumed_from": resumed,
         "device": {

@@ -5,7 +5,7 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from cnnfleet.data.in_memory import InMemoryDataModule
@@ -87,6 +87,8 @@ def build_trainer(
         )
     if kwargs["enable_progress_bar"] is None:
         kwargs["enable_progress_bar"] = sys.stdout.isatty()  # keep batch logs (SLURM, CI) clean
+    if kwargs["enable_progress_bar"]:
+        callbacks = [*callbacks, RichProgressBar()]
     try:
         return L.Trainer(
             accelerator=plan.accelerator,

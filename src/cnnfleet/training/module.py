@@ -11,8 +11,8 @@ import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor
-from torchmetrics import MeanMetric
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics import MeanMetric, MetricCollection
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from cnnfleet import __version__
 
@@ -33,8 +33,8 @@ class Classifier(L.LightningModule):
         self.net = instantiate(model)
         self.run_config: dict | None = None  # set by the train task; stored in checkpoints
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_metrics = evaluation_metrics(num_classes, prefix="val/")
+        self.test_metrics = evaluation_metrics(num_classes, prefix="test/")
         self.train_loss = MeanMetric()
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
@@ -55,21 +55,24 @@ class Classifier(L.LightningModule):
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
-    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> None:
+    def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
         x, y = batch
         logits = self.net(x)
-        acc, mean_loss = (self.val_acc, self.val_loss) if stage == "val" else (self.test_acc, self.test_loss)
-        acc.update(logits, y)
+        metrics, mean_loss = (
+            (self.val_metrics, self.val_loss) if stage == "val" else (self.test_metrics, self.test_loss)
+        )
+        metrics.update(logits, y)
         mean_loss.update(F.cross_entropy(logits, y), weight=y.numel())  # per-sample mean, exact over uneven batches
         # Metric objects are computed and synced across ranks once per epoch
-        self.log(f"{stage}/acc", acc, on_epoch=True, prog_bar=True)
+        self.log_dict(metrics, on_epoch=True)
         self.log(f"{stage}/loss", mean_loss, on_epoch=True)
+        return {"preds": logits.argmax(dim=1), "target": y}  # for callbacks (confusion matrix)
 
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "val")
+    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._evaluate(batch, "val")
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._evaluate(batch, "test")
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        return self._evaluate(batch, "test")
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
@@ -89,6 +92,17 @@ class Classifier(L.LightningModule):
         module.load_state_dict(checkpoint["state_dict"])
         module.run_config = checkpoint.get(RUN_CONFIG_KEY, {}).get("config")
         return module
+
+
+def evaluation_metrics(num_classes: int, prefix: str) -> MetricCollection:
+    """Top-1 accuracy, macro F1, and top-5 accuracy where there are more than 5 classes."""
+    metrics = {
+        "acc": MulticlassAccuracy(num_classes, average="micro"),
+        "f1": MulticlassF1Score(num_classes, average="macro"),
+    }
+    if num_classes > 5:
+        metrics["acc_top5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
+    return MetricCollection(metrics, prefix=prefix)
 
 
 def count_parameters(module: torch.nn.Module) -> int:
