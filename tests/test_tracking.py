@@ -110,3 +110,16 @@ def test_run_folder_has_confusion_matrix_curves_and_throughput(default_run) -> N
     assert {"test/acc", "test/acc_top5", "test/f1", "test/loss"} <= set(test) and test["test/acc_top5"] >= test[
         "test/acc"
     ]
+
+
+def test_loggers_combine(cli, no_key) -> None:
+    result = cli("logger=[wandb,csv,tensorboard]", "trainer.max_epochs=1", env=no_key)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (run,) = result.run_dirs()
+    assert len(offline_runs(run)) == 1 and (run / "metrics.csv").is_file()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_default_logger_is_wandb_beside_csv(default_run) -> None:
+    (run,) = default_run.run_dirs()
+    assert len(offline_runs(run)) == 1 and (run / "metrics.csv").is_file()

@@ -31,6 +31,7 @@ from cnnfleet.training.checkpoint_io import read_checkpoint
 from cnnfleet.training.confusion import ConfusionMatrixCallback
 from cnnfleet.training.device import DevicePlan, plan_devices
 from cnnfleet.training.preemption import Preempted, slurm_preemption
+from cnnfleet.training.run_config import LogRunConfig
 from cnnfleet.training.throughput import ThroughputMonitor
 
 log = logging.getLogger(__name__)
@@ -78,14 +79,13 @@ def train(cfg: DictConfig) -> float | None:
     module = build_classifier(cfg.model, cfg.data, cfg)
     module.run_config = plain_config(cfg)
     loggers = build_loggers(cfg.logger)
-    for logger in loggers:  # the whole resolved config (redacted) + code/hardware, once, on rank 0
-        logger.log_hyperparams({**module.run_config, "run_env": environment_record()})
     throughput = ThroughputMonitor()
     preemption = slurm_preemption()
     callbacks = [
         *build_callbacks(cfg.callbacks, has_logger=bool(loggers)),
         throughput,
         ConfusionMatrixCallback(cfg.data.num_classes, str(output_dir)),
+        LogRunConfig({**module.run_config, "run_env": environment_record()}),
         *([preemption] if preemption else []),
     ]
     trainer = build_trainer(cfg.trainer, plan, callbacks, loggers, str(output_dir))

@@ -11,6 +11,7 @@ import os
 import uuid
 from pathlib import Path
 
+import wandb
 from lightning.pytorch.loggers import WandbLogger
 
 from cnnfleet.run.ranks import global_rank
@@ -64,6 +65,7 @@ def build_wandb_logger(
     logger = WandbLogger(
         save_dir=save_dir, project=project, entity=entity, group=group, name=name, tags=list(tags or []),
         id=run_id(save_dir), resume="allow", offline=offline, log_model=log_model and not offline,
+        settings=wandb.Settings(silent=True),  # our log says what matters; errors stay one line
     )  # fmt: skip
     if offline and global_rank() == 0:
         log.info("W&B offline (no API key found); upload later with: wandb sync %s/wandb/offline-run-*", save_dir)
