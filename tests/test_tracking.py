@@ -1,6 +1,7 @@
 """W&B with the real wandb library in offline mode, read back from its .wandb file."""
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -9,6 +10,7 @@ from PIL import Image
 
 from cnnfleet.tracking.secrets import redact
 from cnnfleet.tracking.wandb_logger import has_api_key, wandb_mode
+from conftest import run_cli
 from wandb_records import read_run
 
 SECRET = "dummy-secret-value"
@@ -91,6 +93,13 @@ def test_ddp_makes_exactly_one_wandb_run(cli, no_key) -> None:
     csv_test = next(float(r["test/acc"]) for r in csv_rows(run) if r.get("test/acc"))
     assert logged["summary"]["test/acc"] == pytest.approx(csv_test, abs=1e-7)
     assert logged["summary"]["test/acc"] == pytest.approx(result.summary(run)["test"]["test/acc"], abs=1e-7)
+    # the 2-rank test metrics equal what ONE process computes on the same checkpoint and data
+    single = run_cli("cnnfleet-eval", [f"ckpt_path={run}/checkpoints/best.ckpt"], result.root, env=no_key)
+    assert single.returncode == 0, single.stderr[-2000:]
+    (eval_dir,) = single.run_dirs("eval")
+    one_process = json.loads((eval_dir / "metrics.json").read_text())["metrics"]
+    for key in ("test/acc", "test/loss", "test/f1", "test/acc_top5"):
+        assert one_process[key] == pytest.approx(result.summary(run)["test"][key], abs=1e-6), key
 
 
 def test_run_folder_has_confusion_matrix_curves_and_throughput(default_run) -> None:
