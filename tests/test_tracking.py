@@ -132,3 +132,12 @@ def test_loggers_combine(cli, no_key) -> None:
 def test_default_logger_is_wandb_beside_csv(default_run) -> None:
     (run,) = default_run.run_dirs()
     assert len(offline_runs(run)) == 1 and (run / "metrics.csv").is_file()
+
+
+def test_runs_of_one_sweep_share_a_wandb_group(cli, no_key) -> None:
+    result = cli("-m", "trainer.max_epochs=1", "test=false", "seed=1,2", env=no_key)
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (result.root / "logs" / "train" / "multiruns").iterdir()
+    files = sorted(sweep.glob("*/wandb/offline-run-*/run-*.wandb"))
+    assert len(files) == 2  # one W&B run per trial
+    assert {read_run(f)["group"] for f in files} == {f"sweep-{sweep.name}"}

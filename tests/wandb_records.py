@@ -43,14 +43,16 @@ def _key(item) -> str:
 
 
 def read_run(path: Path) -> dict:
-    """{"config": {...}, "history": [{...}, ...], "summary": {...}} with JSON-decoded values."""
-    run = {"config": {}, "history": [], "summary": {}}
+    """{"config", "history", "summary" (JSON-decoded values), "group"} of one run."""
+    run = {"config": {}, "history": [], "summary": {}, "group": None}
     for record in records(path):
         kind = record.WhichOneof("record_type")
         if kind == "history":
             run["history"].append({_key(i): json.loads(i.value_json) for i in record.history.item})
         elif kind == "config":
             run["config"].update({_key(i): json.loads(i.value_json) for i in record.config.update})
+        elif kind == "run":
+            run["group"] = record.run.run_group or None
         elif kind == "summary":
             run["summary"].update({_key(i): json.loads(i.value_json) for i in record.summary.update})
     return run

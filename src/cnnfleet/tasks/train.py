@@ -20,6 +20,7 @@ from cnnfleet.run.ranks import global_rank
 from cnnfleet.run.record import environment_record, plain_config, write_run_record
 from cnnfleet.run.resume import checkpoint_to_resume
 from cnnfleet.run.summary import print_table, summary_rows, write_summary
+from cnnfleet.tracking.wandb_logger import finish_wandb_runs
 from cnnfleet.training.builders import (
     build_callbacks,
     build_classifier,
@@ -67,6 +68,20 @@ def explain_rendezvous_failure(plan: DevicePlan) -> Iterator[None]:
 
 def train(cfg: DictConfig) -> float | None:
     """Train, validate and test one run; returns cfg.optimized_metric for sweepers."""
+    loggers: list = []
+    failed = True
+    try:
+        result = _train(cfg, loggers)
+        failed = False
+        return result
+    except SystemExit as exit_:
+        failed = exit_.code not in (0, None)  # a preempted job exits 0 and resumes this W&B run
+        raise
+    finally:
+        finish_wandb_runs(loggers, failed=failed)
+
+
+def _train(cfg: DictConfig, loggers: list) -> float | None:
     route_lightning_logs()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
@@ -78,7 +93,7 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     module = build_classifier(cfg.model, cfg.data, cfg)
     module.run_config = plain_config(cfg)
-    loggers = build_loggers(cfg.logger)
+    loggers.extend(build_loggers(cfg.logger))
     throughput = ThroughputMonitor()
     preemption = slurm_preemption()
     callbacks = [

@@ -49,6 +49,16 @@ def run_id(save_dir: str) -> str:
     return new_id
 
 
+def sweep_group() -> str | None:
+    """In a Hydra multirun: the sweep folder's name, so every trial lands in one W&B group."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
+        return None
+    return f"sweep-{Path(HydraConfig.get().sweep.dir).name}"
+
+
 def build_wandb_logger(
     save_dir: str,
     project: str,
@@ -60,6 +70,7 @@ def build_wandb_logger(
 ) -> WandbLogger:
     mode = wandb_mode()
     offline = mode != "online"
+    group = group if group is not None else sweep_group()
     if offline and log_model:
         log.info("W&B is offline: logger.wandb.log_model=true is ignored (checkpoints stay in the run folder)")
     logger = WandbLogger(
@@ -70,3 +81,12 @@ def build_wandb_logger(
     if offline and global_rank() == 0:
         log.info("W&B offline (no API key found); upload later with: wandb sync %s/wandb/offline-run-*", save_dir)
     return logger
+
+
+def finish_wandb_runs(loggers: list, failed: bool) -> None:
+    """Close this process's W&B run. Lightning leaves it open, so the next trial of a local
+    multirun would otherwise log into the same W&B run."""
+    if not any(isinstance(logger, WandbLogger) for logger in loggers):
+        return
+    if wandb.run is not None:
+        wandb.finish(exit_code=1 if failed else 0)
