@@ -5,6 +5,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -23,16 +24,27 @@ def job_info(job_id: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S*)", out))
 
 
-def wait_for_job(job_id: str, timeout: float = 400) -> dict[str, str]:
-    """Poll until the job ends; a requeued job passes through PENDING again, so only final states count."""
-    deadline = time.monotonic() + timeout
+def wait_until(condition, timeout: float, interval: float = 0.5):
+    """The first truthy value of `condition()`, checked every `interval` s; None after `timeout` s.
+
+    SLURM offers no event for "job ended" or "file written", so this polls, always with a bound.
+    """
+    deadline, pause = time.monotonic() + timeout, threading.Event()
     while time.monotonic() < deadline:
-        info = job_info(job_id)
-        if info.get("JobState") in TERMINAL:
-            return info
-        time.sleep(1)  # polling an external scheduler: there is no event to wait on
-    subprocess.run(["scancel", job_id])
-    pytest.fail(f"job {job_id} still {job_info(job_id).get('JobState')} after {timeout} s")
+        value = condition()
+        if value:
+            return value
+        pause.wait(interval)
+    return None
+
+
+def wait_for_job(job_id: str, timeout: float = 400) -> dict[str, str]:
+    """Wait until the job ends; a requeued job passes through PENDING again, so only final states count."""
+    info = wait_until(lambda: (i := job_info(job_id)).get("JobState") in TERMINAL and i, timeout, interval=1)
+    if not info:
+        subprocess.run(["scancel", job_id])
+        pytest.fail(f"job {job_id} still {job_info(job_id).get('JobState')} after {timeout} s")
+    return info
 
 
 def submitted_job(result: CliResult) -> tuple[str, Path]:
@@ -67,10 +79,11 @@ def test_preempted_job_requeues_and_resumes_from_its_hpc_checkpoint(slurm, cli) 
     epochs = 40
     result = cli(*CPU_JOB, "cluster.nodes=2", f"trainer.max_epochs={epochs}", command="cnnfleet-submit")
     job_id, run = submitted_job(result)
-    deadline = time.monotonic() + 180
-    while not (run / "checkpoints" / "last.ckpt").is_file():  # training is under way
-        assert time.monotonic() < deadline and job_info(job_id)["JobState"] not in TERMINAL, slurm_log(result, job_id)
-        time.sleep(0.5)
+    # training is under way once the first epoch's checkpoint exists (or the job ended early)
+    started = wait_until(
+        lambda: (run / "checkpoints" / "last.ckpt").is_file() or job_info(job_id)["JobState"] in TERMINAL, 180
+    )
+    assert started and job_info(job_id)["JobState"] not in TERMINAL, slurm_log(result, job_id)
     subprocess.run(["scancel", "--signal=USR1", job_id], check=True)  # what --signal=SIGUSR1@90 does
     info = wait_for_job(job_id)
     log = slurm_log(result, job_id)

@@ -11,7 +11,6 @@ import os
 import uuid
 from pathlib import Path
 
-import wandb
 from lightning.pytorch.loggers import WandbLogger
 
 from cnnfleet.run.ranks import global_rank
@@ -68,6 +67,8 @@ def build_wandb_logger(
     tags: list[str] | None = None,
     log_model: bool = False,
 ) -> WandbLogger:
+    import wandb  # only when W&B is configured: `import wandb` costs ~1 s
+
     mode = wandb_mode()
     offline = mode != "online"
     group = group if group is not None else sweep_group()
@@ -88,5 +89,7 @@ def finish_wandb_runs(loggers: list, failed: bool) -> None:
     multirun would otherwise log into the same W&B run."""
     if not any(isinstance(logger, WandbLogger) for logger in loggers):
         return
+    import wandb
+
     if wandb.run is not None:
         wandb.finish(exit_code=1 if failed else 0)
