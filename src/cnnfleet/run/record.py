@@ -84,7 +84,7 @@ def environment_record() -> dict:
     return {"git": git_state(), "versions": versions(), "hardware": hardware()}
 
 
-def write_run_record(cfg: DictConfig, output_dir: Path) -> None:
+def write_run_record(cfg: DictConfig, output_dir: Path, environment: dict) -> None:
     """Rank zero only. config.yaml is replaced; command.txt keeps one line per attempt (resumes)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(plain_config(cfg)))
@@ -94,4 +94,4 @@ def write_run_record(cfg: DictConfig, output_dir: Path) -> None:
         main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)  # set under python -m
         program = ["python", "-m", main_spec.name] if main_spec is not None else [Path(sys.argv[0]).name]
         handle.write(f"{stamp} {shlex.join([*program, *sys.argv[1:]])}\n")
-    write_json_atomic(output_dir / "env.json", environment_record())
+    write_json_atomic(output_dir / "env.json", environment)

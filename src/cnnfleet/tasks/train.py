@@ -87,8 +87,9 @@ def _train(cfg: DictConfig, loggers: list) -> float | None:
     output_dir = Path(cfg.paths.output_dir)
     plan = plan_devices(cfg.device)
     batch = per_device_batch(cfg.data.batch_size, plan.world_size)  # fails before any process is launched
+    environment = environment_record()  # git, versions, hardware: env.json and the loggers' config
     if global_rank(devices_per_node=plan.devices) == 0:
-        write_run_record(cfg, output_dir)
+        write_run_record(cfg, output_dir, environment)
         log.info("device plan: %s; batch %d global = %d per device", plan.describe(), cfg.data.batch_size, batch)
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     module = build_classifier(cfg.model, cfg.data, cfg)
@@ -100,7 +101,7 @@ def _train(cfg: DictConfig, loggers: list) -> float | None:
         *build_callbacks(cfg.callbacks, has_logger=bool(loggers)),
         throughput,
         ConfusionMatrixCallback(cfg.data.num_classes, str(output_dir)),
-        LogRunConfig({**module.run_config, "run_env": environment_record()}),
+        LogRunConfig({**module.run_config, "run_env": environment}),
         *([preemption] if preemption else []),
     ]
     trainer = build_trainer(cfg.trainer, plan, callbacks, loggers, str(output_dir))
