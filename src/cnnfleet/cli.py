@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from cnnfleet.conf_dir import conf_dir
 from cnnfleet.config_errors import COMPOSE_ERRORS, explain
 from cnnfleet.errors import CnnfleetError
-from cnnfleet.overrides import override_value
+from cnnfleet.overrides import override_value, quote_value
 from cnnfleet.run.launched import launched_rank_overrides
 from cnnfleet.run.resume import resolve_resume
 from cnnfleet.schema import register_configs
@@ -53,16 +53,11 @@ def _resume_overrides(cfg: DictConfig, overrides: list[str], in_place: bool = Tr
     ckpt, owner = resolve_resume(
         str(cfg.ckpt_path), log_dir=cfg.paths.log_dir, task_name=cfg.task_name, run_dir=run_dir
     )
-    extra = [f"ckpt_path={_quote(ckpt)}"]
+    extra = [f"ckpt_path={quote_value(ckpt)}"]
     if in_place and owner is not None and run_dir is None:
-        extra.append(f"hydra.run.dir={_quote(owner)}")
+        extra.append(f"hydra.run.dir={quote_value(owner)}")
     kept = [o for o in overrides if o.partition("=")[0].lstrip("+~") != "ckpt_path"]
     return kept + extra
-
-
-def _quote(path: str) -> str:
-    """Quote a path for Hydra's override grammar when it holds special characters."""
-    return path if all(c.isalnum() or c in "/._-" for c in path) else "'" + path.replace("'", "\\'") + "'"
 
 
 def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, resume_in_place: bool = True) -> None:
@@ -89,11 +84,45 @@ def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, resume_in_
             for item in args.overrides:
                 flags.remove(item)
             sys.argv = [sys.argv[0], *flags, *new_overrides]
-    hydra_app()
+    if not args.multirun:
+        hydra_app()
+        return
+    finished = False
+    try:
+        hydra_app()
+        finished = True
+    finally:  # also after Ctrl-C or a sweeper error: the table shows what finished
+        _summarize_sweeps(prog, check=finished)
+
+
+def _summarize_sweeps(prog: str, check: bool) -> None:
+    """Write each sweep's results table; exit 1 when every trial of a finished sweep failed."""
+    from cnnfleet.sweeps.callback import started_sweeps
+    from cnnfleet.sweeps.results import write_sweep_summary
+
+    for sweep_dir in started_sweeps():
+        rows = write_sweep_summary(sweep_dir)
+        failed = [row for row in rows if row.status != "completed"]
+        if failed:
+            print(f"{prog}: {len(failed)} of {len(rows)} trials did not complete; see {sweep_dir}/sweep_summary.md")
+        if check and rows and len(failed) == len(rows):
+            sys.stderr.write(f"{prog}: error: every trial failed; first reason: {failed[0].reason}\n")
+            raise SystemExit(1)
 
 
 def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig, prog: str) -> Any:
-    """Run a task inside the Hydra job; our input errors become one line and exit 2."""
+    """Run a task inside the Hydra job; our input errors become one line and exit 2.
+
+    In a multirun a failed trial prints its line and returns None instead, so the sweep goes on
+    (the trial recorded why in its summary.json; see cnnfleet/sweeps/trial.py)."""
+    from cnnfleet.sweeps.trial import in_multirun, one_line
+
+    if in_multirun():
+        try:
+            return task(cfg)
+        except Exception as exc:
+            sys.stderr.write(f"{prog}: error: trial {HydraConfig.get().job.num} failed: {one_line(exc)}\n")
+            return None
     try:
         return task(cfg)
     except CnnfleetError as exc:

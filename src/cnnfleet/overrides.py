@@ -9,3 +9,8 @@ def override_value(overrides: list[str], key: str) -> str | None:
         if sep and name.lstrip("+~") == key:
             value = rhs
     return value
+
+
+def quote_value(path: str) -> str:
+    """Quote a value (a path) for Hydra's override grammar when it holds special characters."""
+    return path if all(c.isalnum() or c in "/._-" for c in path) else "'" + path.replace("'", "\\'") + "'"

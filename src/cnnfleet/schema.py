@@ -145,7 +145,7 @@ class DeviceConfig:
 
 @dataclass
 class TrainerConfig:
-    """Keys passed one to one to lightning.Trainer."""
+    """Keys passed one to one to lightning.Trainer, except those marked cnnfleet."""
 
     max_epochs: int = 20  # epochs to train (one epoch = every training sample once)
     accumulate_grad_batches: int = 1  # optimizer step every N batches
@@ -163,6 +163,9 @@ class TrainerConfig:
     limit_test_batches: Any = None
     num_sanity_val_steps: int = 0  # validation batches run before training (0 = skip)
     enable_progress_bar: bool | None = None  # null = on only when stdout is a terminal
+    # cnnfleet: stop at the first NaN/inf loss; checked every N steps (each check is one host sync)
+    # and always before validation and before any checkpoint is written
+    check_finite_every_n_steps: int = 1
 
 
 @dataclass
@@ -214,7 +217,8 @@ class TrainConfig:
     seed: int = 42  # seeds torch, numpy and python in every rank
     ckpt_path: str | None = None  # resume: `last` (latest run of this task) or a checkpoint path
     label_smoothing: float = 0.0  # cross-entropy label smoothing
-    optimized_metric: str = "val/acc"  # metric returned to a sweeper and used for the best checkpoint
+    optimized_metric: str = "val/acc"  # metric a sweeper optimizes (any val/* or test/* metric)
+    optimized_direction: str = "maximize"  # maximize | minimize: how sweeps rank trials
     train: bool = True  # run fit()
     test: bool = True  # run test() on the best checkpoint after fit
 

@@ -1,8 +1,10 @@
 """train(cfg): build every part from config, fit, test, and write the run summary."""
 
+import json
 import logging
 import os
 import time
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -13,13 +15,15 @@ from omegaconf import DictConfig
 
 from cnnfleet import STARTED
 from cnnfleet.data.in_memory import InMemoryDataModule, per_device_batch
-from cnnfleet.errors import CheckpointError, LaunchError
+from cnnfleet.errors import CheckpointError, CnnfleetError, LaunchError
+from cnnfleet.run.files import write_text_atomic
 from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.plots import plot_curves
 from cnnfleet.run.ranks import global_rank
 from cnnfleet.run.record import environment_record, plain_config, write_run_record
 from cnnfleet.run.resume import checkpoint_to_resume
 from cnnfleet.run.summary import print_table, summary_rows, write_summary
+from cnnfleet.sweeps.trial import in_multirun, needs_own_process, one_line, run_in_own_process, write_failure
 from cnnfleet.tracking.wandb_logger import finish_wandb_runs
 from cnnfleet.training.builders import (
     build_callbacks,
@@ -36,6 +40,7 @@ from cnnfleet.training.run_config import LogRunConfig
 from cnnfleet.training.throughput import ThroughputMonitor
 
 log = logging.getLogger(__name__)
+_started = STARTED  # wall time origin: the command's start, or the trial's start in a multirun
 
 
 def resume_position(ckpt_path: str, model_cfg: dict) -> dict:
@@ -68,29 +73,47 @@ def explain_rendezvous_failure(plan: DevicePlan) -> Iterator[None]:
 
 def train(cfg: DictConfig) -> float | None:
     """Train, validate and test one run; returns cfg.optimized_metric for sweepers."""
+    global _started
+    _started = STARTED if not in_multirun() else time.perf_counter()  # a trial's own time in a sweep
+    plan = plan_devices(cfg.device)
+    if needs_own_process(plan.world_size):
+        return run_in_own_process()  # a DDP trial of a local multirun (see sweeps/trial.py)
     loggers: list = []
     failed = True
     try:
-        result = _train(cfg, loggers)
+        result = _train(cfg, plan, loggers)
         failed = False
         return result
     except SystemExit as exit_:
         failed = exit_.code not in (0, None)  # a preempted job exits 0 and resumes this W&B run
         raise
+    except Exception as exc:
+        if global_rank(devices_per_node=plan.devices) == 0:
+            _record_failure(Path(cfg.paths.output_dir), exc)
+        raise
     finally:
         finish_wandb_runs(loggers, failed=failed)
 
 
-def _train(cfg: DictConfig, loggers: list) -> float | None:
+def _record_failure(output_dir: Path, exc: Exception) -> None:
+    """summary.json says failed and why; a bug (not an input error) leaves its traceback beside it."""
+    write_failure(output_dir, one_line(exc), wall_seconds=time.perf_counter() - _started)
+    if output_dir.is_dir() and not isinstance(exc, CnnfleetError):
+        write_text_atomic(output_dir / "traceback.txt", "".join(traceback.format_exception(exc)))
+
+
+def _train(cfg: DictConfig, plan: DevicePlan, loggers: list) -> float | None:
     route_lightning_logs()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = Path(cfg.paths.output_dir)
-    plan = plan_devices(cfg.device)
     batch = per_device_batch(cfg.data.batch_size, plan.world_size)  # fails before any process is launched
     environment = environment_record()  # git, versions, hardware: env.json and the loggers' config
-    if global_rank(devices_per_node=plan.devices) == 0:
+    rank = global_rank(devices_per_node=plan.devices)
+    if rank == 0:
         write_run_record(cfg, output_dir, environment)
         log.info("device plan: %s; batch %d global = %d per device", plan.describe(), cfg.data.batch_size, batch)
+    # every rank says what it trains: its own log file shows that all ranks agree
+    log.info("rank %d of %d hyperparameters: %s", rank, plan.world_size, hyperparameters_line(cfg))
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     module = build_classifier(cfg.model, cfg.data, cfg)
     module.run_config = plain_config(cfg)
@@ -120,13 +143,23 @@ def _train(cfg: DictConfig, loggers: list) -> float | None:
         final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     test_metrics = _test(trainer, module, datamodule, cfg) if cfg.test else {}
 
+    metric = {**final_val, **test_metrics}.get(cfg.optimized_metric)
+    metric = float(metric) if metric is not None else None
     summary = _summary(trainer, throughput, plan, datamodule, cfg, test_metrics, final_val, resumed)
+    summary["optimized"] = {"metric": cfg.optimized_metric, "direction": cfg.optimized_direction, "value": metric}
     if trainer.is_global_zero:
         write_summary(output_dir, summary)
         plot_curves(output_dir / "metrics.csv", output_dir / "curves.png")
         print_table("cnnfleet run summary", summary_rows(summary))
-    metric = {**final_val, **test_metrics}.get(cfg.optimized_metric)
-    return float(metric) if metric is not None else None
+    return metric
+
+
+def hyperparameters_line(cfg: DictConfig) -> str:
+    """What decides the result of a run, as one sorted JSON line (model, optimizer, schedule, data, seed)."""
+    plain = plain_config(cfg)
+    chosen = {key: plain.get(key) for key in ("data", "model", "optimizer", "scheduler", "label_smoothing", "seed")}
+    chosen["max_epochs"] = cfg.trainer.max_epochs
+    return json.dumps(chosen, sort_keys=True, default=str)
 
 
 def _summary(
@@ -164,7 +197,7 @@ def _summary(
         },
         "batch": {"global": cfg.data.batch_size, "per_device": per_device_batch(cfg.data.batch_size, plan.world_size)},
         "split_sizes": datamodule.split_sizes(),
-        "wall_seconds": time.perf_counter() - STARTED,
+        "wall_seconds": time.perf_counter() - _started,
     }
 
 

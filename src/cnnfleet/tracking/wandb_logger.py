@@ -50,12 +50,10 @@ def run_id(save_dir: str) -> str:
 
 def sweep_group() -> str | None:
     """In a Hydra multirun: the sweep folder's name, so every trial lands in one W&B group."""
-    from hydra.core.hydra_config import HydraConfig
-    from hydra.types import RunMode
+    from cnnfleet.sweeps.trial import current_sweep_dir
 
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
-    return f"sweep-{Path(HydraConfig.get().sweep.dir).name}"
+    sweep_dir = current_sweep_dir()  # also set for a DDP trial's own process tree
+    return f"sweep-{Path(sweep_dir).name}" if sweep_dir else None
 
 
 def build_wandb_logger(

@@ -12,6 +12,7 @@ from cnnfleet.data.in_memory import InMemoryDataModule
 from cnnfleet.errors import CnnfleetError, ConfigError
 from cnnfleet.training.checkpoint_io import AtomicCheckpointIO
 from cnnfleet.training.device import DevicePlan
+from cnnfleet.training.finite_loss import StopOnNonFiniteLoss
 from cnnfleet.training.module import Classifier
 from cnnfleet.training.optim import resolve_optimizer
 
@@ -81,6 +82,7 @@ def build_trainer(
     trainer_cfg: DictConfig, plan: DevicePlan, callbacks: list[L.Callback], loggers: list, output_dir: str
 ) -> L.Trainer:
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
+    callbacks = [*callbacks, StopOnNonFiniteLoss(kwargs.pop("check_finite_every_n_steps"))]
     if kwargs["sync_batchnorm"] and plan.accelerator == "cpu" and plan.world_size > 1:
         raise ConfigError(
             "trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm has no CPU kernel); set it false"

@@ -1,0 +1,1 @@
+"""Hyperparameter sweeps: trials, the Optuna search loop and the results table."""

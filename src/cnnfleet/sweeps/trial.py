@@ -1,0 +1,87 @@
+"""One trial of a Hydra multirun.
+
+Two rules make trials safe inside any sweeper:
+
+* A trial never takes the sweep down: its error is printed as one line, recorded in the trial's
+  summary.json (status "failed" and the reason) and the trial returns None; the sweeper and the
+  results table read the status from the run folder.
+* A trial with more than one local process runs as its own process tree. Lightning's `ddp`
+  re-launches `sys.argv` for ranks > 0; inside a multirun that command still holds `-m`, so each
+  rank would re-run the whole sweep in another folder and, with a sampling sweeper, train
+  different hyperparameters. Instead the trial starts `python -m cnnfleet.train <this trial's
+  overrides> hydra.run.dir=<trial folder>` (an ordinary single run, whose ranks Lightning
+  launches correctly), waits, and returns the metric from its summary.json. Cost: one extra
+  interpreter start (~3-5 s of imports) per trial. Under SLURM (launcher=slurm) the ranks are
+  SLURM tasks and run the trial directly.
+"""
+
+import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+
+from cnnfleet.overrides import quote_value
+from cnnfleet.run.files import write_json_atomic
+from cnnfleet.run.ranks import slurm_task_id, torchrun_run_id
+
+log = logging.getLogger(__name__)
+SWEEP_DIR_ENV = "CNNFLEET_SWEEP_DIR"  # set for a trial's own process tree: its W&B group
+
+
+def in_multirun() -> bool:
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def current_sweep_dir() -> str | None:
+    """The sweep folder this process trains for, or None outside a sweep."""
+    if in_multirun():
+        return str(HydraConfig.get().sweep.dir)
+    return os.environ.get(SWEEP_DIR_ENV) or None
+
+
+def needs_own_process(world_size: int) -> bool:
+    """A local multirun trial with several ranks (SLURM or torchrun already launched them)."""
+    env = dict(os.environ)
+    return in_multirun() and world_size > 1 and slurm_task_id(env) is None and torchrun_run_id(env) is None
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: our errors are already phrased for users; others get their type."""
+    from cnnfleet.errors import CnnfleetError
+
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text if isinstance(exc, CnnfleetError) else f"{type(exc).__name__}: {text}"
+
+
+def write_failure(output_dir: str | Path, reason: str, wall_seconds: float | None = None) -> None:
+    """summary.json of a failed run: the results table and the sweeper read the reason here."""
+    output_dir = Path(output_dir)
+    if output_dir.is_dir():
+        write_json_atomic(
+            output_dir / "summary.json",
+            {"status": "failed", "reason": reason, "run_dir": str(output_dir), "wall_seconds": wall_seconds},
+        )
+
+
+def run_in_own_process(module: str = "cnnfleet.train") -> float | None:
+    """Run this trial as a single run in its own process tree; its metric, or None if it failed."""
+    import json
+
+    hydra_cfg = HydraConfig.get()
+    output_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = [*hydra_cfg.overrides.task, f"hydra.run.dir={quote_value(str(output_dir))}", "hydra.output_subdir=null"]
+    env = {**os.environ, SWEEP_DIR_ENV: str(hydra_cfg.sweep.dir)}
+    log.info("trial %s: its ranks run in their own process tree (python -m %s)", hydra_cfg.job.num, module)
+    code = subprocess.call([sys.executable, "-m", module, *overrides], env=env)
+    summary_path = output_dir / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
+    if code != 0 and summary.get("status") != "failed":
+        summary = {"status": "failed", "reason": f"the trial's process tree exited with code {code}"}
+        write_failure(output_dir, summary["reason"])
+    if summary.get("status") != "completed":
+        return None
+    return (summary.get("optimized") or {}).get("value")

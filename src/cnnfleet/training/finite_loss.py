@@ -1,0 +1,80 @@
+"""Stop training at the first non-finite loss, before any checkpoint can hold the bad weights.
+
+Each step records, on the device and without a host sync, the first step whose loss was NaN or
+inf. Every `check_every_n_steps` steps, before each validation and before each checkpoint save,
+the ranks agree (one all-reduce) on the earliest bad step and all raise together. Raising in
+`on_save_checkpoint` aborts the save before the file is written, so the last good checkpoint
+stays untouched whatever the check interval.
+"""
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+
+from cnnfleet.errors import CnnfleetError
+
+NONE = 2**62  # "no bad step yet"; the earliest bad step wins the MIN all-reduce
+
+
+class NonFiniteLoss(CnnfleetError):
+    """The training loss became NaN or inf."""
+
+
+class StopOnNonFiniteLoss(L.Callback):
+    def __init__(self, check_every_n_steps: int = 1) -> None:
+        if check_every_n_steps < 1:
+            raise ValueError("check_every_n_steps must be >= 1")
+        self.every = check_every_n_steps
+        self._first_bad: torch.Tensor | None = None
+        self._value: torch.Tensor | None = None
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
+        if loss is None:
+            return
+        loss = loss.detach()
+        if self._first_bad is None:
+            self._first_bad = torch.full((), NONE, dtype=torch.long, device=loss.device)
+            self._value = torch.zeros((), dtype=loss.dtype, device=loss.device)
+        # global_step has already counted this batch's optimizer step: the bad step is global_step
+        bad = ~torch.isfinite(loss) & (self._first_bad == NONE)
+        self._first_bad = torch.where(bad, torch.full_like(self._first_bad, trainer.global_step), self._first_bad)
+        self._value = torch.where(bad, loss, self._value)
+        if trainer.global_step % self.every == 0:
+            self._check(trainer, pl_module)
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.training:
+            self._check(trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._check(trainer, pl_module)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
+        self._check(trainer, pl_module)
+
+    def _check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._first_bad is None:
+            return
+        first_bad = self._first_bad.clone()
+        if trainer.world_size > 1 and dist.is_initialized():
+            dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)  # one collective (no barrier: every rank is here)
+        first = int(first_bad)
+        if first == NONE:
+            return
+        kind = "nan" if torch.isnan(self._value).item() else "inf"
+        raise NonFiniteLoss(
+            f"training loss became {kind} at optimizer step {first} (epoch {trainer.current_epoch}); "
+            f"likely causes: learning rate too high (optimizer.lr={_lr(pl_module)}), fp16 overflow "
+            "(use device.precision=bf16-mixed or 32-true), or exploding gradients (trainer.gradient_clip_val=1.0); "
+            "the checkpoints written before it are kept"
+        )
+
+
+def _lr(pl_module: L.LightningModule) -> Any:
+    optimizer = getattr(pl_module, "hparams", {}).get("optimizer", {})
+    return optimizer.get("lr", "?") if isinstance(optimizer, Mapping) else "?"
