@@ -25,6 +25,18 @@ def started_sweeps() -> list[str]:
     return list(_started)
 
 
+def swept_keys(config: DictConfig) -> list[str]:
+    """Keys the sweep varies: sweep overrides on the command line (a=1,2 / choice(...)) and the
+    sweeper's own search space (hydra.sweeper.params)."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(config.hydra.overrides.task))
+    keys = [o.get_key_element() for o in parsed if o.is_sweep_override()]
+    params = config.hydra.sweeper.get("params") or {}
+    fixed = {o.get_key_element() for o in parsed if not o.is_sweep_override()}
+    return [*(k for k in params if k not in keys and k not in fixed), *keys]
+
+
 class RecordSweep(Callback):
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(str(config.hydra.sweep.dir))
@@ -35,6 +47,7 @@ class RecordSweep(Callback):
             "sweeper": config.hydra.sweeper.get("_target_"),
             "launcher": config.hydra.launcher.get("_target_"),
             "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "swept": swept_keys(config),
         }
         write_json_atomic(sweep_dir / SWEEP_FILE, record)
         _started.append(str(sweep_dir))

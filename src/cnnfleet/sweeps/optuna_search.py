@@ -60,11 +60,8 @@ def distribution(override: Override) -> Any:
         if all(isinstance(v, int) for v in (value.start, value.stop, value.step)):
             return IntDistribution(int(values[0]), int(values[-1]), step=int(value.step))
         return FloatDistribution(float(values[0]), float(values[-1]), step=float(value.step))
-    if override.is_interval_sweep():
-        log_scale = "log" in value.tags
-        if isinstance(value.start, int) and isinstance(value.end, int):
-            return IntDistribution(value.start, value.end, log=log_scale)
-        return FloatDistribution(float(value.start), float(value.end), log=log_scale)
+    if override.is_interval_sweep():  # Hydra's interval is always float; integers sweep with range()
+        return FloatDistribution(float(value.start), float(value.end), log="log" in value.tags)
     raise ConfigError(f"'{key}': the Optuna sweeper takes choice(), range() or interval() sweeps, not glob()")
 
 

@@ -92,8 +92,10 @@ def rank_rows(rows: list[TrialRow], direction: str) -> list[TrialRow]:
     return sorted(rows, key=key)
 
 
-def swept_keys(rows: list[TrialRow]) -> list[str]:
-    """Override keys whose value differs between trials (the columns worth showing)."""
+def swept_keys(rows: list[TrialRow], recorded: list[str] | None = None) -> list[str]:
+    """The keys the sweep varied (recorded in sweep.json), else those whose value differs between trials."""
+    if recorded:
+        return list(recorded)
     keys: list[str] = []
     for row in rows:
         keys.extend(k for k in row.overrides if k not in keys)
@@ -108,7 +110,7 @@ def write_sweep_summary(sweep_dir: str | Path, echo: bool = True) -> list[TrialR
         return rows
     metric, direction = sweep_settings(sweep_dir, rows)
     ranked = rank_rows(rows, direction)
-    params = swept_keys(rows)
+    params = swept_keys(rows, _read_json(sweep_dir / SWEEP_FILE).get("swept"))
     _write_csv(sweep_dir / "sweep_summary.csv", ranked, metric, params)
     (sweep_dir / "sweep_summary.md").write_text(_markdown(ranked, metric, direction, params))
     _plot(sweep_dir / "sweep_summary.png", rows, metric, direction, params)
