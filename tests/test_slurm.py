@@ -1,5 +1,6 @@
 """cnnfleet-submit against a REAL SLURM cluster (scripts/slurm/start-slurm.sh: 2 emulated nodes)."""
 
+import csv
 import json
 import os
 import re
@@ -166,3 +167,25 @@ def test_multirun_on_slurm_runs_every_trial_as_its_own_ddp_job(slurm, cli) -> No
     assert lrs == {0.003, 0.01}
     jobs = [p for p in (sweep / ".submitit").iterdir() if p.is_dir() and "_" in p.name]
     assert len(jobs) == 2  # two SLURM (array) jobs, one per trial
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_optuna_sweep_on_slurm_runs_parallel_ddp_trials_with_one_set_of_hyperparameters(slurm, cli) -> None:
+    result = cli(
+        "-m", "hparams_search=digits_optuna", "launcher=slurm", *CPU_JOB, "cluster.tasks_per_node=2",
+        "trainer.max_epochs=1", "logger=csv", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    sweep = result.root / "logs" / "train" / "sweeps" / "digits_optuna"
+    rows = list(csv.DictReader((sweep / "sweep_summary.csv").open()))
+    assert sorted(r["trial"] for r in rows) == ["0", "1"] and {r["status"] for r in rows} == {"completed"}
+    for row in rows:
+        trial = Path(row["run_dir"])
+        assert json.loads((trial / "summary.json").read_text())["device"]["world_size"] == 2
+        logged = {}
+        for line in (line for f in trial.glob("*.log") for line in f.read_text().splitlines()):
+            if " hyperparameters: " in line:
+                logged[line.split("rank ")[1].split(" of ")[0]] = line.split(" hyperparameters: ")[1]
+        assert set(logged) == {"0", "1"} and logged["0"] == logged["1"]
+        assert json.loads(logged["0"])["optimizer"]["lr"] == pytest.approx(float(row["optimizer.lr"]))

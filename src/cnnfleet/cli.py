@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 
 from cnnfleet.conf_dir import conf_dir
 from cnnfleet.config_errors import COMPOSE_ERRORS, explain
-from cnnfleet.errors import CnnfleetError
+from cnnfleet.errors import CnnfleetError, user_message
 from cnnfleet.overrides import override_value, quote_value
 from cnnfleet.run.launched import launched_rank_overrides
 from cnnfleet.run.resume import resolve_resume
@@ -126,4 +126,4 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig, prog: str) -> A
     try:
         return task(cfg)
     except CnnfleetError as exc:
-        fail(prog, str(exc))
+        fail(prog, user_message(exc))

@@ -19,3 +19,15 @@ class DataError(CnnfleetError):
 
 class LaunchError(CnnfleetError):
     """The processes of a distributed run could not find or reach each other."""
+
+
+def user_message(exc: BaseException) -> str:
+    """The message to print. An error raised in a DataLoader worker reaches us re-raised with the
+    worker's traceback inside its message ("Caught DataError in DataLoader worker process 0.
+    Original Traceback ..."): keep only our own last line."""
+    text = str(exc)
+    if "Original Traceback" in text:
+        last = [line for line in text.strip().splitlines() if line.strip()][-1]
+        prefix = f"{type(exc).__name__}: "
+        text = last.split(prefix, 1)[1] if prefix in last else last
+    return text

@@ -33,6 +33,9 @@ class InMemoryDataConfig:
     num_workers: int = 0  # DataLoader workers; 0 = load in the main process (data is in memory)
     crop_padding: int = 0  # training augmentation: reflect-pad by N pixels, random crop back (0 = off)
     horizontal_flip: bool = False  # training augmentation: mirror half the images (not for digits!)
+    auto_augment: str = "none"  # none | randaugment | trivialaugment (torchvision, per image)
+    mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha) mixing of image pairs (0 = off)
+    cutmix_alpha: float = 0.0  # CutMix (0 = off); with both on, each batch uses one of them
 
 
 @dataclass
@@ -50,6 +53,39 @@ class SyntheticDataConfig(InMemoryDataConfig):
     num_samples: int = 2048  # images in all splits together
     noise: float = 0.5  # std of the per-pixel noise added to each class prototype
     seed: int = 0  # seed of the generated images (independent of `seed`)
+
+
+@dataclass
+class TorchvisionDataConfig(InMemoryDataConfig):
+    """MNIST / Fashion-MNIST / CIFAR-10 / CIFAR-100 read by torchvision's own dataset classes."""
+
+    _target_: str = "cnnfleet.data.torchvision_sets.TorchvisionDataModule"
+    name: str = MISSING  # mnist | fashion_mnist | cifar10 | cifar100
+    root: str = MISSING  # folder holding the data set's files (torchvision's layout)
+    download: bool = True  # fetch missing files from the official mirrors
+    verify_checksums: bool = True  # CIFAR: check files against the official MD5s (false: presence only)
+
+
+@dataclass
+class ImageFolderDataConfig:
+    """Image files in the ImageNet layout (<root>/train/<class>/..., <root>/val/<class>/...)."""
+
+    _target_: str = "cnnfleet.data.image_folder.ImageFolderDataModule"
+    root: str = MISSING  # folder holding train/ and val/ (and optionally test/)
+    batch_size: int = 256  # GLOBAL batch (all ranks together)
+    num_classes: int = 1000  # class folders under train/ (checked)
+    channels: int = 3  # 3 = RGB, 1 = grayscale
+    image_size: int = 224  # training crop and evaluation center crop, pixels
+    resize_size: int = 256  # evaluation: resize the short side to this, then center-crop image_size
+    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # ImageNet statistics
+    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    num_workers: int | None = None  # decode workers per rank; null = cores per rank - 1, at most 8
+    pin_memory: bool | None = None  # null = on when CUDA is available
+    crop_scale_min: float = 0.08  # RandomResizedCrop's smallest area share
+    horizontal_flip: bool = True
+    auto_augment: str = "none"  # none | randaugment | trivialaugment
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
 
 
 # ---------------------------------------------------------------- model
@@ -238,7 +274,12 @@ def register_configs() -> None:
     """Register every schema; idempotent (the ConfigStore is a process-wide singleton)."""
     cs = ConfigStore.instance()
     groups: dict[str, dict[str, type]] = {
-        "data": {"digits_schema": DigitsDataConfig, "synthetic_schema": SyntheticDataConfig},
+        "data": {
+            "digits_schema": DigitsDataConfig,
+            "synthetic_schema": SyntheticDataConfig,
+            "torchvision_schema": TorchvisionDataConfig,
+            "imagefolder_schema": ImageFolderDataConfig,
+        },
         "model": {"simple_cnn_schema": SimpleCNNConfig, "resnet_cifar_schema": ResNetCifarConfig},
         "optimizer": {"sgd_schema": SGDConfig, "adamw_schema": AdamWConfig},
         "scheduler": {"onecycle_schema": OneCycleConfig, "cosine_schema": CosineConfig},

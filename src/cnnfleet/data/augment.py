@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cnnfleet.errors import ConfigError
+
 
 def random_crop(images: Tensor, padding: int) -> Tensor:
     """Reflect-pad by `padding` pixels, then cut a random HxW window per image."""
@@ -36,3 +38,40 @@ def random_flip(images: Tensor) -> Tensor:
 def augment(images: Tensor, crop_padding: int, horizontal_flip: bool) -> Tensor:
     images = random_crop(images, crop_padding)
     return random_flip(images) if horizontal_flip else images
+
+
+POLICIES = ("none", "randaugment", "trivialaugment")
+
+
+def policy_transform(policy: str) -> object | None:
+    """torchvision's RandAugment / TrivialAugmentWide (on uint8 images), or None."""
+    from torchvision.transforms import v2
+
+    if policy not in POLICIES:
+        raise ConfigError(f"data.auto_augment={policy!r}; valid: {', '.join(POLICIES)}")
+    return {"none": None, "randaugment": v2.RandAugment, "trivialaugment": v2.TrivialAugmentWide}[policy]
+
+
+def auto_augment(images: Tensor, policy: str, mean: Tensor, std: Tensor) -> Tensor:
+    """Apply the policy to each image of a normalised batch (each image draws its own ops)."""
+    make = policy_transform(policy)
+    if make is None:
+        return images
+    op = make()
+    pixels = ((images * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
+    out = torch.stack([op(img) for img in pixels])  # per image: one op for the whole batch is weaker
+    return (out.float() / 255 - mean) / std
+
+
+def mix(images: Tensor, labels: Tensor, num_classes: int, mixup_alpha: float, cutmix_alpha: float) -> tuple:
+    """MixUp and/or CutMix (one of them per batch when both are on): labels become soft (B, classes)."""
+    from torchvision.transforms import v2
+
+    ops = []
+    if mixup_alpha > 0:
+        ops.append(v2.MixUp(alpha=mixup_alpha, num_classes=num_classes))
+    if cutmix_alpha > 0:
+        ops.append(v2.CutMix(alpha=cutmix_alpha, num_classes=num_classes))
+    if not ops:
+        return images, labels
+    return (ops[0] if len(ops) == 1 else v2.RandomChoice(ops))(images, labels)

@@ -12,14 +12,15 @@ the data itself (the trainer runs with use_distributed_sampler=False):
 """
 
 import math
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
-from cnnfleet.data.augment import augment
+from cnnfleet.data.augment import augment, auto_augment, mix, policy_transform
 from cnnfleet.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
@@ -64,6 +65,18 @@ def even_eval_batches(num_samples: int, world_size: int, rank: int, batch_size: 
     return [chunk.tolist() for chunk in np.array_split(mine, num_batches) if len(chunk)]
 
 
+def sharded_loader(
+    dataset: Dataset, train: bool, world: int, rank: int, batch: int, seed: int, num_workers: int = 0, **kwargs: Any
+) -> DataLoader:
+    """This rank's loader: a seeded DistributedSampler for training (also with one process), every
+    sample exactly once in equal batch counts for evaluation."""
+    common = {"num_workers": num_workers, "persistent_workers": num_workers > 0, **kwargs}
+    if train:
+        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        return DataLoader(dataset, batch_size=batch, sampler=sampler, **common)
+    return DataLoader(dataset, batch_sampler=even_eval_batches(len(dataset), world, rank, batch), **common)
+
+
 class InMemoryDataModule(L.LightningDataModule):
     """Subclasses implement `load_arrays`; this class splits, normalises and serves batches."""
 
@@ -81,6 +94,9 @@ class InMemoryDataModule(L.LightningDataModule):
         num_workers: int = 0,
         crop_padding: int = 0,
         horizontal_flip: bool = False,
+        auto_augment: str = "none",
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
         shuffle_seed: int = 0,
     ) -> None:
         super().__init__()
@@ -98,24 +114,37 @@ class InMemoryDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.crop_padding = crop_padding
         self.horizontal_flip = horizontal_flip
+        policy_transform(auto_augment)  # a typo fails before any data is read
+        self.auto_augment, self.mixup_alpha, self.cutmix_alpha = auto_augment, mixup_alpha, cutmix_alpha
         self.shuffle_seed = shuffle_seed
         self.splits: dict[str, TensorDataset] = {}
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
-        """Return all images as float32 (N, C, H, W) in the data set's natural scale and int64 labels."""
+        """Return all images as float32 (N, C, H, W) in 0..1 and int64 labels."""
         raise NotImplementedError
+
+    def split_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """(images, labels) per split. Default: one pool, split stratified by the configured fractions;
+        data sets with an official test split override this."""
+        images, labels = self.load_arrays()
+        index = stratified_split(labels, *self.fractions, seed=self.split_seed)
+        return {name: (images[idx], labels[idx]) for name, idx in index.items()}
+
+    @property
+    def class_names(self) -> list[str]:
+        """Names for tables and the confusion matrix; data sets with named classes override this."""
+        return [str(i) for i in range(self.num_classes)]
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        images, labels = self.load_arrays()
-        self._check_shapes(images, labels)
-        index = stratified_split(labels, *self.fractions, seed=self.split_seed)
+        arrays = self.split_arrays()
         mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-        x = (torch.from_numpy(images) - mean) / std
-        y = torch.from_numpy(labels)
-        self.splits = {name: TensorDataset(x[idx], y[idx]) for name, idx in index.items()}
+        for name, (images, labels) in arrays.items():
+            self._check_shapes(images, labels)
+            x = (torch.from_numpy(images) - mean) / std
+            self.splits[name] = TensorDataset(x, torch.from_numpy(labels))
 
     def _check_shapes(self, images: np.ndarray, labels: np.ndarray) -> None:
         expected = (self.channels, self.image_size, self.image_size)
@@ -123,7 +152,7 @@ class InMemoryDataModule(L.LightningDataModule):
             raise DataError(
                 f"data: images have shape {tuple(images.shape[1:])}, config says (channels, size, size) = {expected}"
             )
-        if labels.max() >= self.num_classes:
+        if len(labels) and labels.max() >= self.num_classes:
             raise DataError(f"data: labels go up to {labels.max()}, but data.num_classes={self.num_classes}")
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
@@ -131,7 +160,12 @@ class InMemoryDataModule(L.LightningDataModule):
         if self.trainer is None or not self.trainer.training:
             return batch
         images, labels = batch
-        return augment(images, self.crop_padding, self.horizontal_flip), labels
+        images = augment(images, self.crop_padding, self.horizontal_flip)
+        if self.auto_augment != "none":
+            mean = torch.tensor(self.mean, device=images.device).view(1, -1, 1, 1)
+            std = torch.tensor(self.std, device=images.device).view(1, -1, 1, 1)
+            images = auto_augment(images, self.auto_augment, mean, std)
+        return mix(images, labels, self.num_classes, self.mixup_alpha, self.cutmix_alpha)
 
     def split_sizes(self) -> dict[str, int]:
         return {name: len(ds) for name, ds in self.splits.items()}
@@ -149,12 +183,9 @@ class InMemoryDataModule(L.LightningDataModule):
     def loader(self, split: str, train: bool = False) -> DataLoader:
         if split not in self.splits:
             raise ConfigError(f"unknown split '{split}'; valid: {', '.join(SPLITS)}")
-        dataset, (world, rank), batch = self.splits[split], self._world(), self.per_device_batch_size()
-        common = {"num_workers": self.num_workers, "persistent_workers": self.num_workers > 0}
-        if train:
-            sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=self.shuffle_seed)
-            return DataLoader(dataset, batch_size=batch, sampler=sampler, **common)
-        return DataLoader(dataset, batch_sampler=even_eval_batches(len(dataset), world, rank, batch), **common)
+        world, rank = self._world()
+        return sharded_loader(self.splits[split], train, world, rank, self.per_device_batch_size(), self.shuffle_seed,
+                              num_workers=self.num_workers)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", train=True)

@@ -51,9 +51,9 @@ def needs_own_process(world_size: int) -> bool:
 
 def one_line(exc: BaseException) -> str:
     """An exception as one line: our errors are already phrased for users; others get their type."""
-    from cnnfleet.errors import CnnfleetError
+    from cnnfleet.errors import CnnfleetError, user_message
 
-    text = " ".join(str(exc).split()) or type(exc).__name__
+    text = " ".join(user_message(exc).split()) or type(exc).__name__
     return text if isinstance(exc, CnnfleetError) else f"{type(exc).__name__}: {text}"
 
 

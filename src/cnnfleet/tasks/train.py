@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 from cnnfleet import STARTED
 from cnnfleet.data.in_memory import InMemoryDataModule, per_device_batch
 from cnnfleet.errors import CheckpointError, CnnfleetError, LaunchError
-from cnnfleet.run.files import write_text_atomic
+from cnnfleet.run.files import write_json_atomic, write_text_atomic
 from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.plots import plot_curves
 from cnnfleet.run.ranks import global_rank
@@ -148,6 +148,7 @@ def _train(cfg: DictConfig, plan: DevicePlan, loggers: list) -> float | None:
     summary = _summary(trainer, throughput, plan, datamodule, cfg, test_metrics, final_val, resumed)
     summary["optimized"] = {"metric": cfg.optimized_metric, "direction": cfg.optimized_direction, "value": metric}
     if trainer.is_global_zero:
+        write_json_atomic(output_dir / "classes.json", list(datamodule.class_names))
         write_summary(output_dir, summary)
         plot_curves(output_dir / "metrics.csv", output_dir / "curves.png")
         print_table("cnnfleet run summary", summary_rows(summary))

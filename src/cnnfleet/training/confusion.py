@@ -15,7 +15,8 @@ class ConfusionMatrixCallback(L.Callback):
     def __init__(self, num_classes: int, output_dir: str, class_names: list[str] | None = None) -> None:
         self.matrix = MulticlassConfusionMatrix(num_classes)
         self.output_dir = Path(output_dir)
-        self.class_names = class_names or [str(i) for i in range(num_classes)]
+        self.num_classes = num_classes
+        self.class_names = class_names  # None: the data module's names (known after its setup)
 
     def on_test_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.matrix = self.matrix.to(pl_module.device)
@@ -28,9 +29,11 @@ class ConfusionMatrixCallback(L.Callback):
         counts = self.matrix.compute().cpu().numpy().astype(np.int64)  # collective: every rank computes
         if not trainer.is_global_zero:
             return
+        names = self.class_names or list(getattr(trainer.datamodule, "class_names", None) or [])
+        names = names if len(names) == self.num_classes else [str(i) for i in range(self.num_classes)]
         np.savetxt(self.output_dir / "confusion_matrix.csv", counts, fmt="%d", delimiter=",",
-                   header=",".join(self.class_names))  # fmt: skip
-        png = plot_confusion(counts, self.class_names, self.output_dir / "confusion_matrix.png")
+                   header=",".join(names))  # fmt: skip
+        png = plot_confusion(counts, names, self.output_dir / "confusion_matrix.png")
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):
                 logger.log_image(key="test/confusion_matrix", images=[str(png)])

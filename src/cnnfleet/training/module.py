@@ -32,6 +32,7 @@ class Classifier(L.LightningModule):
         self.save_hyperparameters()
         self.net = instantiate(model)
         self.run_config: dict | None = None  # set by the train task; stored in checkpoints
+        self.class_names: list[str] | None = None  # from the data module; stored in checkpoints
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_metrics = evaluation_metrics(num_classes, prefix="val/")
         self.test_metrics = evaluation_metrics(num_classes, prefix="test/")
@@ -43,11 +44,12 @@ class Classifier(L.LightningModule):
         return self.net(x)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        x, y = batch  # (B, C, H, W), (B,)
+        x, y = batch  # (B, C, H, W), (B,) class indices or (B, classes) soft labels (mixup/cutmix)
         logits = self.net(x)
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
-        self.train_acc(logits, y)
-        self.train_loss.update(loss.detach(), weight=y.numel())
+        hard = y.argmax(dim=1) if y.ndim == 2 else y
+        self.train_acc(logits, hard)
+        self.train_loss.update(loss.detach(), weight=hard.numel())
         # per step: this rank's loss, no cross-rank sync (a collective every step costs);
         # per epoch: Metric objects, reduced over all ranks once at the epoch's end
         self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
@@ -82,8 +84,14 @@ class Classifier(L.LightningModule):
         scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer, total_steps=total_steps)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if getattr(datamodule, "class_names", None):
+            self.class_names = [str(name) for name in datamodule.class_names]
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[RUN_CONFIG_KEY] = {"config": self.run_config, "version": __version__}
+        checkpoint[RUN_CONFIG_KEY] = {"config": self.run_config, "version": __version__,
+                                      "class_names": self.class_names}  # fmt: skip
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any]) -> "Classifier":
@@ -91,6 +99,7 @@ class Classifier(L.LightningModule):
         module = cls(**checkpoint["hyper_parameters"])
         module.load_state_dict(checkpoint["state_dict"])
         module.run_config = checkpoint.get(RUN_CONFIG_KEY, {}).get("config")
+        module.class_names = checkpoint.get(RUN_CONFIG_KEY, {}).get("class_names")
         return module
 
 
