@@ -69,11 +69,21 @@ class TorchvisionDataModule(InMemoryDataModule):
         except (RuntimeError, OSError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             how = "the download failed" if self.download else "data.download=false"
+            problem = "missing"
+            if self.name.startswith("cifar") and self.verify_checksums:
+                problem += " or not matching the official MD5s (data.verify_checksums=false accepts files you built)"
+            packed = " (or as .gz)" if self.name.endswith("mnist") else ""
             raise DataError(
-                f"data set '{self.name}' not found in {self.root / folder} and {how} ({first}); expected files: "
-                f"{', '.join(files)} (MNIST: also as .gz); put them there, set data.root=<folder holding "
-                f"{folder.split('/')[0]}>, or allow the download"
+                f"data set '{self.name}': files {problem} in {self.root / folder} and {how} ({first}); expected "
+                f"{', '.join(files)}{packed}; put them there, set data.root=<folder holding {folder.split('/')[0]}>, "
+                "or allow the download"
             ) from None
+
+    def prepare_data(self) -> None:
+        """Download once per node (Lightning calls this on local rank 0 only, then syncs the ranks)."""
+        if self.download:
+            self._open(train=True)
+            self._open(train=False)
 
     def split_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         train, test = self._open(train=True), self._open(train=False)

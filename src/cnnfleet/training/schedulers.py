@@ -19,13 +19,19 @@ def one_cycle(
     final_div_factor: float = 1e4,
     anneal_strategy: str = "cos",
 ) -> LRScheduler:
-    """One-cycle schedule peaking at each param group's configured lr."""
+    """One-cycle schedule peaking at each param group's configured lr.
+
+    torch's OneCycleLR divides by zero when the warm-up phase ends at step 0 (pct_start x
+    total_steps = 1, e.g. 4 steps at 0.25): tiny runs get a warm-up of at least 2 steps, and
+    runs of 1-2 steps a constant lr."""
+    if total_steps < 3:
+        return LambdaLR(optimizer, lambda step: 1.0)
     peaks = [group["lr"] for group in optimizer.param_groups]
     return OneCycleLR(
         optimizer,
         max_lr=peaks,
         total_steps=total_steps,
-        pct_start=pct_start,
+        pct_start=max(pct_start, 2.0 / total_steps) if total_steps > 3 else 0.5,
         div_factor=div_factor,
         final_div_factor=final_div_factor,
         anneal_strategy=anneal_strategy,
