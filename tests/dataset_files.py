@@ -13,8 +13,8 @@ from PIL import Image
 
 
 def images(n: int, classes: int, shape: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    prototypes = np.random.RandomState(1234).randint(0, 256, size=(classes, *shape))  # the same in every split
     rng = np.random.RandomState(seed)
-    prototypes = rng.randint(0, 256, size=(classes, *shape))
     labels = np.arange(n) % classes
     noisy = prototypes[labels] + rng.randint(-40, 41, size=(n, *shape))
     return noisy.clip(0, 255).astype(np.uint8), labels.astype(np.uint8)
@@ -55,7 +55,8 @@ def write_cifar100(root: Path, n_train: int = 400, n_test: int = 200) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     for name, n, seed in (("train", n_train, 0), ("test", n_test, 1)):
         x, y = images(n, 100, (3, 32, 32), seed)
-        _pickle(folder / name, {"data": x.reshape(n, -1), "fine_labels": y.tolist(), "coarse_labels": (y // 5).tolist()})
+        entry = {"data": x.reshape(n, -1), "fine_labels": y.tolist(), "coarse_labels": (y // 5).tolist()}
+        _pickle(folder / name, entry)
     _pickle(folder / "meta", {"fine_label_names": [f"class{i:02d}" for i in range(100)],
                               "coarse_label_names": [f"super{i:02d}" for i in range(20)]})  # fmt: skip
     return root

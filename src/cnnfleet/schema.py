@@ -110,6 +110,35 @@ class ResNetCifarConfig:
     width: int = 64  # channels of the first stage; stages use width x (1, 2, 4, 8)
 
 
+@dataclass
+class AirbenchConfig:
+    """airbench-style fast CIFAR net: 2x2 patch stem, three conv groups, scaled linear head."""
+
+    _target_: str = "cnnfleet.models.airbench.AirbenchNet"
+    stem_width: int = 24  # channels of the 2x2 patch stem
+    widths: list[int] = field(default_factory=lambda: [64, 256, 256])  # conv group widths
+    bn_momentum: float = 0.4  # BatchNorm running-stat momentum (torch convention)
+    logit_scale: float = 0.1111111111111111  # head output x 1/9, as in airbench
+
+
+@dataclass
+class TorchvisionModelConfig:
+    """Any torchvision classification model by name; head and input channels follow the data set."""
+
+    _target_: str = "cnnfleet.models.torchvision_models.TorchvisionNet"
+    name: str = "resnet18"  # torchvision.models.list_models(): resnet50, convnext_tiny, efficientnet_b0, ...
+    weights: str | None = None  # null = random init; DEFAULT or a weights name, only if already in the hub cache
+
+
+@dataclass
+class TimmModelConfig:
+    """Any timm model by name (pip install 'cnnfleet[timm]')."""
+
+    _target_: str = "cnnfleet.models.timm_models.TimmNet"
+    name: str = "resnet18"  # timm.list_models()
+    pretrained: bool = False  # only when the weights are already in the Hugging Face cache
+
+
 # ---------------------------------------------------------------- optimizer (completed in the module)
 
 
@@ -280,7 +309,13 @@ def register_configs() -> None:
             "torchvision_schema": TorchvisionDataConfig,
             "imagefolder_schema": ImageFolderDataConfig,
         },
-        "model": {"simple_cnn_schema": SimpleCNNConfig, "resnet_cifar_schema": ResNetCifarConfig},
+        "model": {
+            "simple_cnn_schema": SimpleCNNConfig,
+            "resnet_cifar_schema": ResNetCifarConfig,
+            "airbench_schema": AirbenchConfig,
+            "torchvision_schema": TorchvisionModelConfig,
+            "timm_schema": TimmModelConfig,
+        },
         "optimizer": {"sgd_schema": SGDConfig, "adamw_schema": AdamWConfig},
         "scheduler": {"onecycle_schema": OneCycleConfig, "cosine_schema": CosineConfig},
         "device": {"device_schema": DeviceConfig},

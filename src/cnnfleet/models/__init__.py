@@ -3,16 +3,22 @@
 from torch import nn
 
 from cnnfleet.errors import ConfigError
+from cnnfleet.models.airbench import AirbenchNet
 from cnnfleet.models.resnet_cifar import ResNetCifar
 from cnnfleet.models.simple_cnn import SimpleCNN
+from cnnfleet.models.timm_models import TimmNet
+from cnnfleet.models.torchvision_models import TorchvisionNet
 
 MODELS: dict[str, type[nn.Module]] = {
     "simple_cnn": SimpleCNN,
     "resnet_cifar": ResNetCifar,
+    "airbench": AirbenchNet,
+    "torchvision": TorchvisionNet,  # any torchvision classification model: model.name
+    "timm": TimmNet,  # any timm model (optional extra): model.name
 }
 
 
-def create_model(name: str, **kwargs) -> nn.Module:
+def create_model(name: str, /, **kwargs) -> nn.Module:
     """Build a registered model; ConfigError lists the valid names for an unknown one."""
     if name not in MODELS:
         raise ConfigError(f"unknown model '{name}'; valid: {', '.join(sorted(MODELS))}")

@@ -50,6 +50,9 @@ def summary_rows(summary: dict) -> dict[str, Any]:
         if fit.get("data_wait_fraction") is not None
         else None,
         "peak GPU memory (GiB)": fit.get("peak_gpu_memory_gb"),
+        "model (parameters)": f"{summary['model']['name']} ({summary['model']['parameters']:,})"
+        if summary.get("model")
+        else None,
         "device": summary["device"]["description"],
         "world size": summary["device"]["world_size"],
         "batch (global / per device)": f"{summary['batch']['global']} / {summary['batch']['per_device']}",

@@ -35,6 +35,7 @@ from cnnfleet.training.builders import (
 from cnnfleet.training.checkpoint_io import read_checkpoint
 from cnnfleet.training.confusion import ConfusionMatrixCallback
 from cnnfleet.training.device import DevicePlan, plan_devices
+from cnnfleet.training.module import count_parameters
 from cnnfleet.training.preemption import Preempted, slurm_preemption
 from cnnfleet.training.run_config import LogRunConfig
 from cnnfleet.training.throughput import ThroughputMonitor
@@ -117,6 +118,8 @@ def _train(cfg: DictConfig, plan: DevicePlan, loggers: list) -> float | None:
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     module = build_classifier(cfg.model, cfg.data, cfg)
     module.run_config = plain_config(cfg)
+    if rank == 0:
+        log.info("model %s: %s parameters", _model_name(cfg.model), f"{count_parameters(module.net):,}")
     loggers.extend(build_loggers(cfg.logger))
     throughput = ThroughputMonitor()
     preemption = slurm_preemption()
@@ -155,6 +158,12 @@ def _train(cfg: DictConfig, plan: DevicePlan, loggers: list) -> float | None:
     return metric
 
 
+def _model_name(model_cfg: DictConfig) -> str:
+    """`torchvision:resnet50`, `timm:convnext_nano`, or the option's class (SimpleCNN, ...)."""
+    target = str(model_cfg.get("_target_", "?")).rsplit(".", 1)[-1]
+    return f"{target}:{model_cfg.name}" if "name" in model_cfg else target
+
+
 def hyperparameters_line(cfg: DictConfig) -> str:
     """What decides the result of a run, as one sorted JSON line (model, optimizer, schedule, data, seed)."""
     plain = plain_config(cfg)
@@ -191,6 +200,7 @@ def _summary(
             **throughput.summary(trainer.strategy.root_device),
         },
         "resumed_from": resumed,
+        "model": {"name": _model_name(cfg.model), "parameters": count_parameters(trainer.lightning_module.net)},
         "device": {
             "description": plan.describe(),
             "world_size": plan.world_size,

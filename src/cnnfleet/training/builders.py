@@ -4,6 +4,7 @@ import sys
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
@@ -46,7 +47,7 @@ def build_classifier(model_cfg: DictConfig, data_cfg: DictConfig, cfg: DictConfi
     model.update(in_channels=data_cfg.channels, num_classes=data_cfg.num_classes)
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler is not None else None
     try:
-        return Classifier(
+        module = Classifier(
             model=model,
             optimizer=resolve_optimizer(OmegaConf.to_container(cfg.optimizer, resolve=True), data_cfg.batch_size),
             scheduler=scheduler,
@@ -55,6 +56,27 @@ def build_classifier(model_cfg: DictConfig, data_cfg: DictConfig, cfg: DictConfi
         )
     except Exception as exc:
         raise _config_error(exc, "model", model_cfg) from exc
+    check_input_shape(module.net, data_cfg.channels, data_cfg.image_size, model_cfg)
+    return module
+
+
+def check_input_shape(net: torch.nn.Module, channels: int, size: int, model_cfg: DictConfig) -> None:
+    """One forward pass of a blank image now, so a model that cannot take the data set's images
+    (too small for its down-sampling, e.g. convnext on 8x8) fails with one line, not mid-training."""
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            net(torch.zeros(1, channels, size, size))
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        name = model_cfg.get("name") or model_cfg.get("_target_")
+        raise ConfigError(
+            f"model {name} cannot take {channels}x{size}x{size} images ({first}); "
+            "use a larger data.image_size or a model made for small images (simple_cnn, resnet_cifar, airbench)"
+        ) from None
+    finally:
+        net.train(was_training)
 
 
 def build_loggers(logger_cfg: DictConfig | None) -> list[L.pytorch.loggers.Logger]:
