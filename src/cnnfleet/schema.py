@@ -299,6 +299,25 @@ class EvalConfig:
     seed: int = 42
 
 
+@dataclass
+class PredictConfig:
+    paths: PathsConfig = MISSING
+    task_name: str = "predict"
+    ckpt_path: str = MISSING  # a checkpoint written by cnnfleet-train
+    inputs: str = MISSING  # image file, folder (recursive) or glob pattern
+    top_k: int = 3  # classes listed per image
+    batch_size: int = 64  # images per forward pass
+
+
+@dataclass
+class ExportConfig:
+    paths: PathsConfig = MISSING
+    task_name: str = "export"
+    ckpt_path: str = MISSING  # a checkpoint written by cnnfleet-train
+    check_batch: int = 8  # random images used to compare exported and original logits
+    tolerance: float = 1e-4  # largest allowed absolute logit difference
+
+
 def register_configs() -> None:
     """Register every schema; idempotent (the ConfigStore is a process-wide singleton)."""
     cs = ConfigStore.instance()
@@ -328,6 +347,8 @@ def register_configs() -> None:
             cs.store(group=group, name=name, node=node)
     cs.store(name="train_schema", node=TrainConfig)
     cs.store(name="eval_schema", node=EvalConfig)
+    cs.store(name="predict_schema", node=PredictConfig)
+    cs.store(name="export_schema", node=ExportConfig)
 
 
 def register_resolvers() -> None:

@@ -5,14 +5,13 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from cnnfleet.errors import CheckpointError, ConfigError
+from cnnfleet.errors import ConfigError
+from cnnfleet.inference import load_trained
 from cnnfleet.run.files import write_json_atomic
 from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.summary import print_table
 from cnnfleet.training.builders import build_datamodule
-from cnnfleet.training.checkpoint_io import read_checkpoint
 from cnnfleet.training.device import plan_devices
-from cnnfleet.training.module import Classifier
 
 SPLITS = ("train", "val", "test")
 
@@ -22,11 +21,9 @@ def evaluate(cfg: DictConfig) -> dict:
         raise ConfigError(f"split={cfg.split!r} is not valid; use one of {', '.join(SPLITS)}")
     route_lightning_logs()
     L.seed_everything(cfg.seed, verbose=False)
-    checkpoint = read_checkpoint(cfg.ckpt_path)
-    module = Classifier.from_checkpoint(checkpoint)
-    if module.run_config is None:
-        raise CheckpointError(f"{cfg.ckpt_path} has no cnnfleet run config; it was not written by cnnfleet-train")
-    data_cfg = OmegaConf.create(module.run_config["data"])
+    trained = load_trained(cfg.ckpt_path)
+    module, checkpoint = trained.module, trained.checkpoint
+    data_cfg = OmegaConf.create(trained.data)
     if cfg.batch_size is not None:
         data_cfg.batch_size = cfg.batch_size
     datamodule = build_datamodule(data_cfg, seed=cfg.seed)

@@ -1,0 +1,69 @@
+"""A trained model for use outside training: rebuilt from its checkpoint alone, with the
+evaluation transform of the data set it was trained on (predict, export, eval)."""
+
+import glob
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cnnfleet.errors import CheckpointError, DataError
+from cnnfleet.training.checkpoint_io import read_checkpoint
+from cnnfleet.training.module import Classifier
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+@dataclass
+class TrainedModel:
+    module: Classifier
+    checkpoint: dict[str, Any]
+    data: dict  # the data config of the training run (channels, size, normalisation, ...)
+
+    @property
+    def class_names(self) -> list[str]:
+        names = self.module.class_names
+        classes = self.data["num_classes"]
+        return list(names) if names and len(names) == classes else [str(i) for i in range(classes)]
+
+    def input_shape(self) -> tuple[int, int, int]:
+        return (self.data["channels"], self.data["image_size"], self.data["image_size"])
+
+
+def load_trained(ckpt_path: str | Path) -> TrainedModel:
+    checkpoint = read_checkpoint(ckpt_path)
+    module = Classifier.from_checkpoint(checkpoint)
+    if module.run_config is None:
+        raise CheckpointError(f"{ckpt_path} has no cnnfleet run config; it was not written by cnnfleet-train")
+    module.eval()
+    return TrainedModel(module, checkpoint, dict(module.run_config["data"]))
+
+
+def eval_transform(data: dict) -> Any:
+    """PIL image -> normalised tensor as the data set's evaluation split sees it."""
+    from torchvision.transforms import v2
+
+    from cnnfleet.data.image_folder import eval_transform as folder_eval
+
+    if "resize_size" in data:  # image folders: resize the short side, center crop
+        return folder_eval(data["image_size"], data["resize_size"], data["mean"], data["std"])
+    size = data["image_size"]  # in-memory data sets: whole images at the training size
+    return v2.Compose([
+        v2.Resize((size, size), antialias=True),
+        v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(data["mean"], data["std"]),
+    ])  # fmt: skip
+
+
+def find_inputs(spec: str) -> list[Path]:
+    """An image file, a folder (searched recursively) or a glob pattern -> sorted image files."""
+    path = Path(spec)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+    else:
+        files = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()]
+    if not files:
+        raise DataError(f"inputs={spec!r} matches no image file; give an image, a folder of images or a glob")
+    return sorted(files)
