@@ -12,7 +12,19 @@ from cnnfleet.config_errors import COMPOSE_ERRORS, explain, group_options
 from cnnfleet.schema import register_configs
 from cnnfleet.training.builders import build_callbacks, build_classifier, build_datamodule, build_loggers
 
-GROUPS = ["data", "model", "optimizer", "scheduler", "device", "trainer", "logger", "callbacks", "experiment", "debug"]
+GROUPS = [
+    "data",
+    "model",
+    "optimizer",
+    "scheduler",
+    "device",
+    "trainer",
+    "logger",
+    "callbacks",
+    "experiment",
+    "debug",
+    "hparams_search",
+]
 
 
 def all_options() -> list[tuple[str, str]]:
@@ -74,3 +86,29 @@ def test_schema_types_the_option_specific_keys() -> None:
 def test_eval_config_requires_ckpt_path(compose_cfg) -> None:
     cfg = compose_cfg(config_name="eval")
     assert OmegaConf.is_missing(cfg, "ckpt_path")
+
+
+def test_experiment_recipes_compose_to_what_they_promise(compose_cfg) -> None:
+    from cnnfleet.training.optim import resolve_optimizer
+
+    cfg = compose_cfg("experiment=imagenet_resnet50")
+    assert cfg.model.name == "resnet50" and cfg.data._target_.endswith("ImageFolderDataModule")
+    assert cfg.data.num_classes == 1000 and cfg.label_smoothing == 0.1 and cfg.trainer.max_epochs == 90
+    assert cfg.device.devices * cfg.device.num_nodes == cfg.cluster.nodes * cfg.cluster.tasks_per_node == 32
+    assert cfg.device.precision == "bf16-mixed"
+    lr = resolve_optimizer(OmegaConf.to_container(cfg.optimizer, resolve=True), cfg.data.batch_size)["lr"]
+    assert lr == pytest.approx(0.4)  # linear rule: 0.1 x 1024 / 256
+    assert cfg.scheduler.warmup_fraction * cfg.trainer.max_epochs == pytest.approx(5, abs=0.01)  # 5 warm-up epochs
+
+    cfg = compose_cfg("experiment=cifar10_resnet18")
+    assert (cfg.data.name, cfg.model.depth, cfg.data.crop_padding, cfg.data.horizontal_flip) == ("cifar10", 18, 4, True)
+    cfg = compose_cfg("experiment=mnist_cnn")
+    assert (cfg.data.name, cfg.data.channels, cfg.data.image_size) == ("mnist", 1, 28)
+
+
+def test_a_model_too_big_for_the_images_fails_at_build_time(compose_cfg, tmp_path: Path) -> None:
+    from cnnfleet.errors import ConfigError
+
+    cfg = compose_cfg("model=torchvision", "model.name=convnext_tiny", f"paths.output_dir={tmp_path}")
+    with pytest.raises(ConfigError, match=r"model convnext_tiny cannot take 1x8x8 images .* larger data.image_size"):
+        build_classifier(cfg.model, cfg.data, cfg)
