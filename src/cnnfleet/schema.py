@@ -30,7 +30,8 @@ class InMemoryDataConfig:
     val_fraction: float = 0.1  # share of all samples held out for validation
     test_fraction: float = 0.2  # share of all samples held out for the final test
     split_seed: int = 0  # seed of the fixed, stratified train/val/test split (independent of `seed`)
-    num_workers: int = 0  # DataLoader workers; 0 = load in the main process (data is in memory)
+    num_workers: int = 0  # DataLoader workers (on_device=false only); 0 = the main process
+    on_device: Any = "auto"  # auto | true | false: splits live on the training device, batches are slices
     crop_padding: int = 0  # training augmentation: reflect-pad by N pixels, random crop back (0 = off)
     horizontal_flip: bool = False  # training augmentation: mirror half the images (not for digits!)
     auto_augment: str = "none"  # none | randaugment | trivialaugment (torchvision, per image)
@@ -231,6 +232,11 @@ class TrainerConfig:
     # cnnfleet: stop at the first NaN/inf loss; checked every N steps (each check is one host sync)
     # and always before validation and before any checkpoint is written
     check_finite_every_n_steps: int = 1
+    # cnnfleet speed options (see README "Speed")
+    channels_last: bool = False  # NHWC tensors: faster convolutions on tensor-core GPUs with mixed precision
+    compile: bool = False  # torch.compile the network (first steps slower: compilation)
+    compile_mode: str | None = None  # null (default) | reduce-overhead | max-autotune
+    ema_decay: float | None = None  # exponential moving average of the weights for val/test; e.g. 0.999
 
 
 @dataclass

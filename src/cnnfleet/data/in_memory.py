@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
 
 from cnnfleet.data.augment import augment, auto_augment, mix, policy_transform
+from cnnfleet.data.on_device import DeviceBatches, storage_dtype
 from cnnfleet.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
@@ -97,6 +98,7 @@ class InMemoryDataModule(L.LightningDataModule):
         auto_augment: str = "none",
         mixup_alpha: float = 0.0,
         cutmix_alpha: float = 0.0,
+        on_device: bool | str = "auto",
         shuffle_seed: int = 0,
     ) -> None:
         super().__init__()
@@ -116,8 +118,12 @@ class InMemoryDataModule(L.LightningDataModule):
         self.horizontal_flip = horizontal_flip
         policy_transform(auto_augment)  # a typo fails before any data is read
         self.auto_augment, self.mixup_alpha, self.cutmix_alpha = auto_augment, mixup_alpha, cutmix_alpha
+        if on_device not in (True, False, "auto"):
+            raise ConfigError(f"data.on_device={on_device!r}; use auto, true or false")
+        self.on_device = on_device is not False  # auto: in-memory data sets always fit
         self.shuffle_seed = shuffle_seed
         self.splits: dict[str, TensorDataset] = {}
+        self.device_splits: dict[str, tuple[Tensor, Tensor]] = {}
 
     def load_arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """Return all images as float32 (N, C, H, W) in 0..1 and int64 labels."""
@@ -180,10 +186,28 @@ class InMemoryDataModule(L.LightningDataModule):
         """Global batch / world size; ConfigError when it does not divide."""
         return per_device_batch(self.batch_size, self._world()[0])
 
-    def loader(self, split: str, train: bool = False) -> DataLoader:
+    def _device_split(self, split: str) -> tuple[Tensor, Tensor] | None:
+        """The split's tensors on the training device (moved once), or None for the DataLoader path."""
+        if not self.on_device or self.trainer is None:
+            return None
+        if split not in self.device_splits:
+            device = self.trainer.strategy.root_device
+            images, labels = self.splits[split].tensors
+            self.device_splits[split] = (images.to(device, storage_dtype(device)), labels.to(device))
+        return self.device_splits[split]
+
+    def loader(self, split: str, train: bool = False) -> DataLoader | DeviceBatches:
         if split not in self.splits:
             raise ConfigError(f"unknown split '{split}'; valid: {', '.join(SPLITS)}")
         world, rank = self._world()
+        on_device = self._device_split(split)
+        if on_device is not None:
+            batch, n = self.per_device_batch_size(), len(self.splits[split])
+            if train:
+                sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
+                                             seed=self.shuffle_seed)  # fmt: skip
+                return DeviceBatches(*on_device, sampler=sampler, batch_size=batch)
+            return DeviceBatches(*on_device, batches=even_eval_batches(n, world, rank, batch))
         return sharded_loader(self.splits[split], train, world, rank, self.per_device_batch_size(), self.shuffle_seed,
                               num_workers=self.num_workers)  # fmt: skip
 

@@ -30,7 +30,7 @@ def export(cfg: DictConfig) -> dict:
     from safetensors.torch import load_file, save_file
 
     trained = load_trained(cfg.ckpt_path)
-    net = trained.module.net.eval()
+    net = trained.module.eval_net.eval()  # the EMA weights when the run kept them
     output = Path(cfg.paths.output_dir)
     torch.manual_seed(0)
     example = torch.randn(cfg.check_batch, *trained.input_shape())

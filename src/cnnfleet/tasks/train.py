@@ -31,6 +31,7 @@ from cnnfleet.training.builders import (
     build_datamodule,
     build_loggers,
     build_trainer,
+    compile_network,
 )
 from cnnfleet.training.checkpoint_io import read_checkpoint
 from cnnfleet.training.confusion import ConfusionMatrixCallback
@@ -118,6 +119,7 @@ def _train(cfg: DictConfig, plan: DevicePlan, loggers: list) -> float | None:
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     module = build_classifier(cfg.model, cfg.data, cfg)
     module.run_config = plain_config(cfg)
+    compile_network(module, cfg.trainer)
     if rank == 0:
         log.info("model %s: %s parameters", _model_name(cfg.model), f"{count_parameters(module.net):,}")
     loggers.extend(build_loggers(cfg.logger))

@@ -53,6 +53,8 @@ def build_classifier(model_cfg: DictConfig, data_cfg: DictConfig, cfg: DictConfi
             scheduler=scheduler,
             num_classes=data_cfg.num_classes,
             label_smoothing=cfg.label_smoothing,
+            channels_last=cfg.trainer.channels_last,
+            ema_decay=cfg.trainer.ema_decay,
         )
     except Exception as exc:
         raise _config_error(exc, "model", model_cfg) from exc
@@ -93,6 +95,15 @@ def build_callbacks(callbacks_cfg: DictConfig | None, has_logger: bool) -> list[
     return [cb for cb in callbacks if has_logger or not isinstance(cb, LearningRateMonitor)]
 
 
+MODULE_KEYS = ("channels_last", "compile", "compile_mode", "ema_decay")  # trainer keys that are not Lightning's
+
+
+def compile_network(module: Classifier, trainer_cfg: DictConfig) -> None:
+    """torch.compile the network in place (state-dict keys unchanged, so checkpoints stay portable)."""
+    if trainer_cfg.compile:
+        module.net.compile(mode=trainer_cfg.compile_mode)
+
+
 def cluster_plugins() -> list:
     """Under SLURM: Lightning's SLURM environment without its racy SIGUSR1 handler (see preemption.py)."""
     from lightning.fabric.plugins.environments import SLURMEnvironment
@@ -104,7 +115,11 @@ def build_trainer(
     trainer_cfg: DictConfig, plan: DevicePlan, callbacks: list[L.Callback], loggers: list, output_dir: str
 ) -> L.Trainer:
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
+    for key in MODULE_KEYS:  # applied to the module (build_classifier, compile_network)
+        kwargs.pop(key)
     callbacks = [*callbacks, StopOnNonFiniteLoss(kwargs.pop("check_finite_every_n_steps"))]
+    if kwargs["benchmark"] is None and plan.accelerator == "gpu" and not kwargs["deterministic"]:
+        kwargs["benchmark"] = True  # cudnn picks the fastest kernels for our fixed input shapes
     if kwargs["sync_batchnorm"] and plan.accelerator == "cpu" and plan.world_size > 1:
         raise ConfigError(
             "trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm has no CPU kernel); set it false"

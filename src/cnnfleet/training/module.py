@@ -4,6 +4,7 @@ Hyperparameters are plain dicts (the model, optimizer and scheduler configs), sa
 checkpoint, so a checkpoint rebuilds its own network with nothing else (see `from_checkpoint`).
 """
 
+import copy
 from typing import Any
 
 import lightning as L
@@ -15,6 +16,7 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from cnnfleet import __version__
+from cnnfleet.errors import ConfigError
 
 RUN_CONFIG_KEY = "cnnfleet"  # checkpoint entry holding the run's resolved config
 
@@ -27,10 +29,19 @@ class Classifier(L.LightningModule):
         scheduler: dict | None,
         num_classes: int,
         label_smoothing: float = 0.0,
+        channels_last: bool = False,
+        ema_decay: float | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
         self.net = instantiate(model)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+        if ema_decay is not None and not 0.0 < ema_decay < 1.0:
+            raise ConfigError(f"trainer.ema_decay={ema_decay} must be in (0, 1), e.g. 0.999; null turns EMA off")
+        # EMA of the weights (Polyak averaging): updated after every optimizer step, used for
+        # validation, test, predict and export; saved in every checkpoint beside the live weights
+        self.ema_net = copy.deepcopy(self.net).requires_grad_(False) if ema_decay else None
         self.run_config: dict | None = None  # set by the train task; stored in checkpoints
         self.class_names: list[str] | None = None  # from the data module; stored in checkpoints
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
@@ -40,12 +51,33 @@ class Classifier(L.LightningModule):
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
 
+    @property
+    def eval_net(self) -> torch.nn.Module:
+        """The network that is evaluated: the EMA weights when EMA is on."""
+        return self.ema_net if self.ema_net is not None else self.net
+
     def forward(self, x: Tensor) -> Tensor:
-        return self.net(x)
+        net = self.net if self.training else self.eval_net
+        return net(x.contiguous(memory_format=self.memory_format))
+
+    def optimizer_step(self, *args: Any, **kwargs: Any) -> None:
+        super().optimizer_step(*args, **kwargs)
+        if self.ema_net is not None:
+            self._update_ema()
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        step = self.trainer.global_step
+        decay = min(self.hparams.ema_decay, (1 + step) / (10 + step))  # warm-up: early weights fade fast
+        ema = [p for p in self.ema_net.parameters()]
+        live = [p.detach() for p in self.net.parameters()]
+        torch._foreach_lerp_(ema, live, 1.0 - decay)
+        for ema_buffer, buffer in zip(self.ema_net.buffers(), self.net.buffers(), strict=True):
+            ema_buffer.copy_(buffer)  # BatchNorm statistics: the live ones
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         x, y = batch  # (B, C, H, W), (B,) class indices or (B, classes) soft labels (mixup/cutmix)
-        logits = self.net(x)
+        logits = self.net(x.contiguous(memory_format=self.memory_format))
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         hard = y.argmax(dim=1) if y.ndim == 2 else y
         self.train_acc(logits, hard)
@@ -59,7 +91,7 @@ class Classifier(L.LightningModule):
 
     def _evaluate(self, batch: tuple[Tensor, Tensor], stage: str) -> dict[str, Tensor]:
         x, y = batch
-        logits = self.net(x)
+        logits = self.eval_net(x.contiguous(memory_format=self.memory_format))
         metrics, mean_loss = (
             (self.val_metrics, self.val_loss) if stage == "val" else (self.test_metrics, self.test_loss)
         )
