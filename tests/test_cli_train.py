@@ -164,7 +164,8 @@ def test_eval_without_a_checkpoint_file_is_one_line(cli) -> None:
 def test_help_lists_groups_and_options_without_schemas(cli) -> None:
     result = cli("--help")
     assert result.returncode == 0
-    assert "model: resnet_cifar, simple_cnn" in result.stdout and "_schema" not in result.stdout
+    assert "model: airbench, resnet_cifar, simple_cnn, timm, torchvision" in result.stdout
+    assert "_schema" not in result.stdout
 
 
 def test_cfg_job_prints_the_composed_config(cli) -> None:

@@ -324,6 +324,23 @@ class ExportConfig:
     tolerance: float = 1e-4  # largest allowed absolute logit difference
 
 
+@dataclass
+class BenchConfig:
+    paths: PathsConfig = MISSING
+    task_name: str = "bench"
+    mode: str = "overhead"  # overhead | devices | scaling
+    workload: list[str] = field(default_factory=list)  # cnnfleet-train overrides of the measured job
+    epochs: int = 3  # per measurement; the first is warm-up
+    repeats: int = 3  # interleaved runs; medians are reported
+    device: str = "auto"  # overhead/scaling: auto | cpu | gpu
+    target_accuracy: float = 0.9  # devices: time to this val/acc
+    precisions: list[str] = field(default_factory=lambda: ["32-true", "bf16-mixed"])  # devices, on GPUs
+    channels_last: list[bool] = field(default_factory=lambda: [False, True])  # devices, on GPUs
+    gpu_counts: list[int] | None = None  # devices: null = 1, 2, 4, ... every GPU
+    processes: list[int] = field(default_factory=lambda: [1, 2])  # scaling: world sizes
+    threads_per_process: int = 1  # scaling on CPU
+
+
 def register_configs() -> None:
     """Register every schema; idempotent (the ConfigStore is a process-wide singleton)."""
     cs = ConfigStore.instance()
@@ -355,6 +372,7 @@ def register_configs() -> None:
     cs.store(name="eval_schema", node=EvalConfig)
     cs.store(name="predict_schema", node=PredictConfig)
     cs.store(name="export_schema", node=ExportConfig)
+    cs.store(name="bench_schema", node=BenchConfig)
 
 
 def register_resolvers() -> None:

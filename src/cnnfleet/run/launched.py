@@ -22,7 +22,8 @@ SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
 def launched_rank_overrides(cfg: DictConfig, overrides: list[str], env: Mapping[str, str]) -> list[str]:
     """Overrides to append for this process; empty for an ordinary single-process run."""
-    devices = cfg.device.devices if "device" in cfg and isinstance(cfg.device.devices, int) else 1
+    device = cfg.get("device")
+    devices = device.devices if isinstance(device, DictConfig) and isinstance(device.devices, int) else 1
     rank = global_rank(env, devices_per_node=devices)
     run_id = torchrun_run_id(env)
     slurm_id = slurm_task_id(env)

@@ -27,15 +27,22 @@ class ThroughputMonitor(L.Callback):
         self._epoch_started: float | None = None
         self._batch_ended: float | None = None
         self._interval = {"start": 0.0, "images": 0, "wait": 0.0, "steps": 0}
+        # per epoch: training seconds and images of that epoch, val/acc after it (time-to-accuracy)
+        self.epochs: list[dict] = []
+        self._epoch_images = 0
+        self._epoch_seconds = 0.0
 
     # ---------------------------------------------------------------- epoch-level timing
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._epoch_images, self._epoch_seconds = 0, 0.0
         self._epoch_started = self._batch_ended = _sync(pl_module)
         self._interval = {"start": self._epoch_started, "images": 0, "wait": 0.0, "steps": 0}
 
     def _stop(self, pl_module: L.LightningModule) -> None:
         if self._epoch_started is not None:
-            self.train_seconds += _sync(pl_module) - self._epoch_started
+            seconds = _sync(pl_module) - self._epoch_started
+            self.train_seconds += seconds
+            self._epoch_seconds += seconds
             self._epoch_started = None
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -49,6 +56,14 @@ class ThroughputMonitor(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop(pl_module)
+        acc = trainer.callback_metrics.get("val/acc")  # this epoch's validation ran before this hook
+        self.epochs.append({
+            "epoch": trainer.current_epoch,
+            "train_seconds": self._epoch_seconds,
+            "images": self._epoch_images,
+            "train_seconds_total": self.train_seconds,
+            "val_acc": float(acc) if acc is not None else None,
+        })  # fmt: skip
 
     # ---------------------------------------------------------------- per-step accounting
     def on_train_batch_start(
@@ -64,6 +79,7 @@ class ThroughputMonitor(L.Callback):
                            batch_idx: int) -> None:  # fmt: skip
         images = int(batch[0].shape[0]) * trainer.world_size
         self.images += images
+        self._epoch_images += images
         self._interval["images"] += images
         self._interval["steps"] += 1
         if self._interval["steps"] >= trainer.log_every_n_steps:
@@ -88,9 +104,13 @@ class ThroughputMonitor(L.Callback):
     # ---------------------------------------------------------------- run summary
     def summary(self, device: torch.device) -> dict:
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
+        steady = self.epochs[1:]  # the first epoch pays for warm-up (allocator, cudnn autotune, compile)
+        steady_seconds = sum(e["train_seconds"] for e in steady)
         return {
             "train_seconds": self.train_seconds,
             "images_per_second": self.images / self.train_seconds if self.train_seconds > 0 else None,
+            "steady_images_per_second": sum(e["images"] for e in steady) / steady_seconds if steady_seconds else None,
+            "epoch_log": self.epochs,
             "data_wait_fraction": self.data_wait_seconds / self.train_seconds if self.train_seconds > 0 else None,
             "peak_gpu_memory_gb": peak,
         }

@@ -1,0 +1,96 @@
+"""The two sides of a measurement: cnnfleet's training path in this process, and real
+`cnnfleet-train` runs in subprocesses (several devices, DDP), each read from its summary.json."""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import lightning as L
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from cnnfleet.bench.raw_loop import raw_train
+from cnnfleet.errors import CnnfleetError
+from cnnfleet.training.builders import build_classifier, build_datamodule, build_trainer, compile_network
+from cnnfleet.training.device import plan_devices
+from cnnfleet.training.throughput import ThroughputMonitor
+
+# what the in-process cnnfleet side leaves out: the measurement is the training loop itself
+IN_PROCESS = ["logger=none", "callbacks=none", "test=false", "trainer.limit_val_batches=0",
+              "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false"]  # fmt: skip
+
+
+def compose_train(overrides: list[str], output_dir: str) -> DictConfig:
+    """The train config for a workload, composed (and validated) as cnnfleet-train would, resolved,
+    without Hydra's node; the bench's own HydraConfig is left as it was."""
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+
+    from cnnfleet.cli import compose_config
+    from cnnfleet.conf_dir import conf_dir
+    from cnnfleet.config_errors import COMPOSE_ERRORS, explain
+    from cnnfleet.errors import ConfigError
+
+    saved = HydraConfig.instance().cfg
+    try:
+        cfg = compose_config("train", [*overrides, f"paths.output_dir={output_dir}"])
+        return OmegaConf.create({k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k])
+                                 else cfg[k] for k in cfg if k != "hydra"})  # fmt: skip
+    except COMPOSE_ERRORS as exc:
+        raise ConfigError(f"workload: {explain(exc, conf_dir())}") from None
+    finally:
+        GlobalHydra.instance().clear()
+        HydraConfig.instance().cfg = saved
+
+
+def steady(epochs: list[tuple[int, float]]) -> float:
+    """Images/s over the epochs after the first (warm-up)."""
+    rest = epochs[1:] or epochs
+    return sum(n for n, _ in rest) / sum(s for _, s in rest)
+
+
+def cnnfleet_in_process(cfg: DictConfig, workdir: str) -> list[tuple[int, float]]:
+    """cnnfleet's own builders and Lightning loop; (images, seconds) per training epoch."""
+    plan = plan_devices(cfg.device)
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule = build_datamodule(cfg.data, seed=cfg.seed)
+    module = build_classifier(cfg.model, cfg.data, cfg)
+    compile_network(module, cfg.trainer)
+    throughput = ThroughputMonitor()
+    trainer = build_trainer(cfg.trainer, plan, [throughput], [], workdir)
+    trainer.fit(module, datamodule=datamodule)
+    return [(e["images"], e["train_seconds"]) for e in throughput.epochs]
+
+
+def raw_in_process(cfg: DictConfig) -> list[tuple[int, float]]:
+    """The hand-written loop on the same network, data tensors, optimizer, schedule and device."""
+    plan = plan_devices(cfg.device)
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule = build_datamodule(cfg.data, seed=cfg.seed)
+    datamodule.setup()
+    module = build_classifier(cfg.model, cfg.data, cfg)  # the same hparams cnnfleet resolves
+    net = module.net
+    if cfg.trainer.compile:
+        net.compile(mode=cfg.trainer.compile_mode)
+    device = torch.device("cuda", 0) if plan.accelerator == "gpu" else torch.device("cpu")
+    images, labels = datamodule.splits["train"].tensors
+    storage = torch.float16 if device.type == "cuda" else torch.float32  # as the on-device path stores them
+    return raw_train(net, images.to(device, storage), labels.to(device), module.hparams.optimizer,
+                     module.hparams.scheduler, cfg.data.batch_size, cfg.trainer.max_epochs, plan.precision,
+                     channels_last=cfg.trainer.channels_last, seed=cfg.seed)  # fmt: skip
+
+
+def run_train(overrides: list[str], env: dict | None = None) -> dict:
+    """One real `cnnfleet-train` run in a subprocess; its summary.json."""
+    with tempfile.TemporaryDirectory() as root:
+        env = {**os.environ, "CNNFLEET_ROOT": root, **(env or {})}
+        command = [sys.executable, "-m", "cnnfleet.train", *overrides]
+        proc = subprocess.run(command, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
+            raise CnnfleetError(f"benchmark run failed ({' '.join(overrides)}): {last}")
+        (summary,) = Path(root).glob("logs/train/runs/*/summary.json")
+        return json.loads(summary.read_text())

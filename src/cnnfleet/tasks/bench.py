@@ -1,0 +1,149 @@
+"""bench(cfg): the three measurements of cnnfleet-bench; each writes bench.csv/.md/.png.
+
+- overhead: cnnfleet's training loop against the hand-written loop (bench/raw_loop.py) on the
+  same network, data tensors, optimizer, schedule, batch, precision and device; A/B runs
+  interleaved, median steady-state images/s (first epoch excluded) of each, and the ratio.
+- devices: real `cnnfleet-train` runs on the CPU and on every GPU count x precision x memory
+  format present: steady-state images/s, time to a target validation accuracy, speedup over CPU.
+- scaling: DDP efficiency for 1..N processes (CPU gloo, 1 thread each; GPUs when present).
+"""
+
+import statistics
+import tempfile
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+
+from cnnfleet.bench.harness import IN_PROCESS, cnnfleet_in_process, compose_train, raw_in_process, run_train, steady
+from cnnfleet.bench.report import write_report
+from cnnfleet.errors import ConfigError
+from cnnfleet.run.record import environment_record, write_run_record
+
+MODES = ("overhead", "devices", "scaling")
+
+
+def bench(cfg: DictConfig) -> dict:
+    if cfg.mode not in MODES:
+        raise ConfigError(f"mode={cfg.mode!r}; valid: {', '.join(MODES)}")
+    if cfg.epochs < 2:
+        raise ConfigError(f"epochs={cfg.epochs}: at least 2 (the first epoch is warm-up and not measured)")
+    folder = Path(cfg.paths.output_dir)
+    write_run_record(cfg, folder, environment_record())  # hardware, versions, settings
+    return {"overhead": overhead, "devices": devices, "scaling": scaling}[cfg.mode](cfg, folder)
+
+
+def _gpus() -> int:
+    return torch.cuda.device_count()
+
+
+def _device_overrides(device: str) -> list[str]:
+    use_gpu = device == "gpu" or (device == "auto" and _gpus() > 0)
+    if device == "gpu" and _gpus() == 0:
+        raise ConfigError("device=gpu but no CUDA GPU is present; use device=cpu or auto")
+    return ["device=gpu", "device.devices=1"] if use_gpu else ["device=cpu"]
+
+
+def overhead(cfg: DictConfig, folder: Path) -> dict:
+    ours, raw = [], []
+    with tempfile.TemporaryDirectory() as workdir:
+        train_cfg = compose_train([*cfg.workload, *_device_overrides(cfg.device), *IN_PROCESS,
+                                   f"trainer.max_epochs={cfg.epochs}"], output_dir=workdir)  # fmt: skip
+        for _ in range(cfg.repeats):  # interleaved: a slow moment of the machine hits both sides
+            ours.append(steady(cnnfleet_in_process(train_cfg, workdir)))
+            raw.append(steady(raw_in_process(train_cfg)))
+    mine, theirs = statistics.median(ours), statistics.median(raw)
+    setting = f"{train_cfg.device.accelerator}, {train_cfg.data.batch_size} images/batch"
+    rows = [
+        {"loop": "cnnfleet (Lightning, callbacks, metrics)", "images_per_s": mine, "runs": _list(ours)},
+        {"loop": "hand-written PyTorch (bench/raw_loop.py)", "images_per_s": theirs, "runs": _list(raw)},
+    ]
+    ratio = mine / theirs
+    notes = [
+        f"ratio cnnfleet / hand-written = {ratio:.3f} (goal >= 0.98); median of {cfg.repeats} interleaved runs of "
+        f"{cfg.epochs} epochs, first epoch excluded; {setting}; workload: {' '.join(cfg.workload)}"
+    ]
+    write_report(folder, "cnnfleet-bench overhead", rows, notes, chart=("loop", "images_per_s"))
+    return {"ratio": ratio, "cnnfleet": mine, "raw": theirs}
+
+
+def _list(values: list[float]) -> str:
+    return " ".join(f"{v:.0f}" for v in values)
+
+
+def _time_to(summary: dict, target: float) -> float | None:
+    for epoch in summary["fit"].get("epoch_log") or []:
+        if epoch["val_acc"] is not None and epoch["val_acc"] >= target:
+            return epoch["train_seconds_total"]
+    return None
+
+
+def _measure(cfg: DictConfig, overrides: list[str], env: dict | None = None) -> dict:
+    summary = run_train([*cfg.workload, *overrides, f"trainer.max_epochs={cfg.epochs}", "logger=none", "test=false"],
+                        env=env)  # fmt: skip
+    fit = summary["fit"]
+    return {
+        "images_per_s": fit.get("steady_images_per_second") or fit["images_per_second"],
+        "time_to_target_s": _time_to(summary, cfg.target_accuracy),
+        "final_val_acc": fit["final_val"].get("val/acc"),
+    }
+
+
+def devices(cfg: DictConfig, folder: Path) -> dict:
+    rows = [{"configuration": f"CPU ({torch.get_num_threads()} threads), 32-true", "gpus": 0, "precision": "32-true",
+             "channels_last": False, **_measure(cfg, ["device=cpu"])}]  # fmt: skip
+    notes = []
+    gpus = _gpus()
+    counts = [n for n in (cfg.gpu_counts or _powers_of_two(gpus)) if n <= gpus]
+    for n in counts:
+        for precision in cfg.precisions:
+            for channels_last in cfg.channels_last:
+                layout = ["device=gpu"] if n == 1 else ["device=ddp", "device.accelerator=gpu"]
+                overrides = [*layout, f"device.devices={n}", f"device.precision={precision}",
+                             f"trainer.channels_last={channels_last}"]  # fmt: skip
+                name = f"{n} x {torch.cuda.get_device_name(0)}, {precision}"
+                name += ", channels_last" if channels_last else ""
+                rows.append({"configuration": name, "gpus": n, "precision": precision,
+                             "channels_last": channels_last, **_measure(cfg, overrides)})  # fmt: skip
+    if not gpus:
+        notes.append("No GPU present: CPU rows only. Run `cnnfleet-bench mode=devices` on a GPU node to compare.")
+    cpu = rows[0]["images_per_s"]
+    for row in rows:
+        row["speedup_over_cpu"] = row["images_per_s"] / cpu
+    notes.append(f"steady-state images/s over epochs 2..{cfg.epochs}; time to val/acc >= {cfg.target_accuracy} counts "
+                 f"training time only (blank: not reached); workload: {' '.join(cfg.workload)}")  # fmt: skip
+    write_report(folder, "cnnfleet-bench devices: speedup over CPU", rows, notes,
+                 chart=("configuration", "speedup_over_cpu"))  # fmt: skip
+    return {"rows": rows}
+
+
+def _powers_of_two(limit: int) -> list[int]:
+    counts, n = [], 1
+    while n <= limit:
+        counts.append(n)
+        n *= 2
+    if limit and counts[-1] != limit:
+        counts.append(limit)
+    return counts
+
+
+def scaling(cfg: DictConfig, folder: Path) -> dict:
+    gpu = cfg.device == "gpu" or (cfg.device == "auto" and _gpus() > 1)
+    accelerator = "gpu" if gpu else "cpu"
+    env = None if gpu else {"OMP_NUM_THREADS": str(cfg.threads_per_process)}  # N processes x T threads
+    results: dict[int, list[float]] = {n: [] for n in cfg.processes}
+    for _ in range(cfg.repeats):  # interleaved
+        for n in cfg.processes:
+            layout = [f"device={accelerator}"] if n == 1 else ["device=ddp", f"device.accelerator={accelerator}"]
+            results[n].append(_measure(cfg, [*layout, f"device.devices={n}"], env=env)["images_per_s"])
+    base = statistics.median(results[min(cfg.processes)]) / min(cfg.processes)
+    rows = []
+    for n in cfg.processes:
+        median = statistics.median(results[n])
+        rows.append({"processes": n, "images_per_s": median, "efficiency": median / (n * base),
+                     "runs": _list(results[n])})  # fmt: skip
+    threads = f"{cfg.threads_per_process} thread(s) each" if not gpu else "one GPU each"
+    notes = [f"DDP ({'nccl' if gpu else 'gloo'}) on {accelerator}, {threads}; efficiency = images/s / (N x one "
+             f"process's); goal >= 0.85 at 2; median of {cfg.repeats}; workload: {' '.join(cfg.workload)}"]  # fmt: skip
+    write_report(folder, "cnnfleet-bench scaling", rows, notes, chart=("processes", "efficiency"))
+    return {"rows": rows}
