@@ -332,7 +332,7 @@ class BenchConfig:
     workload: list[str] = field(default_factory=list)  # cnnfleet-train overrides of the measured job
     epochs: int = 3  # per measurement; the first is warm-up
     repeats: int = 3  # interleaved runs; medians are reported
-    device: str = "auto"  # overhead/scaling: auto | cpu | gpu
+    accelerator: str = "auto"  # overhead/scaling: auto | cpu | gpu
     target_accuracy: float = 0.9  # devices: time to this val/acc
     precisions: list[str] = field(default_factory=lambda: ["32-true", "bf16-mixed"])  # devices, on GPUs
     channels_last: list[bool] = field(default_factory=lambda: [False, True])  # devices, on GPUs

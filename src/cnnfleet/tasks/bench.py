@@ -37,17 +37,19 @@ def _gpus() -> int:
     return torch.cuda.device_count()
 
 
-def _device_overrides(device: str) -> list[str]:
-    use_gpu = device == "gpu" or (device == "auto" and _gpus() > 0)
-    if device == "gpu" and _gpus() == 0:
-        raise ConfigError("device=gpu but no CUDA GPU is present; use device=cpu or auto")
+def _device_overrides(accelerator: str) -> list[str]:
+    if accelerator not in ("auto", "cpu", "gpu"):
+        raise ConfigError(f"accelerator={accelerator!r}; valid: auto, cpu, gpu")
+    use_gpu = accelerator == "gpu" or (accelerator == "auto" and _gpus() > 0)
+    if accelerator == "gpu" and _gpus() == 0:
+        raise ConfigError("accelerator=gpu but no CUDA GPU is present; use accelerator=cpu or auto")
     return ["device=gpu", "device.devices=1"] if use_gpu else ["device=cpu"]
 
 
 def overhead(cfg: DictConfig, folder: Path) -> dict:
     ours, raw = [], []
     with tempfile.TemporaryDirectory() as workdir:
-        train_cfg = compose_train([*cfg.workload, *_device_overrides(cfg.device), *IN_PROCESS,
+        train_cfg = compose_train([*cfg.workload, *_device_overrides(cfg.accelerator), *IN_PROCESS,
                                    f"trainer.max_epochs={cfg.epochs}"], output_dir=workdir)  # fmt: skip
         for _ in range(cfg.repeats):  # interleaved: a slow moment of the machine hits both sides
             ours.append(steady(cnnfleet_in_process(train_cfg, workdir)))
@@ -128,7 +130,8 @@ def _powers_of_two(limit: int) -> list[int]:
 
 
 def scaling(cfg: DictConfig, folder: Path) -> dict:
-    gpu = cfg.device == "gpu" or (cfg.device == "auto" and _gpus() > 1)
+    _device_overrides(cfg.accelerator)  # validates the value
+    gpu = cfg.accelerator == "gpu" or (cfg.accelerator == "auto" and _gpus() > 1)
     accelerator = "gpu" if gpu else "cpu"
     env = None if gpu else {"OMP_NUM_THREADS": str(cfg.threads_per_process)}  # N processes x T threads
     results: dict[int, list[float]] = {n: [] for n in cfg.processes}
