@@ -19,6 +19,7 @@ from torchvision.datasets import ImageFolder
 
 from cnnfleet.data.augment import mix, policy_transform
 from cnnfleet.data.in_memory import per_device_batch, sharded_loader
+from cnnfleet.data.resumable import completed_batches
 from cnnfleet.errors import DataError
 
 
@@ -176,7 +177,8 @@ class ImageFolderDataModule(L.LightningDataModule):
         workers = self.num_workers if self.num_workers is not None else default_workers(local_devices)
         pin = self.pin_memory if self.pin_memory is not None else torch.cuda.is_available()
         return sharded_loader(self.splits[split], train, world, rank, per_device_batch(self.batch_size, world),
-                              self.shuffle_seed, num_workers=workers, pin_memory=pin)  # fmt: skip
+                              self.shuffle_seed, num_workers=workers, pin_memory=pin,
+                              skip_fn=lambda: completed_batches(self.trainer))  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", train=True)

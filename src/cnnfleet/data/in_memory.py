@@ -18,10 +18,11 @@ import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from cnnfleet.data.augment import augment, auto_augment, mix, policy_transform
 from cnnfleet.data.on_device import DeviceBatches, storage_dtype
+from cnnfleet.data.resumable import ResumableDataLoader, SkipFn, SkippingSampler, completed_batches
 from cnnfleet.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
@@ -67,14 +68,27 @@ def even_eval_batches(num_samples: int, world_size: int, rank: int, batch_size: 
 
 
 def sharded_loader(
-    dataset: Dataset, train: bool, world: int, rank: int, batch: int, seed: int, num_workers: int = 0, **kwargs: Any
+    dataset: Dataset,
+    train: bool,
+    world: int,
+    rank: int,
+    batch: int,
+    seed: int,
+    num_workers: int = 0,
+    skip_fn: SkipFn | None = None,
+    **kwargs: Any,
 ) -> DataLoader:
     """This rank's loader: a seeded DistributedSampler for training (also with one process), every
     sample exactly once in equal batch counts for evaluation."""
-    common = {"num_workers": num_workers, "persistent_workers": num_workers > 0, **kwargs}
-    if train:
-        sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-        return DataLoader(dataset, batch_size=batch, sampler=sampler, **common)
+    # its own generator: creating a DataLoader iterator otherwise draws a worker seed from the global
+    # torch RNG each epoch, which shifts augmentation randomness after a resume
+    common = {"num_workers": num_workers, "persistent_workers": num_workers > 0,
+              "generator": torch.Generator().manual_seed(seed), **kwargs}  # fmt: skip
+    if train:  # resumable mid-epoch (data/resumable.py)
+        sampler = SkippingSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
+        loader = ResumableDataLoader(dataset, batch_size=batch, sampler=sampler, **common)
+        loader.skip_fn = skip_fn
+        return loader
     return DataLoader(dataset, batch_sampler=even_eval_batches(len(dataset), world, rank, batch), **common)
 
 
@@ -204,12 +218,15 @@ class InMemoryDataModule(L.LightningDataModule):
         if on_device is not None:
             batch, n = self.per_device_batch_size(), len(self.splits[split])
             if train:
-                sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
-                                             seed=self.shuffle_seed)  # fmt: skip
-                return DeviceBatches(*on_device, sampler=sampler, batch_size=batch)
+                sampler = SkippingSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
+                                          seed=self.shuffle_seed)  # fmt: skip
+                batches = DeviceBatches(*on_device, sampler=sampler, batch_size=batch)
+                batches.skip_fn = lambda: completed_batches(self.trainer)
+                return batches
             return DeviceBatches(*on_device, batches=even_eval_batches(n, world, rank, batch))
-        return sharded_loader(self.splits[split], train, world, rank, self.per_device_batch_size(), self.shuffle_seed,
-                              num_workers=self.num_workers)  # fmt: skip
+        batch, resume = self.per_device_batch_size(), (lambda: completed_batches(self.trainer))
+        return sharded_loader(self.splits[split], train, world, rank, batch, self.shuffle_seed,
+                              num_workers=self.num_workers, skip_fn=resume)  # fmt: skip
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", train=True)

@@ -14,9 +14,12 @@ import torch
 from torch import Tensor
 from torch.utils.data import DistributedSampler
 
+from cnnfleet.data.resumable import ResumeAware
 
-class DeviceBatches:
-    """An iterable of (images, labels) batches; images are cast to float32 as they are taken."""
+
+class DeviceBatches(ResumeAware):
+    """An iterable of (images, labels) batches; images are cast to float32 as they are taken.
+    Training batches resume mid-epoch (ResumeAware: skip_fn gives the batches already done)."""
 
     def __init__(self, images: Tensor, labels: Tensor, batches: list[list[int]] | None = None,
                  sampler: DistributedSampler | None = None, batch_size: int = 1) -> None:  # fmt: skip
@@ -33,7 +36,7 @@ class DeviceBatches:
         return list(order.split(self.batch_size))  # the last batch may be short, as with drop_last=False
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        for index in self._index_batches():
+        for index in self._index_batches()[self.batches_to_skip() :]:  # at the epoch's first next()
             yield self.images.index_select(0, index).float(), self.labels.index_select(0, index)
 
     def __len__(self) -> int:

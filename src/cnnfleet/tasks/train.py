@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import sys
 import time
 import traceback
 from collections.abc import Iterator
@@ -37,11 +38,12 @@ from cnnfleet.training.checkpoint_io import read_checkpoint
 from cnnfleet.training.confusion import ConfusionMatrixCallback
 from cnnfleet.training.device import DevicePlan, plan_devices
 from cnnfleet.training.module import count_parameters
-from cnnfleet.training.preemption import Preempted, slurm_preemption
+from cnnfleet.training.preemption import Preempted, Stopped, graceful_stop
 from cnnfleet.training.run_config import LogRunConfig
 from cnnfleet.training.throughput import ThroughputMonitor
 
 log = logging.getLogger(__name__)
+EXIT_SIGTERM = 143  # 128 + SIGTERM: stopped on request, checkpoint saved
 _started = STARTED  # wall time origin: the command's start, or the trial's start in a multirun
 
 
@@ -87,7 +89,8 @@ def train(cfg: DictConfig) -> float | None:
         failed = False
         return result
     except SystemExit as exit_:
-        failed = exit_.code not in (0, None)  # a preempted job exits 0 and resumes this W&B run
+        # a preempted (0) or stopped (143) run resumes this W&B run later: not a failure
+        failed = exit_.code not in (0, None, EXIT_SIGTERM)
         raise
     except Exception as exc:
         if global_rank(devices_per_node=plan.devices) == 0:
@@ -124,13 +127,13 @@ def _train(cfg: DictConfig, plan: DevicePlan, loggers: list) -> float | None:
         log.info("model %s: %s parameters", _model_name(cfg.model), f"{count_parameters(module.net):,}")
     loggers.extend(build_loggers(cfg.logger))
     throughput = ThroughputMonitor()
-    preemption = slurm_preemption()
+    preemption = graceful_stop()
     callbacks = [
         *build_callbacks(cfg.callbacks, has_logger=bool(loggers)),
         throughput,
         ConfusionMatrixCallback(cfg.data.num_classes, str(output_dir)),
         LogRunConfig({**module.run_config, "run_env": environment}),
-        *([preemption] if preemption else []),
+        preemption,
     ]
     trainer = build_trainer(cfg.trainer, plan, callbacks, loggers, str(output_dir))
     ckpt_path = checkpoint_to_resume(cfg.ckpt_path, output_dir)
@@ -144,6 +147,14 @@ def _train(cfg: DictConfig, plan: DevicePlan, loggers: list) -> float | None:
         except Preempted as saved:
             print(f"preempted: saved {saved}; the requeued job resumes from it in {output_dir}")
             raise SystemExit(0) from None
+        except Stopped as stopped:
+            if rank != 0:
+                raise SystemExit(0) from None  # rank 0 reports (and Lightning's observer must not kill it)
+            sys.stderr.write(
+                f"cnnfleet-train: stopped by SIGTERM at step {stopped.step}: saved {stopped.path}; "
+                f"continue with: cnnfleet-train ckpt_path=last (or ckpt_path={stopped.path})\n"
+            )
+            raise SystemExit(EXIT_SIGTERM) from None
         # Ctrl-C: Lightning tears down and exits 1 itself; last.ckpt of the last epoch stays intact
         final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
     test_metrics = _test(trainer, module, datamodule, cfg) if cfg.test else {}

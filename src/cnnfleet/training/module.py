@@ -123,7 +123,13 @@ class Classifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[RUN_CONFIG_KEY] = {"config": self.run_config, "version": __version__,
-                                      "class_names": self.class_names}  # fmt: skip
+                                      "class_names": self.class_names, "rng": rng_state()}  # fmt: skip
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A resumed fit continues the random stream (augmentation, dropout) where it stopped."""
+        rng = checkpoint.get(RUN_CONFIG_KEY, {}).get("rng")
+        if rng and self._trainer is not None and self.trainer.state.fn == "fit":
+            set_rng_state(rng)
 
     @classmethod
     def from_checkpoint(cls, checkpoint: dict[str, Any]) -> "Classifier":
@@ -133,6 +139,21 @@ class Classifier(L.LightningModule):
         module.run_config = checkpoint.get(RUN_CONFIG_KEY, {}).get("config")
         module.class_names = checkpoint.get(RUN_CONFIG_KEY, {}).get("class_names")
         return module
+
+
+def rng_state() -> dict[str, Any]:
+    """torch's CPU and CUDA generator states (all our randomness comes from torch). Ranks are
+    seeded alike and draw alike, so rank 0's state is every rank's."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].cpu())
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
 def evaluation_metrics(num_classes: int, prefix: str) -> MetricCollection:
