@@ -23,17 +23,18 @@ from cnnfleet.config_errors import COMPOSE_ERRORS, explain
 from cnnfleet.errors import CnnfleetError, user_message
 from cnnfleet.overrides import override_value, quote_value
 from cnnfleet.run.launched import launched_rank_overrides
+from cnnfleet.run.orphans import die_with_parent
 from cnnfleet.run.resume import resolve_resume
 from cnnfleet.schema import register_configs
 
 EXIT_USAGE = 2
 
 
-def fail(prog: str, message: str) -> NoReturn:
-    """Print one line on stderr and exit with the usage-error code."""
+def fail(prog: str, message: str, code: int = EXIT_USAGE) -> NoReturn:
+    """Print one line on stderr and exit (by default with the usage-error code)."""
     sys.stderr.write(f"{prog}: error: {message}\n")
     sys.stderr.flush()
-    raise SystemExit(EXIT_USAGE)
+    raise SystemExit(code)
 
 
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
@@ -63,6 +64,7 @@ def _resume_overrides(cfg: DictConfig, overrides: list[str], in_place: bool = Tr
 def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, resume_in_place: bool = True) -> None:
     """Validate the command line, then hand it to the Hydra app (which parses sys.argv)."""
     register_configs()
+    die_with_parent()  # a rank started by Lightning's launcher does not outlive rank 0
     # torch's C++ layer prints its own warnings with 50-frame stack traces straight to stderr
     # (e.g. every TCPStore connect retry); our errors say what failed. Users can still set it.
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
@@ -126,4 +128,4 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig, prog: str) -> A
     try:
         return task(cfg)
     except CnnfleetError as exc:
-        fail(prog, user_message(exc))
+        fail(prog, user_message(exc), exc.exit_code)

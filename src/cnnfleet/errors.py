@@ -4,6 +4,8 @@
 class CnnfleetError(Exception):
     """Base class: an input problem with a message that says what is wrong and how to fix it."""
 
+    exit_code = 2  # usage error; failures of the run itself use 1
+
 
 class ConfigError(CnnfleetError):
     """A config key, value or combination is invalid."""
@@ -19,6 +21,12 @@ class DataError(CnnfleetError):
 
 class LaunchError(CnnfleetError):
     """The processes of a distributed run could not find or reach each other."""
+
+
+class RankLost(CnnfleetError):
+    """A rank of a running distributed job died; the others cannot go on."""
+
+    exit_code = 1
 
 
 def user_message(exc: BaseException) -> str:

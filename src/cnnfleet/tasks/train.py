@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from cnnfleet import STARTED
 from cnnfleet.data.in_memory import InMemoryDataModule, per_device_batch
-from cnnfleet.errors import CheckpointError, CnnfleetError, LaunchError
+from cnnfleet.errors import CheckpointError, CnnfleetError, LaunchError, RankLost
 from cnnfleet.run.files import write_json_atomic, write_text_atomic
 from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.plots import plot_curves
@@ -73,6 +73,38 @@ def explain_rendezvous_failure(plan: DevicePlan) -> Iterator[None]:
             f"ranks at {master} within device.timeout_s={plan.timeout_s} s ({type(exc).__name__}); check "
             "MASTER_ADDR/MASTER_PORT (the rank-0 node and a free port), that every node was started, and firewalls"
         ) from exc
+
+
+def dead_local_ranks(trainer: L.Trainer) -> list[str]:
+    """Ranks started by Lightning's launcher that have exited, as 'rank N (pid P, killed by SIGKILL)'."""
+    import signal as signals
+
+    found = []
+    for local_rank, proc in enumerate(getattr(trainer.strategy.launcher, "procs", None) or [], start=1):
+        code = proc.poll()
+        if code is not None and code != 0:
+            how = f"killed by {signals.Signals(-code).name}" if code < 0 else f"exit code {code}"
+            found.append(f"rank {trainer.node_rank * trainer.num_devices + local_rank} (pid {proc.pid}, {how})")
+    return found
+
+
+@contextmanager
+def explain_lost_rank(trainer: L.Trainer, plan: DevicePlan) -> Iterator[None]:
+    """A rank that dies mid-training surfaces in the others as a collective error (gloo: 'Connection
+    reset by peer'); say which rank died and how to continue, in one line."""
+    try:
+        yield
+    except (RuntimeError, torch.distributed.DistError) as exc:
+        if plan.world_size < 2 or isinstance(exc, CnnfleetError):
+            raise
+        time.sleep(0.5)  # let the launcher's children report their exit
+        dead = dead_local_ranks(trainer)
+        who = ", ".join(dead) if dead else "another rank (on this or another node)"
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        raise RankLost(
+            f"{who} stopped during training, so rank {trainer.global_rank} lost contact ({first}); check that rank's "
+            f"log for why (killed, out of memory), then continue with: cnnfleet-train ckpt_path=last"
+        ) from None
 
 
 def train(cfg: DictConfig) -> float | None:
@@ -142,7 +174,7 @@ def _train(cfg: DictConfig, plan: DevicePlan, loggers: list) -> float | None:
     final_val: dict[str, float] = {}
     if cfg.train:
         try:
-            with explain_rendezvous_failure(plan):
+            with explain_rendezvous_failure(plan), explain_lost_rank(trainer, plan):
                 trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         except Preempted as saved:
             print(f"preempted: saved {saved}; the requeued job resumes from it in {output_dir}")

@@ -1,0 +1,36 @@
+"""Ranks started by Lightning's DDP launcher die with rank 0.
+
+Lightning's launcher watches its children: when a rank > 0 dies, it kills the others and itself
+(measured: the job ends within its 5 s polling period, naming the rank). The reverse is not
+covered: when rank 0 dies (SIGKILL, OOM killer), its children keep waiting in a collective until
+the timeout, as orphans. Linux's parent-death signal closes that gap.
+"""
+
+import os
+import signal
+import sys
+from collections.abc import Mapping
+
+PR_SET_PDEATHSIG = 1
+
+
+def lightning_launched_child(env: Mapping[str, str]) -> bool:
+    """A rank > 0 that Lightning's subprocess launcher started (not torchrun's, not SLURM's)."""
+    if "TORCHELASTIC_RUN_ID" in env or "SLURM_PROCID" in env:
+        return False
+    return int(env.get("LOCAL_RANK", "0")) > 0
+
+
+def die_with_parent(env: Mapping[str, str] | None = None) -> bool:
+    """Ask the kernel to SIGKILL this process when its parent (rank 0) exits; True when set."""
+    env = os.environ if env is None else env
+    if not sys.platform.startswith("linux") or not lightning_launched_child(env):
+        return False
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL) != 0:
+        return False
+    if os.getppid() == 1:  # rank 0 died before the signal was armed
+        os._exit(1)
+    return True

@@ -1,0 +1,164 @@
+"""Faults survived with nothing lost: SIGTERM + exact resume, a dead DDP rank, killed checkpoint writes."""
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cnnfleet.data.resumable import SkippingSampler
+from cnnfleet.run.orphans import lightning_launched_child
+from cnnfleet.run.resume import checkpoint_in_run_dir
+from conftest import BIN, run_cli
+
+# augmentation on: the resumed run must also continue the random stream
+PARITY = ["data=synthetic", "data.num_samples=3000", "data.image_size=16", "data.crop_padding=2",
+          "data.horizontal_flip=true", "model=simple_cnn", "optimizer=sgd", "trainer.max_epochs=4", "logger=csv",
+          "test=false"]  # fmt: skip
+
+
+def start(args: list[str], root: Path) -> subprocess.Popen:
+    env = {**os.environ, "CNNFLEET_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([str(BIN / "cnnfleet-train"), *args], cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def last_ckpt(root: Path) -> list[Path]:
+    return sorted(root.glob("logs/train/runs/*/checkpoints/last.ckpt"))
+
+
+def final_state(root: Path) -> dict:
+    (path,) = last_ckpt(root)
+    return torch.load(path, weights_only=True)
+
+
+def processes_of(root: Path) -> list[int]:
+    """PIDs whose environment holds this test's CNNFLEET_ROOT (the job's ranks)."""
+    marker = f"CNNFLEET_ROOT={root}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if marker in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+@pytest.mark.slow
+def test_sigterm_saves_and_resume_matches_the_uninterrupted_run_exactly(tmp_path: Path) -> None:
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    whole.mkdir(), parts.mkdir()
+    assert run_cli("cnnfleet-train", PARITY, whole).returncode == 0
+
+    proc = start(PARITY, parts)
+    wait_for(lambda: bool(last_ckpt(parts)), 120, "the first epoch's last.ckpt")  # stop inside epoch 2
+    os.kill(proc.pid, signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr[-2000:]
+    lines = [line for line in stderr.splitlines() if "stopped by SIGTERM" in line]
+    assert len(lines) == 1 and "continue with: cnnfleet-train ckpt_path=last" in lines[0] and "Traceback" not in stderr
+    stopped_at = int(lines[0].split("at step ")[1].split(":")[0])
+    assert 0 < stopped_at < 4 * 33  # 33 steps per epoch: it stopped before the end
+
+    resumed = run_cli("cnnfleet-train", [*PARITY, "ckpt_path=last"], parts)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.summary()["resumed_from"]["global_step"] == stopped_at
+    a, b = final_state(whole), final_state(parts)
+    assert a["global_step"] == b["global_step"] == 132
+    diff = max((a["state_dict"][k].double() - b["state_dict"][k].double()).abs().max().item() for k in a["state_dict"])
+    assert diff <= 1e-6, f"resumed run differs from the uninterrupted one by {diff}"
+
+
+def test_skipping_sampler_drops_the_consumed_batches_once() -> None:
+    sampler = SkippingSampler(range(20), num_replicas=1, rank=0, shuffle=True, seed=1)
+    full = list(sampler)
+    sampler.skip = 8
+    assert list(sampler) == full[8:]
+    assert list(sampler) == full  # only the resumed epoch skips
+
+
+@pytest.mark.slow
+def test_a_killed_ddp_rank_ends_the_job_without_orphans_and_it_resumes(tmp_path: Path) -> None:
+    args = ["device=ddp", "device.accelerator=cpu", "device.devices=2", "trainer.max_epochs=200", "logger=csv",
+            "test=false"]  # fmt: skip
+    proc = start(args, tmp_path)
+    wait_for(lambda: bool(last_ckpt(tmp_path)), 120, "a checkpoint")
+    ranks = processes_of(tmp_path)
+    child = [pid for pid in ranks if pid != proc.pid]
+    assert child, f"rank 1 not found among {ranks}"
+    killed = time.monotonic()
+    os.kill(child[0], signal.SIGKILL)
+    stdout, stderr = proc.communicate(timeout=90)
+    assert time.monotonic() - killed < 60
+    assert proc.returncode != 0
+    # rank 0 notices first (its collective fails) and names the dead rank in one line; should
+    # Lightning's process observer (5 s polling) win the race, its own line names the rank instead
+    ours = [line for line in stderr.splitlines() if line.startswith("cnnfleet-train: error: rank 1 (pid")]
+    theirs = "[rank: 1] Child process" in stdout and "terminated with code -9" in stdout
+    assert (len(ours) == 1 and "killed by SIGKILL" in ours[0] and "ckpt_path=last" in ours[0]) or theirs, stderr
+    assert "Traceback" not in stderr
+    wait_for(lambda: not processes_of(tmp_path), 15, "every rank to be gone")
+
+    resumed = run_cli("cnnfleet-train", [*args[:-3], "trainer.max_epochs=2", "logger=csv", "test=false",
+                                         "ckpt_path=last"], tmp_path, timeout=300)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.summary()["resumed_from"]["global_step"] > 0
+
+
+@pytest.mark.slow
+def test_killing_rank_zero_takes_its_children_along(tmp_path: Path) -> None:
+    proc = start(["device=ddp", "device.accelerator=cpu", "device.devices=2", "trainer.max_epochs=200",
+                  "logger=none", "test=false"], tmp_path)  # fmt: skip
+    wait_for(lambda: len(processes_of(tmp_path)) >= 2 and any((tmp_path / "logs").rglob("train_ddp_process_1.log")),
+             120, "both ranks")  # fmt: skip
+    time.sleep(1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    wait_for(lambda: not processes_of(tmp_path), 15, "rank 1 to die with rank 0 (PR_SET_PDEATHSIG)")
+
+
+def test_only_lightning_launched_ranks_die_with_their_parent() -> None:
+    assert lightning_launched_child({"LOCAL_RANK": "1"})
+    assert not lightning_launched_child({"LOCAL_RANK": "0"})
+    assert not lightning_launched_child({"LOCAL_RANK": "1", "TORCHELASTIC_RUN_ID": "x"})
+    assert not lightning_launched_child({"LOCAL_RANK": "1", "SLURM_PROCID": "1"})
+
+
+@pytest.mark.slow
+def test_checkpoint_writes_killed_at_random_moments_never_leave_a_broken_resume_point(tmp_path: Path) -> None:
+    """SIGKILL 20 times while checkpoints are written every step; resume always finds a whole file."""
+    import random
+
+    rng = random.Random(0)
+    run_dir = tmp_path / "run"
+    args = ["data=synthetic", "data.num_samples=2000", "data.image_size=16", "model=resnet_cifar", "model.width=16",
+            "trainer.max_epochs=1000", "logger=none", "test=false", f"hydra.run.dir={run_dir}",
+            "+callbacks.every_step._target_=lightning.pytorch.callbacks.ModelCheckpoint",
+            f"+callbacks.every_step.dirpath={run_dir}/checkpoints", "+callbacks.every_step.save_last=true",
+            "+callbacks.every_step.every_n_train_steps=1", "+callbacks.every_step.save_top_k=0"]  # fmt: skip
+    for attempt in range(20):
+        proc = start(args, tmp_path)
+        if attempt == 0:
+            wait_for(lambda: (run_dir / "checkpoints" / "last.ckpt").exists(), 120, "the first checkpoint")
+        time.sleep(rng.uniform(0.5, 4.0))  # somewhere in start-up, training or a checkpoint write
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)
+        ckpt = checkpoint_in_run_dir(run_dir)
+        assert ckpt is not None, f"attempt {attempt}: no checkpoint to resume from"
+        loaded = torch.load(ckpt, weights_only=True)  # complete and safe to load
+        assert loaded["global_step"] >= 1 and "state_dict" in loaded
+    leftovers = [p.name for p in (run_dir / "checkpoints").iterdir() if not p.name.endswith(".ckpt")]
+    assert all(name.startswith(".") for name in leftovers)  # only hidden temp files of killed writes
