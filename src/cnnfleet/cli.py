@@ -10,6 +10,7 @@ continues in its own folder. Inside the job, `run_task` maps our own errors to o
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from hydra import compose, initialize_config_dir
@@ -20,7 +21,7 @@ from omegaconf import DictConfig
 
 from cnnfleet.conf_dir import conf_dir
 from cnnfleet.config_errors import COMPOSE_ERRORS, explain
-from cnnfleet.errors import CnnfleetError, user_message
+from cnnfleet.errors import CnnfleetError, ConfigError, user_message
 from cnnfleet.overrides import override_value, quote_value
 from cnnfleet.run.launched import launched_rank_overrides
 from cnnfleet.run.orphans import die_with_parent
@@ -44,6 +45,20 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)  # lets ${hydra:...} resolve (runtime.cwd is set)
     return cfg
+
+
+def check_writable(cfg: DictConfig) -> None:
+    """The run folder can be created: its nearest existing ancestor is a writable folder."""
+    run_dir = Path(str(cfg.hydra.run.dir)).absolute()
+    ancestor = run_dir
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
+        what = "is a file, not a folder" if not ancestor.is_dir() else "is not writable"
+        raise ConfigError(
+            f"cannot create the run folder {run_dir}: {ancestor} {what}; set CNNFLEET_ROOT or paths.root_dir "
+            "(or hydra.run.dir) to a writable place"
+        )
 
 
 def _resume_overrides(cfg: DictConfig, overrides: list[str], in_place: bool = True) -> list[str]:
@@ -77,6 +92,7 @@ def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, resume_in_
             cfg = compose_config(name, list(args.overrides))
             new_overrides = list(args.overrides) + launched_rank_overrides(cfg, list(args.overrides), os.environ)
             new_overrides = _resume_overrides(cfg, new_overrides, in_place=resume_in_place)
+            check_writable(cfg)
         except COMPOSE_ERRORS as exc:
             fail(prog, explain(exc, conf_dir()))
         finally:

@@ -15,6 +15,7 @@ Two rules make trials safe inside any sweeper:
   SLURM tasks and run the trial directly.
 """
 
+import json
 import logging
 import os
 import subprocess
@@ -58,18 +59,23 @@ def one_line(exc: BaseException) -> str:
 
 
 def write_failure(output_dir: str | Path, reason: str, wall_seconds: float | None = None) -> None:
-    """summary.json of a failed run: the results table and the sweeper read the reason here."""
+    """summary.json of a failed run: the results table and the sweeper read the reason here.
+    A run folder whose summary says completed keeps it: a failed later attempt (a resume with
+    wrong settings) goes to last_failure.json instead of erasing the finished run's record."""
     output_dir = Path(output_dir)
-    if output_dir.is_dir():
-        write_json_atomic(
-            output_dir / "summary.json",
-            {"status": "failed", "reason": reason, "run_dir": str(output_dir), "wall_seconds": wall_seconds},
-        )
+    if not output_dir.is_dir():
+        return
+    record = {"status": "failed", "reason": reason, "run_dir": str(output_dir), "wall_seconds": wall_seconds}
+    summary = output_dir / "summary.json"
+    try:
+        completed = json.loads(summary.read_text()).get("status") == "completed"
+    except (OSError, ValueError):
+        completed = False
+    write_json_atomic(output_dir / ("last_failure.json" if completed else "summary.json"), record)
 
 
 def run_in_own_process(module: str = "cnnfleet.train") -> float | None:
     """Run this trial as a single run in its own process tree; its metric, or None if it failed."""
-    import json
 
     hydra_cfg = HydraConfig.get()
     output_dir = Path(hydra_cfg.runtime.output_dir)

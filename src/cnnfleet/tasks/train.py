@@ -54,9 +54,10 @@ def resume_position(ckpt_path: str, model_cfg: dict) -> dict:
     if saved_model is not None and saved_model != model_cfg:
         diff = sorted(k for k in set(saved_model) | set(model_cfg) if saved_model.get(k) != model_cfg.get(k))
         saved = ", ".join(f"{k}={saved_model.get(k)!r}" for k in diff)
+        wanted = ", ".join(f"{k}={model_cfg.get(k)!r}" for k in diff)
         raise CheckpointError(
-            f"ckpt_path {ckpt_path} holds a different model ({saved}); "
-            "resume with the same model settings or start a new run"
+            f"ckpt_path {ckpt_path} holds a different model (checkpoint: {saved}; this run: {wanted}); "
+            "resume with the same model and data settings or start a new run"
         )
     return {"path": ckpt_path, "global_step": checkpoint["global_step"], "epoch": checkpoint["epoch"]}
 
@@ -146,13 +147,16 @@ def _train(cfg: DictConfig, plan: DevicePlan, loggers: list) -> float | None:
     batch = per_device_batch(cfg.data.batch_size, plan.world_size)  # fails before any process is launched
     environment = environment_record()  # git, versions, hardware: env.json and the loggers' config
     rank = global_rank(devices_per_node=plan.devices)
+    datamodule = build_datamodule(cfg.data, seed=cfg.seed)
+    module = build_classifier(cfg.model, cfg.data, cfg)
+    # a checkpoint that does not fit fails before anything in its run folder is rewritten
+    ckpt_path = checkpoint_to_resume(cfg.ckpt_path, output_dir)
+    resumed = resume_position(ckpt_path, module.hparams.model) if ckpt_path else None
     if rank == 0:
         write_run_record(cfg, output_dir, environment)
         log.info("device plan: %s; batch %d global = %d per device", plan.describe(), cfg.data.batch_size, batch)
     # every rank says what it trains: its own log file shows that all ranks agree
     log.info("rank %d of %d hyperparameters: %s", rank, plan.world_size, hyperparameters_line(cfg))
-    datamodule = build_datamodule(cfg.data, seed=cfg.seed)
-    module = build_classifier(cfg.model, cfg.data, cfg)
     module.run_config = plain_config(cfg)
     compile_network(module, cfg.trainer)
     if rank == 0:
@@ -168,8 +172,6 @@ def _train(cfg: DictConfig, plan: DevicePlan, loggers: list) -> float | None:
         preemption,
     ]
     trainer = build_trainer(cfg.trainer, plan, callbacks, loggers, str(output_dir))
-    ckpt_path = checkpoint_to_resume(cfg.ckpt_path, output_dir)
-    resumed = resume_position(ckpt_path, module.hparams.model) if ckpt_path else None
 
     final_val: dict[str, float] = {}
     if cfg.train:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from lightning.pytorch.loggers import WandbLogger
 
+from cnnfleet.errors import ConfigError
 from cnnfleet.run.ranks import global_rank
 
 log = logging.getLogger(__name__)
@@ -69,6 +70,11 @@ def build_wandb_logger(
 
     mode = wandb_mode()
     offline = mode != "online"
+    if not offline and not has_api_key():
+        raise ConfigError(
+            "W&B is set online (WANDB_MODE=online) but no API key is configured: set WANDB_API_KEY or run "
+            "`wandb login`, or use WANDB_MODE=offline (then `wandb sync` later) or logger=csv"
+        )
     group = group if group is not None else sweep_group()
     if offline and log_model:
         log.info("W&B is offline: logger.wandb.log_model=true is ignored (checkpoints stay in the run folder)")

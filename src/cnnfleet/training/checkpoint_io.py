@@ -50,7 +50,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from exc
+        raise CheckpointError(
+            f"cannot read checkpoint {path}: not a complete PyTorch checkpoint (truncated, or another kind of file: "
+            f"{type(exc).__name__}); pass a checkpoint written by cnnfleet-train"
+        ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a cnnfleet/Lightning checkpoint (no state_dict)")
     return checkpoint

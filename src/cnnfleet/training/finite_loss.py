@@ -22,6 +22,8 @@ NONE = 2**62  # "no bad step yet"; the earliest bad step wins the MIN all-reduce
 class NonFiniteLoss(CnnfleetError):
     """The training loss became NaN or inf."""
 
+    exit_code = 1  # the run failed (its input was valid)
+
 
 class StopOnNonFiniteLoss(L.Callback):
     def __init__(self, check_every_n_steps: int = 1) -> None:

@@ -1,0 +1,104 @@
+"""Every row of docs/errors.md through the real CLI: the exit code, the exact one-line message, no
+traceback, no run folder that looks complete, no existing checkpoint changed."""
+
+import hashlib
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import run_cli
+from dataset_files import write_image_folder
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
+
+
+def code(cell: str) -> str:
+    """The text of a Markdown code span (single or double backticks)."""
+    return cell[3:-3] if cell.startswith("`` ") else cell.strip("`")
+
+
+def catalogue() -> list[dict]:
+    rows = []
+    for line in DOC.read_text().splitlines():
+        if not line.startswith("| ") or line.startswith("| id ") or line.startswith("|---"):
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        rows.append({"id": cells[0], "command": code(cells[2]), "exit": int(cells[3]), "message": code(cells[4])})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def scratch(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """The files the rows need, and a checkpoint of another model (<ckpt>)."""
+    tmp = tmp_path_factory.mktemp("catalogue")
+    for folder in ("empty/train/a", "empty/train/b", "empty/val/a", "home"):
+        (tmp / folder).mkdir(parents=True)
+    pets = write_image_folder(tmp / "pets")
+    (pets / "train" / "dog" / "broken.jpg").write_bytes(b"not a jpeg")
+    wolves = write_image_folder(tmp / "wolves")
+    (wolves / "val" / "wolf").mkdir()
+    shutil.copy(next((wolves / "val" / "cat").glob("*.png")), wolves / "val" / "wolf" / "w.png")
+    (tmp / "corrupt.ckpt").write_bytes(b"garbage")
+    (tmp / "afile").write_text("a file where a folder should be\n")
+    (tmp / "notimm" / "timm").mkdir(parents=True)
+    (tmp / "notimm" / "timm" / "__init__.py").write_text('raise ImportError("No module named timm")\n')
+    trained = run_cli("cnnfleet-train", ["trainer.max_epochs=1", "model.widths=[8,16]", "logger=csv", "test=false"],
+                      tmp)  # fmt: skip
+    assert trained.returncode == 0, trained.stderr[-2000:]
+    (ckpt,) = tmp.glob("logs/train/runs/*/checkpoints/best.ckpt")
+    return {"tmp": tmp, "ckpt": ckpt}
+
+
+def checkpoints(root: Path) -> dict[str, str]:
+    return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in root.rglob("*.ckpt")}
+
+
+def completed_runs(root: Path) -> set[str]:
+    done = set()
+    for summary in root.glob("logs/*/runs/*/summary.json"):
+        if json.loads(summary.read_text()).get("status") == "completed":
+            done.add(str(summary.parent))
+    return done
+
+
+def test_the_catalogue_covers_what_the_issue_lists() -> None:
+    ids = {row["id"] for row in catalogue()}
+    assert {"misspelled-key", "wrong-type", "unknown-option", "missing-data-root", "empty-image-folder",
+            "undecodable-image", "no-gpu", "indivisible-batch", "missing-ckpt", "corrupt-ckpt", "other-model-ckpt",
+            "slurm-task-mismatch", "unknown-model-name", "missing-extra", "wandb-online-no-key",
+            "unwritable-run-folder"} <= ids  # fmt: skip
+
+
+@pytest.mark.parametrize("row", catalogue(), ids=lambda row: row["id"])
+def test_catalogue_row(scratch: dict, row: dict) -> None:
+    if row["id"] == "no-gpu" and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    tmp, ckpt = scratch["tmp"], scratch["ckpt"]
+
+    def fill(text: str) -> str:
+        return text.replace("<tmp>", str(tmp)).replace("<ckpt>", str(ckpt))
+
+    words = shlex.split(fill(row["command"]))
+    env = {}
+    while re.fullmatch(r"[A-Z_]+=.*", words[0]):
+        key, _, value = words.pop(0).partition("=")
+        env[key] = value
+    if "WANDB_MODE" in env:
+        env["WANDB_API_KEY"] = ""  # no key from the environment running the tests
+    before_ckpts, before_runs = checkpoints(tmp), completed_runs(tmp)
+
+    result = run_cli(words[0], words[1:], tmp, env=env)
+
+    assert result.returncode == row["exit"], result.stderr[-2000:]
+    errors = [line for line in result.stderr.splitlines() if line.startswith(f"{words[0]}: error:")]
+    assert len(errors) == 1, result.stderr[-2000:]
+    expected = re.escape(fill(row["message"])).replace(re.escape("..."), ".*")
+    assert re.fullmatch(expected, errors[0]), f"\n{errors[0]}\n!=\n{fill(row['message'])}"
+    assert "Traceback" not in result.stderr
+    assert checkpoints(tmp) == before_ckpts  # no existing checkpoint modified
+    assert completed_runs(tmp) == before_runs  # nothing looks like a finished run
