@@ -38,3 +38,22 @@ def test_ddp_on_two_gpus_uses_nccl(cli) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.summary()["device"]["world_size"] == 2
     assert "nccl" in result.stdout.lower() + result.stderr.lower()
+
+
+def test_out_of_memory_is_one_line_with_the_batch_per_device(cli) -> None:
+    result = cli("device=gpu", "data=synthetic", "data.image_size=512", "data.num_samples=512",
+                 "data.batch_size=512", "model=resnet_cifar", "model.width=256", "trainer.max_epochs=1",
+                 "logger=csv")  # fmt: skip
+    assert result.returncode == 1, result.stderr[-2000:]
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("cnnfleet-train: error: out of GPU memory with 512 images per device")
+    assert "accumulate_grad_batches" in line and "Traceback" not in result.stderr
+
+
+def test_gpu_bench_modes_run(cli, tmp_path) -> None:
+    from conftest import run_cli
+
+    for mode in ("overhead", "devices"):
+        result = run_cli("cnnfleet-bench", [f"mode={mode}", "epochs=2", "repeats=1", "precisions=[bf16-mixed]",
+                                            "channels_last=[true]"], tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]

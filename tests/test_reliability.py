@@ -174,3 +174,28 @@ def test_checkpoint_writes_killed_at_random_moments_never_leave_a_broken_resume_
     leftovers = [p.name for p in (run_dir / "checkpoints").iterdir() if not p.name.endswith(".ckpt")]
     assert all(name.startswith(".") for name in leftovers)  # only hidden temp files of killed writes
     print(f"\n{len(leftovers)} of 20 kills interrupted a checkpoint write; steps reached: {steps}")
+
+
+def test_out_of_memory_message_names_the_batch_per_device_and_what_to_try(compose_cfg) -> None:
+    from cnnfleet.tasks.train import out_of_memory_message
+    from cnnfleet.training.device import DevicePlan
+
+    cfg = compose_cfg("data.batch_size=256")
+    plan = DevicePlan(accelerator="gpu", devices=4, num_nodes=1, strategy="ddp", precision="bf16-mixed")
+    message = out_of_memory_message(cfg, plan)
+    assert "64 images per device" in message and "data.batch_size=256 over 4 device(s)" in message
+    assert "trainer.accumulate_grad_batches" in message and "checkpoints written so far are intact" in message
+
+
+@pytest.mark.slow
+def test_a_two_rank_run_resumes_on_one_rank_with_the_same_global_batch(tmp_path: Path) -> None:
+    ddp = ["device=ddp", "device.accelerator=cpu", "device.devices=2"]
+    common = ["scheduler=cosine", "logger=csv", "test=false"]  # cosine holds its final rate: epochs can be added
+    first = run_cli("cnnfleet-train", [*ddp, "trainer.max_epochs=1", *common], tmp_path)
+    assert first.returncode == 0, first.stderr[-3000:]
+    steps = first.summary()["fit"]["global_step"]
+    second = run_cli("cnnfleet-train", ["device=cpu", "trainer.max_epochs=2", *common, "ckpt_path=last"], tmp_path)
+    assert second.returncode == 0, second.stderr[-3000:]
+    summary = second.summary()
+    assert summary["resumed_from"]["global_step"] == steps and summary["fit"]["global_step"] == 2 * steps
+    assert summary["device"]["world_size"] == 1 and summary["batch"] == {"global": 64, "per_device": 64}

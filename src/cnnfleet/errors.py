@@ -23,6 +23,12 @@ class LaunchError(CnnfleetError):
     """The processes of a distributed run could not find or reach each other."""
 
 
+class RunFailed(CnnfleetError):
+    """The run could not go on (out of memory, ...); the message says what to change."""
+
+    exit_code = 1
+
+
 class RankLost(CnnfleetError):
     """A rank of a running distributed job died; the others cannot go on."""
 

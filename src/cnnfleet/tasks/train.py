@@ -16,7 +16,7 @@ from omegaconf import DictConfig
 
 from cnnfleet import STARTED
 from cnnfleet.data.in_memory import InMemoryDataModule, per_device_batch
-from cnnfleet.errors import CheckpointError, CnnfleetError, LaunchError, RankLost
+from cnnfleet.errors import CheckpointError, CnnfleetError, LaunchError, RankLost, RunFailed
 from cnnfleet.run.files import write_json_atomic, write_text_atomic
 from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.plots import plot_curves
@@ -108,6 +108,32 @@ def explain_lost_rank(trainer: L.Trainer, plan: DevicePlan) -> Iterator[None]:
         ) from None
 
 
+def out_of_memory_message(cfg: DictConfig, plan: DevicePlan) -> str:
+    per_device = cfg.data.batch_size // max(1, plan.world_size)
+    return (
+        f"out of GPU memory with {per_device} images per device (data.batch_size={cfg.data.batch_size} over "
+        f"{plan.world_size} device(s), precision {plan.precision}); try a smaller data.batch_size, keep the global "
+        "batch with trainer.accumulate_grad_batches=N and data.batch_size/N, device.precision=bf16-mixed, or a "
+        "smaller model; the checkpoints written so far are intact"
+    )
+
+
+@contextmanager
+def explain_out_of_memory(cfg: DictConfig, plan: DevicePlan) -> Iterator[None]:
+    try:
+        yield
+    except torch.OutOfMemoryError:
+        raise RunFailed(out_of_memory_message(cfg, plan)) from None
+    except ValueError as exc:  # torch's OneCycleLR past its end: a resume asked for more steps than it has
+        if "Tried to step" not in str(exc):
+            raise
+        raise RunFailed(
+            f"the learning-rate schedule ended ({exc}): the checkpoint's one-cycle schedule was planned for fewer "
+            "steps than this run's trainer.max_epochs; resume with the original trainer.max_epochs, or use "
+            "scheduler=cosine (it holds its final rate) or start a new run"
+        ) from None
+
+
 def train(cfg: DictConfig) -> float | None:
     """Train, validate and test one run; returns cfg.optimized_metric for sweepers."""
     global _started
@@ -176,7 +202,7 @@ def _train(cfg: DictConfig, plan: DevicePlan, loggers: list) -> float | None:
     final_val: dict[str, float] = {}
     if cfg.train:
         try:
-            with explain_rendezvous_failure(plan), explain_lost_rank(trainer, plan):
+            with explain_rendezvous_failure(plan), explain_lost_rank(trainer, plan), explain_out_of_memory(cfg, plan):
                 trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
         except Preempted as saved:
             print(f"preempted: saved {saved}; the requeued job resumes from it in {output_dir}")
@@ -191,7 +217,8 @@ def _train(cfg: DictConfig, plan: DevicePlan, loggers: list) -> float | None:
             raise SystemExit(EXIT_SIGTERM) from None
         # Ctrl-C: Lightning tears down and exits 1 itself; last.ckpt of the last epoch stays intact
         final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    test_metrics = _test(trainer, module, datamodule, cfg) if cfg.test else {}
+    with explain_out_of_memory(cfg, plan):
+        test_metrics = _test(trainer, module, datamodule, cfg) if cfg.test else {}
 
     metric = {**final_val, **test_metrics}.get(cfg.optimized_metric)
     metric = float(metric) if metric is not None else None
