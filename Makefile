@@ -31,6 +31,8 @@ slurm-up:
 	elif [ "$$CI" = true ]; then cat $(SLURM_LOG); echo "CI needs the local SLURM cluster"; exit 1; \
 	else echo "no local SLURM cluster (see $(SLURM_LOG)): SLURM tests will skip"; fi
 
+# the 20 slowest tests are listed at the end (the suite should stay under 15 minutes on 2 cores)
+PYTEST_ARGS ?= --durations=20
 test: $(STAMP) lint slurm-up
 	$(BIN)/pytest $(PYTEST_ARGS)
 
