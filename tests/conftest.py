@@ -5,6 +5,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,6 +81,20 @@ def compose_cfg() -> Iterator[Callable[..., DictConfig]]:
 
         yield _compose
     GlobalHydra.instance().clear()
+
+
+def wait_until(condition: Callable, timeout: float, interval: float = 0.5):  # noqa: ANN201
+    """The first truthy value of `condition()`, checked every `interval` s; None after `timeout` s.
+
+    For what offers no event to wait on (a SLURM job ending, a file being written), always bounded.
+    """
+    deadline, pause = time.monotonic() + timeout, threading.Event()
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        pause.wait(interval)
+    return None
 
 
 def slurm_available() -> tuple[bool, str]:

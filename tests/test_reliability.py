@@ -3,6 +3,7 @@
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 from cnnfleet.data.resumable import SkippingSampler
 from cnnfleet.run.orphans import lightning_launched_child
 from cnnfleet.run.resume import checkpoint_in_run_dir
-from conftest import BIN, run_cli
+from conftest import BIN, run_cli, wait_until
 
 # augmentation on: the resumed run must also continue the random stream
 PARITY = ["data=synthetic", "data.num_samples=3000", "data.image_size=16", "data.crop_padding=2",
@@ -26,12 +27,14 @@ def start(args: list[str], root: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
 
 
-def wait_for(predicate, timeout: float, what: str) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.05)
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> None:  # noqa: ANN001
+    if not wait_until(predicate, timeout, interval):
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def pause(seconds: float) -> None:
+    """A deliberate delay (a random moment to kill at), not a wait for a condition."""
+    threading.Event().wait(seconds)
 
 
 def last_ckpt(root: Path) -> list[Path]:
@@ -122,9 +125,12 @@ def test_a_killed_ddp_rank_ends_the_job_without_orphans_and_it_resumes(tmp_path:
 def test_killing_rank_zero_takes_its_children_along(tmp_path: Path) -> None:
     proc = start(["device=ddp", "device.accelerator=cpu", "device.devices=2", "trainer.max_epochs=200",
                   "logger=none", "test=false"], tmp_path)  # fmt: skip
-    wait_for(lambda: len(processes_of(tmp_path)) >= 2 and any((tmp_path / "logs").rglob("train_ddp_process_1.log")),
-             120, "both ranks")  # fmt: skip
-    time.sleep(1)
+
+    def rank_one_training() -> bool:
+        logs = list((tmp_path / "logs").rglob("train_ddp_process_1.log"))
+        return bool(logs) and "hyperparameters" in logs[0].read_text()
+
+    wait_for(rank_one_training, 120, "rank 1 to start training")
     os.kill(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=30)
     wait_for(lambda: not processes_of(tmp_path), 15, "rank 1 to die with rank 0 (PR_SET_PDEATHSIG)")
@@ -158,11 +164,9 @@ def test_checkpoint_writes_killed_at_random_moments_never_leave_a_broken_resume_
         # moment, odd ones as soon as a temporary checkpoint file appears (inside a write)
         wait_for(lambda before=before: last.exists() and last.stat().st_mtime_ns != before, 120, "a new checkpoint")
         if attempt % 2:
-            deadline = time.monotonic() + 30
-            while not any(run_dir.glob("checkpoints/.last.ckpt.tmp-*")) and time.monotonic() < deadline:
-                time.sleep(0.002)
+            wait_until(lambda: any(run_dir.glob("checkpoints/.last.ckpt.tmp-*")), 30, interval=0.002)
         else:
-            time.sleep(rng.uniform(0.0, 0.5))
+            pause(rng.uniform(0.0, 0.5))
         os.killpg(proc.pid, signal.SIGKILL)
         proc.communicate(timeout=30)
         ckpt = checkpoint_in_run_dir(run_dir)

@@ -6,15 +6,13 @@ import os
 import re
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
-from conftest import CliResult
+from conftest import CliResult, wait_until
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 CPU_JOB = ["cluster.cpus_per_task=1"]  # the emulated nodes advertise 2 cores each
@@ -23,20 +21,6 @@ CPU_JOB = ["cluster.cpus_per_task=1"]  # the emulated nodes advertise 2 cores ea
 def job_info(job_id: str) -> dict[str, str]:
     out = subprocess.run(["scontrol", "show", "job", "-o", job_id], capture_output=True, text=True).stdout
     return dict(re.findall(r"(\w+)=(\S*)", out))
-
-
-def wait_until(condition, timeout: float, interval: float = 0.5):
-    """The first truthy value of `condition()`, checked every `interval` s; None after `timeout` s.
-
-    SLURM offers no event for "job ended" or "file written", so this polls, always with a bound.
-    """
-    deadline, pause = time.monotonic() + timeout, threading.Event()
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        pause.wait(interval)
-    return None
 
 
 def wait_for_job(job_id: str, timeout: float = 400) -> dict[str, str]:
