@@ -96,8 +96,10 @@ def explain_lost_rank(trainer: L.Trainer, plan: DevicePlan) -> Iterator[None]:
     try:
         yield
     except (RuntimeError, torch.distributed.DistError) as exc:
-        if plan.world_size < 2 or isinstance(exc, CnnfleetError):
-            raise
+        progress = trainer.fit_loop.epoch_loop.batch_progress
+        started = progress.total.started > 0 or progress.current.started > 0
+        if plan.world_size < 2 or isinstance(exc, CnnfleetError) or not started:
+            raise  # before the first batch: a rendezvous problem (explain_rendezvous_failure says what to check)
         time.sleep(0.5)  # let the launcher's children report their exit
         dead = dead_local_ranks(trainer)
         who = ", ".join(dead) if dead else "another rank (on this or another node)"
