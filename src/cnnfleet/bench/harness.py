@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from cnnfleet.bench.raw_loop import raw_train
+from cnnfleet.data.on_device import storage_dtype  # stored as the on-device path stores them
 from cnnfleet.errors import CnnfleetError
 from cnnfleet.training.builders import build_classifier, build_datamodule, build_trainer, compile_network
 from cnnfleet.training.device import plan_devices
@@ -77,8 +78,7 @@ def raw_in_process(cfg: DictConfig) -> list[tuple[int, float]]:
         net.compile(mode=cfg.trainer.compile_mode)
     device = torch.device("cuda", 0) if plan.accelerator == "gpu" else torch.device("cpu")
     images, labels = datamodule.splits["train"].tensors
-    storage = torch.float16 if device.type == "cuda" else torch.float32  # as the on-device path stores them
-    return raw_train(net, images.to(device, storage), labels.to(device), module.hparams.optimizer,
+    return raw_train(net, images.to(device, storage_dtype(device)), labels.to(device), module.hparams.optimizer,
                      module.hparams.scheduler, cfg.data.batch_size, cfg.trainer.max_epochs, plan.precision,
                      channels_last=cfg.trainer.channels_last, seed=cfg.seed)  # fmt: skip
 

@@ -3,8 +3,9 @@
 import csv
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
+
+from cnnfleet.run.summary import wide_console
 
 
 def _fmt(value: object) -> str:
@@ -31,10 +32,7 @@ def write_report(folder: Path, title: str, rows: list[dict], notes: list[str], c
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(*(_fmt(row.get(c)) for c in columns))
-    console = Console(soft_wrap=True)
-    if not console.is_terminal:
-        console.width = 200
-    console.print(table)
+    wide_console().print(table)
     for note in notes:
         print(note)
     print(f"wrote {folder}/bench.csv, bench.md" + (", bench.png" if chart else ""))

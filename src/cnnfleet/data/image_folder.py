@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from cnnfleet.data.augment import mix, policy_transform
-from cnnfleet.data.in_memory import per_device_batch, sharded_loader
+from cnnfleet.data.in_memory import SplitLoaders, per_device_batch, sharded_loader
 from cnnfleet.data.resumable import completed_batches
 from cnnfleet.errors import DataError
 
@@ -73,7 +73,7 @@ def default_workers(devices_per_node: int) -> int:
     return max(1, min(8, cores // max(1, devices_per_node) - 1))
 
 
-class ImageFolderDataModule(L.LightningDataModule):
+class ImageFolderDataModule(SplitLoaders, L.LightningDataModule):
     def __init__(
         self,
         root: str,
@@ -179,15 +179,6 @@ class ImageFolderDataModule(L.LightningDataModule):
         return sharded_loader(self.splits[split], train, world, rank, per_device_batch(self.batch_size, world),
                               self.shuffle_seed, num_workers=workers, pin_memory=pin,
                               skip_fn=lambda: completed_batches(self.trainer))  # fmt: skip
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         """MixUp/CutMix on the device (the per-image transforms ran in the workers)."""

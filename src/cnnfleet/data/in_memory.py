@@ -92,7 +92,20 @@ def sharded_loader(
     return DataLoader(dataset, batch_sampler=even_eval_batches(len(dataset), world, rank, batch), **common)
 
 
-class InMemoryDataModule(L.LightningDataModule):
+class SplitLoaders:
+    """Lightning's three loader hooks for a data module whose `loader(split, train)` builds them."""
+
+    def train_dataloader(self) -> DataLoader:
+        return self.loader("train", train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self.loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.loader("test")
+
+
+class InMemoryDataModule(SplitLoaders, L.LightningDataModule):
     """Subclasses implement `load_arrays`; this class splits, normalises and serves batches."""
 
     def __init__(
@@ -227,12 +240,3 @@ class InMemoryDataModule(L.LightningDataModule):
         batch, resume = self.per_device_batch_size(), (lambda: completed_batches(self.trainer))
         return sharded_loader(self.splits[split], train, world, rank, batch, self.shuffle_seed,
                               num_workers=self.num_workers, skip_fn=resume)  # fmt: skip
-
-    def train_dataloader(self) -> DataLoader:
-        return self.loader("train", train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self.loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self.loader("test")

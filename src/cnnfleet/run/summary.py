@@ -17,6 +17,14 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+def wide_console() -> Console:
+    """A console that wraps long cells; in logs and CI (no terminal) 200 columns, not 80."""
+    console = Console(soft_wrap=True)
+    if not console.is_terminal:
+        console.width = 200
+    return console
+
+
 def print_table(title: str, rows: dict[str, Any]) -> None:
     table = Table(title=title, show_header=False, title_justify="left")
     table.add_column("key", style="bold")

@@ -156,8 +156,9 @@ def _short(value: str) -> str:
 
 
 def _print(rows: list[TrialRow], metric: str, direction: str, params: list[str], sweep_dir: Path) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from cnnfleet.run.summary import wide_console
 
     done = sum(r.status == "completed" for r in rows)
     table = Table(title=f"sweep {sweep_dir}: {done} of {len(rows)} trials completed, best first", title_justify="left")
@@ -166,10 +167,7 @@ def _print(rows: list[TrialRow], metric: str, direction: str, params: list[str],
     for rank, row in enumerate(rows, start=1):
         table.add_row(str(rank), str(row.trial), row.status, _fmt(row.value), f"{row.wall_seconds or 0:.1f}",
                       *(_short(row.overrides.get(k, "")) for k in params), row.reason or "")  # fmt: skip
-    console = Console(soft_wrap=True)
-    if not console.is_terminal:
-        console.width = 200  # logs and CI: do not squeeze the table into 80 columns
-    console.print(table)
+    wide_console().print(table)
 
 
 def _as_number(value: str) -> float | None:

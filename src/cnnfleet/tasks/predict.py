@@ -41,16 +41,14 @@ def predict(cfg: DictConfig) -> list[dict]:
 
 
 def _print(rows: list[dict], output: Path, device: torch.device) -> None:
-    from rich.console import Console
     from rich.table import Table
+
+    from cnnfleet.run.summary import wide_console
 
     table = Table(title=f"cnnfleet predict: {len(rows)} images on {device.type}", title_justify="left")
     for column in ("file", "class", "probability", "top-k"):
         table.add_column(column, overflow="fold")
     for row in rows:
         table.add_row(row["file"], row["class"], f"{row['probability']:.4f}", row["top_k"])
-    console = Console(soft_wrap=True)
-    if not console.is_terminal:
-        console.width = 200
-    console.print(table)
+    wide_console().print(table)
     print(f"wrote {output}")
