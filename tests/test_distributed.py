@@ -40,10 +40,22 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
         assert diff <= rel, f"{name}: relative difference {diff:.2e}"
 
 
+# The same comparison over 3 whole epochs: each epoch ends with 59 of the 1259 images left over, which
+# neither layout trains on (the sampler keeps whole global batches only: data/sharding.py).
+FULL_EPOCHS = [*(arg for arg in EQUIVALENCE if not arg.startswith(("trainer.max_epochs", "trainer.limit_train"))),
+               "trainer.max_epochs=3"]  # fmt: skip
+
+
 @pytest.fixture(scope="module")
 def ddp_two_processes(tmp_path_factory) -> CliResult:
     root = tmp_path_factory.mktemp("ddp2")
     return run_cli("cnnfleet-train", [*EQUIVALENCE, "device=ddp", "device.devices=2"], root)
+
+
+@pytest.fixture(scope="module")
+def ddp_two_processes_full_epochs(tmp_path_factory) -> CliResult:
+    root = tmp_path_factory.mktemp("ddp2_epochs")
+    return run_cli("cnnfleet-train", [*FULL_EPOCHS, "device=ddp", "device.devices=2"], root)
 
 
 def test_ddp_through_the_cli_trains_two_processes_into_one_run_folder(cli) -> None:
@@ -66,6 +78,17 @@ def test_ddp_through_the_cli_trains_two_processes_into_one_run_folder(cli) -> No
 def test_two_ranks_train_the_same_weights_as_one_rank(tmp_path: Path, ddp_two_processes: CliResult) -> None:
     single = run_cli("cnnfleet-train", [*EQUIVALENCE, "device=cpu"], tmp_path)
     assert_same_weights(final_weights(single), final_weights(ddp_two_processes))
+
+
+@pytest.mark.slow
+def test_two_ranks_train_the_same_weights_as_one_rank_over_whole_epochs(
+    tmp_path: Path, ddp_two_processes_full_epochs: CliResult
+) -> None:
+    single = run_cli("cnnfleet-train", [*FULL_EPOCHS, "device=cpu"], tmp_path)
+    weights = final_weights(single)
+    assert single.summary()["fit"]["global_step"] == 3 * 20  # 1259 // 60 whole batches an epoch
+    assert ddp_two_processes_full_epochs.summary()["fit"]["global_step"] == 3 * 20
+    assert_same_weights(weights, final_weights(ddp_two_processes_full_epochs))
 
 
 @pytest.mark.slow

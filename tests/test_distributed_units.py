@@ -5,10 +5,10 @@ import torch
 from omegaconf import OmegaConf
 from torch.utils.data import DistributedSampler
 
-from cnnfleet.data.in_memory import even_eval_batches, per_device_batch
+from cnnfleet.data.sharding import even_eval_batches, per_device_batch
 from cnnfleet.errors import ConfigError
-from cnnfleet.run.launched import launched_rank_overrides
-from cnnfleet.run.ranks import global_rank
+from cnnfleet.launch.folder import launched_rank_overrides
+from cnnfleet.launch.env import global_rank
 from cnnfleet.training.device import DevicePlan, check_launcher, plan_devices
 from cnnfleet.training.optim import resolve_optimizer
 

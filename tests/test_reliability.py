@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from cnnfleet.data.resumable import SkippingSampler
-from cnnfleet.run.orphans import lightning_launched_child
+from cnnfleet.data.sharding import TrainingSampler as SkippingSampler
+from cnnfleet.launch.env import lightning_launched_child
 from cnnfleet.run.resume import checkpoint_in_run_dir
 from conftest import BIN, run_cli, wait_until
 

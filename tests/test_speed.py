@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
-from cnnfleet.data.in_memory import even_eval_batches
 from cnnfleet.data.on_device import DeviceBatches
+from cnnfleet.data.sharding import TrainingSampler, even_eval_batches
 from conftest import run_cli
 
 TINY = ["data=synthetic", "data.num_samples=300", "data.image_size=8", "data.channels=3", "data.batch_size=32",
@@ -22,11 +22,11 @@ def test_on_device_batches_are_the_dataloader_batches(n: int, world: int) -> Non
     images, labels = torch.randn(n, 1, 4, 4), torch.arange(n)
     dataset = TensorDataset(images, labels)
     for rank in range(world):
-        loader_sampler = DistributedSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=3)
+        loader_sampler = TrainingSampler(dataset, num_replicas=world, rank=rank, seed=3, global_batch=8 * world)
         loader = DataLoader(dataset, batch_size=8, sampler=loader_sampler)
-        device_sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=3)
+        device_sampler = TrainingSampler(range(n), num_replicas=world, rank=rank, seed=3, global_batch=8 * world)
         batches = DeviceBatches(images, labels, sampler=device_sampler, batch_size=8)
-        assert len(batches) == len(loader)
+        assert len(batches) == len(loader) == n // (8 * world)  # whole global batches only
         for epoch in range(2):
             loader_sampler.set_epoch(epoch)
             batches.sampler.set_epoch(epoch)  # what Lightning calls through `.sampler`
@@ -35,11 +35,11 @@ def test_on_device_batches_are_the_dataloader_batches(n: int, world: int) -> Non
 
 
 def test_an_epoch_visits_every_sample_once_across_ranks() -> None:
-    n, world = 96, 2
+    n, world = 100, 2  # 5 global batches of 20: training drops no sample
     labels = torch.arange(n)
     seen = []
     for rank in range(world):
-        sampler = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True, seed=0)
+        sampler = TrainingSampler(range(n), num_replicas=world, rank=rank, seed=0, global_batch=20)
         seen += [int(i) for _, y in DeviceBatches(torch.zeros(n, 1), labels, sampler=sampler, batch_size=10) for i in y]
         evaluated = DeviceBatches(torch.zeros(n, 1), labels, batches=even_eval_batches(n, world, rank, 10))
         assert sum(len(y) for _, y in evaluated) == n // world

@@ -2,9 +2,9 @@
 
 Before Hydra starts (and before torch is imported), `launch` composes the config once with
 Hydra's compose API: any typo, wrong type or unknown option becomes ONE line and exit code 2,
-instead of Hydra's multi-line report and exit 1. It also turns `ckpt_path=last` into a real
-path and points `hydra.run.dir` at the run folder that owns the checkpoint, so a resumed run
-continues in its own folder. Inside the job, `run_task` maps our own errors to one line too.
+instead of Hydra's multi-line report and exit 1. For cnnfleet-train it then computes the
+RunPlan (launch/plan.py): the run folder, its lock, the checkpoint to resume from. Inside the
+job, `run_task` maps our own errors to one line too.
 """
 
 import os
@@ -17,15 +17,16 @@ from hydra import compose, initialize_config_dir
 from hydra._internal.utils import get_args_parser
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnfleet.conf_dir import conf_dir
 from cnnfleet.config_errors import COMPOSE_ERRORS, explain
 from cnnfleet.errors import CnnfleetError, ConfigError, user_message
-from cnnfleet.overrides import override_value, quote_value
-from cnnfleet.run.launched import launched_rank_overrides
-from cnnfleet.run.orphans import die_with_parent
-from cnnfleet.run.resume import resolve_resume
+from cnnfleet.launch import signals
+from cnnfleet.launch.env import slurm_task_id
+from cnnfleet.launch.orphans import die_with_parent
+from cnnfleet.overrides import quote_value
+from cnnfleet.run.resume import checkpoint_file
 from cnnfleet.schema import register_configs
 
 EXIT_USAGE = 2
@@ -43,6 +44,8 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):  # the job's folder, as Hydra will set it (the run plan may choose another)
+        cfg.hydra.runtime.output_dir = str(Path(str(cfg.hydra.run.dir)).absolute())
     HydraConfig.instance().set_config(cfg)  # lets ${hydra:...} resolve (runtime.cwd is set)
     return cfg
 
@@ -61,25 +64,28 @@ def check_writable(cfg: DictConfig) -> None:
         )
 
 
-def _resume_overrides(cfg: DictConfig, overrides: list[str], in_place: bool = True) -> list[str]:
-    """Rewrite ckpt_path to an absolute file and run in the folder that owns it."""
-    if "ckpt_path" not in cfg or cfg.ckpt_path is None:
+def _run_overrides(cfg: DictConfig, overrides: list[str], plans_run: bool) -> list[str]:
+    """Training: plan the run (folder, lock, checkpoint) and return the argv every rank parses.
+    Other commands: an explicit ckpt_path becomes an absolute file (one line when it is not)."""
+    if plans_run:
+        from cnnfleet.launch.plan import argv_overrides, plan_launch
+        from cnnfleet.run.record import plain_config
+
+        plan = plan_launch(cfg, overrides, os.environ, plain_config(cfg))
+        return argv_overrides(plan, cfg, overrides)
+    if "ckpt_path" not in cfg or OmegaConf.is_missing(cfg, "ckpt_path") or cfg.ckpt_path in (None, "last"):
         return overrides
-    run_dir = override_value(overrides, "hydra.run.dir")
-    ckpt, owner = resolve_resume(
-        str(cfg.ckpt_path), log_dir=cfg.paths.log_dir, task_name=cfg.task_name, run_dir=run_dir
-    )
-    extra = [f"ckpt_path={quote_value(ckpt)}"]
-    if in_place and owner is not None and run_dir is None:
-        extra.append(f"hydra.run.dir={quote_value(owner)}")
     kept = [o for o in overrides if o.partition("=")[0].lstrip("+~") != "ckpt_path"]
-    return kept + extra
+    return [*kept, f"ckpt_path={quote_value(str(checkpoint_file(str(cfg.ckpt_path))))}"]
 
 
-def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, resume_in_place: bool = True) -> None:
-    """Validate the command line, then hand it to the Hydra app (which parses sys.argv)."""
+def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, plans_run: bool = False) -> None:
+    """Validate the command line, then hand it to the Hydra app (which parses sys.argv).
+
+    `plans_run` (cnnfleet-train): compute the RunPlan first; rank 0 holds its folder's lock from here on."""
     register_configs()
     die_with_parent()  # a rank started by Lightning's launcher does not outlive rank 0
+    signals.install(requeue=slurm_task_id() is not None)  # before anything slow: no signal kills us unasked
     # torch's C++ layer prints its own warnings with 50-frame stack traces straight to stderr
     # (e.g. every TCPStore connect retry); our errors say what failed. Users can still set it.
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
@@ -90,9 +96,8 @@ def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, resume_in_
         name = args.config_name or config_name
         try:
             cfg = compose_config(name, list(args.overrides))
-            new_overrides = list(args.overrides) + launched_rank_overrides(cfg, list(args.overrides), os.environ)
-            new_overrides = _resume_overrides(cfg, new_overrides, in_place=resume_in_place)
             check_writable(cfg)
+            new_overrides = _run_overrides(cfg, list(args.overrides), plans_run and not args.cfg)
         except COMPOSE_ERRORS as exc:
             fail(prog, explain(exc, conf_dir()))
         finally:

@@ -17,7 +17,7 @@ def hydra_app(cfg: DictConfig) -> list:
 
 
 def main() -> None:
-    launch(hydra_app, config_name="predict", prog=PROG, resume_in_place=False)
+    launch(hydra_app, config_name="predict", prog=PROG)
 
 
 if __name__ == "__main__":

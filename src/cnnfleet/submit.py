@@ -36,7 +36,7 @@ def main() -> None:
     # cnnfleet-submit's own folder: logs/<task>/submissions/<time>/ (job.sbatch, submit.log)
     folder = "${paths.log_dir}/${task_name}/submissions/${now:%Y-%m-%d_%H-%M-%S_%f}"
     sys.argv = [sys.argv[0], *rest, f"hydra.run.dir={folder}", "hydra.job.name=submit"]
-    launch(hydra_app, config_name="train", prog=PROG, resume_in_place=False)
+    launch(hydra_app, config_name="train", prog=PROG)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ def hydra_app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    launch(hydra_app, config_name="train", prog=PROG)
+    launch(hydra_app, config_name="train", prog=PROG, plans_run=True)
 
 
 if __name__ == "__main__":

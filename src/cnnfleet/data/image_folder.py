@@ -18,8 +18,9 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from cnnfleet.data.augment import mix, policy_transform
-from cnnfleet.data.in_memory import SplitLoaders, per_device_batch, sharded_loader
+from cnnfleet.data.in_memory import SplitLoaders
 from cnnfleet.data.resumable import completed_batches
+from cnnfleet.data.sharding import sharded_loader
 from cnnfleet.errors import DataError
 
 
@@ -176,8 +177,8 @@ class ImageFolderDataModule(SplitLoaders, L.LightningDataModule):
         world, rank, local_devices = self._world()
         workers = self.num_workers if self.num_workers is not None else default_workers(local_devices)
         pin = self.pin_memory if self.pin_memory is not None else torch.cuda.is_available()
-        return sharded_loader(self.splits[split], train, world, rank, per_device_batch(self.batch_size, world),
-                              self.shuffle_seed, num_workers=workers, pin_memory=pin,
+        return sharded_loader(self.splits[split], train, world, rank, self.batch_size, self.shuffle_seed,
+                              num_workers=workers, pin_memory=pin,
                               skip_fn=lambda: completed_batches(self.trainer))  # fmt: skip
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:

@@ -1,28 +1,21 @@
 """Base DataModule for data sets that fit in memory: one tensor per split, fixed seeded split.
 
-`batch_size` is the GLOBAL batch; each rank loads batch_size / world_size. The module shards
-the data itself (the trainer runs with use_distributed_sampler=False):
-
-- training: torch's DistributedSampler (seeded permutation per epoch, rank r takes every
-  world-th index), also with one process, so the samples of step t are the same set whatever
-  the world size: 2 ranks x B/2 see exactly what 1 rank x B sees;
-- validation/test: every sample exactly once (no padding duplicates in the metrics), split into
-  the same number of batches on every rank, so DDP's per-forward collectives never wait on a
-  rank that ran out of batches.
+`batch_size` is the GLOBAL batch; each rank loads batch_size / world_size. The splits are sharded
+among the ranks by data/sharding.py (training: whole global batches, the same samples at every step
+whatever the world size; validation/test: every sample exactly once), on the training device
+(DeviceBatches) or through a DataLoader.
 """
-
-import math
-from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, TensorDataset
 
 from cnnfleet.data.augment import augment, auto_augment, mix, policy_transform
 from cnnfleet.data.on_device import DeviceBatches, storage_dtype
-from cnnfleet.data.resumable import ResumableDataLoader, SkipFn, SkippingSampler, completed_batches
+from cnnfleet.data.resumable import completed_batches
+from cnnfleet.data.sharding import TrainingSampler, even_eval_batches, per_device_batch, sharded_loader
 from cnnfleet.errors import ConfigError, DataError
 
 SPLITS = ("train", "val", "test")
@@ -48,48 +41,6 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
         parts["val"].append(idx[n_test : n_test + n_val])
         parts["train"].append(idx[n_test + n_val :])
     return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
-
-
-def per_device_batch(global_batch: int, world_size: int) -> int:
-    """Global batch / world size; ConfigError when it does not divide."""
-    if global_batch % world_size:
-        raise ConfigError(
-            f"data.batch_size={global_batch} (global) is not divisible by the world size {world_size}; "
-            f"use a multiple of {world_size}"
-        )
-    return global_batch // world_size
-
-
-def even_eval_batches(num_samples: int, world_size: int, rank: int, batch_size: int) -> list[list[int]]:
-    """This rank's share (every world-th sample, no repeats) in as many batches as every other rank."""
-    mine = np.arange(rank, num_samples, world_size)
-    num_batches = max(1, math.ceil(math.ceil(num_samples / world_size) / batch_size))
-    return [chunk.tolist() for chunk in np.array_split(mine, num_batches) if len(chunk)]
-
-
-def sharded_loader(
-    dataset: Dataset,
-    train: bool,
-    world: int,
-    rank: int,
-    batch: int,
-    seed: int,
-    num_workers: int = 0,
-    skip_fn: SkipFn | None = None,
-    **kwargs: Any,
-) -> DataLoader:
-    """This rank's loader: a seeded DistributedSampler for training (also with one process), every
-    sample exactly once in equal batch counts for evaluation."""
-    # its own generator: creating a DataLoader iterator otherwise draws a worker seed from the global
-    # torch RNG each epoch, which shifts augmentation randomness after a resume
-    common = {"num_workers": num_workers, "persistent_workers": num_workers > 0,
-              "generator": torch.Generator().manual_seed(seed), **kwargs}  # fmt: skip
-    if train:  # resumable mid-epoch (data/resumable.py)
-        sampler = SkippingSampler(dataset, num_replicas=world, rank=rank, shuffle=True, seed=seed)
-        loader = ResumableDataLoader(dataset, batch_size=batch, sampler=sampler, **common)
-        loader.skip_fn = skip_fn
-        return loader
-    return DataLoader(dataset, batch_sampler=even_eval_batches(len(dataset), world, rank, batch), **common)
 
 
 class SplitLoaders:
@@ -227,16 +178,15 @@ class InMemoryDataModule(SplitLoaders, L.LightningDataModule):
         if split not in self.splits:
             raise ConfigError(f"unknown split '{split}'; valid: {', '.join(SPLITS)}")
         world, rank = self._world()
-        on_device = self._device_split(split)
-        if on_device is not None:
-            batch, n = self.per_device_batch_size(), len(self.splits[split])
-            if train:
-                sampler = SkippingSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
-                                          seed=self.shuffle_seed)  # fmt: skip
-                batches = DeviceBatches(*on_device, sampler=sampler, batch_size=batch)
-                batches.skip_fn = lambda: completed_batches(self.trainer)
-                return batches
+        resume, on_device = (lambda: completed_batches(self.trainer)), self._device_split(split)
+        if on_device is None:
+            return sharded_loader(self.splits[split], train, world, rank, self.batch_size, self.shuffle_seed,
+                                  num_workers=self.num_workers, skip_fn=resume)  # fmt: skip
+        batch, n = self.per_device_batch_size(), len(self.splits[split])
+        if not train:
             return DeviceBatches(*on_device, batches=even_eval_batches(n, world, rank, batch))
-        batch, resume = self.per_device_batch_size(), (lambda: completed_batches(self.trainer))
-        return sharded_loader(self.splits[split], train, world, rank, batch, self.shuffle_seed,
-                              num_workers=self.num_workers, skip_fn=resume)  # fmt: skip
+        sampler = TrainingSampler(range(n), num_replicas=world, rank=rank, seed=self.shuffle_seed,
+                                  global_batch=self.batch_size)  # fmt: skip
+        batches = DeviceBatches(*on_device, sampler=sampler, batch_size=batch)
+        batches.skip_fn = resume
+        return batches

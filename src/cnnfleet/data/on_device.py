@@ -3,8 +3,8 @@
 The technique behind the fastest CIFAR-10 trainers (airbench): the split is one tensor on the
 GPU, each batch is one index-gather, and augmentation runs on whole batches there, so no worker
 process, collate or host-to-device copy sits between steps. The order is exactly the DataLoader
-path's: training batches follow a torch DistributedSampler (seeded permutation per epoch, every
-world-th index for this rank; Lightning calls its set_epoch through `.sampler`), evaluation
+path's (data/sharding.py): training batches follow the TrainingSampler (whole global batches of a
+seeded permutation per epoch; Lightning calls its set_epoch through `.sampler`), evaluation
 batches are the same `even_eval_batches`. On CPU the two paths give bit-identical runs.
 """
 
@@ -33,7 +33,7 @@ class DeviceBatches(ResumeAware):
         if self.batches is not None:
             return [torch.as_tensor(b, device=self.images.device) for b in self.batches]
         order = torch.as_tensor(list(self.sampler), device=self.images.device)
-        return list(order.split(self.batch_size))  # the last batch may be short, as with drop_last=False
+        return list(order.split(self.batch_size))  # whole batches: the TrainingSampler yields no partial one
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         for index in self._index_batches()[self.batches_to_skip() :]:  # at the epoch's first next()

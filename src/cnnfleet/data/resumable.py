@@ -3,8 +3,9 @@
 When a run resumes from a checkpoint saved in the middle of an epoch (SIGTERM, preemption),
 Lightning restores its loop counters but starts a fresh pass over the loader. Ours ask, when an
 epoch's iteration begins, how many batches of this epoch the loop has already completed (0 for
-a new epoch, k after a resume at step k of it) and skip them: the sampler drops their indices
-before any image is read, so training continues with batch k + 1 of the same permutation.
+a new epoch, k after a resume at step k of it) and skip them: the TrainingSampler (data/sharding.py)
+drops their indices before any image is read, so training continues with batch k + 1 of the same
+permutation.
 
 Why not Lightning's stateful-loader support (`state_dict`/`load_state_dict` on the loader): it
 loads the saved state only when the fit loop builds its loader after restoring, but our LR
@@ -15,7 +16,7 @@ state was never applied (measured: the resumed run started the epoch over).
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 
 SkipFn = Callable[[], int]
 
@@ -25,19 +26,6 @@ def completed_batches(trainer: Any) -> int:
     if trainer is None or not trainer.training:
         return 0
     return int(trainer.fit_loop.epoch_loop.batch_progress.current.completed)
-
-
-class SkippingSampler(DistributedSampler):
-    """DistributedSampler that can drop its first `skip` indices once (the consumed batches)."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.skip = 0
-
-    def __iter__(self) -> Iterator[int]:
-        indices = list(super().__iter__())
-        skip, self.skip = self.skip, 0
-        return iter(indices[skip:])
 
 
 class ResumeAware:
@@ -59,7 +47,7 @@ class ResumeAware:
 
 
 class ResumableDataLoader(ResumeAware, DataLoader):
-    """The DataLoader path's training loader (its sampler: a SkippingSampler)."""
+    """The DataLoader path's training loader (its sampler: a TrainingSampler, which has `skip`)."""
 
     def __iter__(self) -> Iterator[Any]:
         self.sampler.skip = self.batches_to_skip() * self.batch_size  # runs at the epoch's first next()

@@ -84,14 +84,23 @@ def environment_record() -> dict:
     return {"git": git_state(), "versions": versions(), "hardware": hardware()}
 
 
-def write_run_record(cfg: DictConfig, output_dir: Path, environment: dict) -> None:
-    """Rank zero only. config.yaml is replaced; command.txt keeps one line per attempt (resumes)."""
-    output_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(plain_config(cfg)))
+def command_line() -> str:
+    """This process's command as typed to re-run it (argv as rewritten by the launch plan)."""
+    main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)  # set under python -m
+    program = ["python", "-m", main_spec.name] if main_spec is not None else [Path(sys.argv[0]).name]
+    return shlex.join([*program, *sys.argv[1:]])
+
+
+def append_command(output_dir: Path) -> None:
+    """command.txt keeps one line per attempt (resumes, requeues)."""
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     with open(output_dir / "command.txt", "a") as handle:
-        # argv[1:] as rewritten by the CLI (resolved ckpt_path, shared run folder)
-        main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)  # set under python -m
-        program = ["python", "-m", main_spec.name] if main_spec is not None else [Path(sys.argv[0]).name]
-        handle.write(f"{stamp} {shlex.join([*program, *sys.argv[1:]])}\n")
+        handle.write(f"{stamp} {command_line()}\n")
+
+
+def write_run_record(cfg: DictConfig, output_dir: Path, environment: dict) -> None:
+    """Rank zero, first attempt only: config.yaml, env.json, and the first line of command.txt."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(plain_config(cfg)))
+    append_command(output_dir)
     write_json_atomic(output_dir / "env.json", environment)

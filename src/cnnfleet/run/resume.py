@@ -1,64 +1,125 @@
-"""Find the checkpoint a resumed run starts from, and the run folder that owns it."""
+"""Which run folder a command continues, and from which checkpoint: read-only queries on run folders.
+
+The rules (README "The run folder"): `ckpt_path=last` is the newest run of the task that did not
+complete (stopped, failed, or running with a dead lock holder); a completed run is never resumed
+implicitly; a resumed run must keep what defines it (model, data, batch, seed, and the schedule's
+length when the schedule cannot be extended).
+"""
 
 from pathlib import Path
+from typing import Any
 
-from cnnfleet.errors import CheckpointError
+import yaml
+
+from cnnfleet.errors import CheckpointError, ConfigError
+from cnnfleet.run.state import COMPLETED, UNFINISHED, RunState, is_locked
 
 LAST = "last"
+# what defines a run: changing one of these between attempts makes another run
+DEFINING_KEYS = ("model", "seed", "data._target_", "data.num_classes", "data.channels", "data.image_size",
+                 "data.batch_size", "data.val_fraction", "data.test_fraction", "data.split_seed",
+                 "trainer.accumulate_grad_batches")  # fmt: skip
+# schedules planned for a fixed number of steps (torch's OneCycleLR fails past its end)
+FIXED_LENGTH_SCHEDULES = ("cnnfleet.training.schedulers.one_cycle",)
+SCHEDULE_LENGTH_KEYS = ("trainer.max_epochs", "trainer.limit_train_batches")
 
 
 def owning_run_dir(ckpt: Path) -> Path | None:
-    """The run folder of `<run>/checkpoints/x.ckpt`, or None for a checkpoint elsewhere."""
-    run = ckpt.parent.parent
-    if ckpt.parent.name == "checkpoints" and (run / ".hydra").is_dir():
-        return run
-    return None
-
-
-def latest_last_checkpoint(log_dir: str, task_name: str) -> Path:
-    """The newest `<log_dir>/<task>/runs/*/checkpoints/last.ckpt`; CheckpointError if none."""
-    runs = Path(log_dir) / task_name / "runs"
-    found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: p.stat().st_mtime)
-    if not found:
-        raise CheckpointError(
-            f"ckpt_path=last: no run with checkpoints/last.ckpt under {runs}; train first, or pass ckpt_path=<file>"
-        )
-    return found[-1]
-
-
-def resolve_resume(value: str, log_dir: str, task_name: str, run_dir: str | None) -> tuple[str, str | None]:
-    """Return (absolute checkpoint path, owning run folder or None).
-
-    `last` means the last.ckpt of `run_dir` when given (a requeued or re-launched rank),
-    else the newest last.ckpt of this task. Raises CheckpointError when nothing is found.
-    """
-    if value == LAST:
-        own = Path(run_dir) / "checkpoints" / "last.ckpt" if run_dir else None
-        ckpt = own if own is not None and own.is_file() else latest_last_checkpoint(log_dir, task_name)
-    else:
-        ckpt = Path(value).expanduser()
-        if not ckpt.is_file():
-            raise CheckpointError(f"ckpt_path: no such checkpoint file '{value}' (pass an existing .ckpt or `last`)")
-    ckpt = ckpt.resolve()
-    owner = owning_run_dir(ckpt)
-    return str(ckpt), (str(owner) if owner is not None else None)
+    """The run folder of `<run>/checkpoints/x.ckpt` or `<run>/hpc_ckpt_N.ckpt`, or None elsewhere."""
+    run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
+    return run if (run / "state.json").is_file() or (run / ".hydra").is_dir() else None
 
 
 def checkpoint_in_run_dir(run_dir: Path) -> Path | None:
-    """The newest resumable checkpoint a run folder already holds, or None for a fresh folder.
-
-    A requeued SLURM job (or a restarted torchrun job) lands in its keyed folder again: it
-    continues from Lightning's hpc_ckpt_N.ckpt (saved on SIGUSR1) or from checkpoints/last.ckpt,
-    whichever was written last, instead of starting over and overwriting them.
-    """
-    candidates = [*run_dir.glob("hpc_ckpt_*.ckpt"), run_dir / "checkpoints" / "last.ckpt"]
+    """The newest resumable checkpoint a run folder holds (hpc_ckpt_N.ckpt from a SLURM preemption,
+    or checkpoints/last.ckpt, whichever was written last), or None."""
+    candidates = [*Path(run_dir).glob("hpc_ckpt_*.ckpt"), Path(run_dir) / "checkpoints" / "last.ckpt"]
     existing = [path for path in candidates if path.is_file()]
     return max(existing, key=lambda path: path.stat().st_mtime) if existing else None
 
 
-def checkpoint_to_resume(ckpt_path: str | None, run_dir: Path) -> str | None:
-    """The explicit ckpt_path (already resolved by the CLI), else what the run folder holds."""
-    if ckpt_path is not None:
-        return ckpt_path
-    found = checkpoint_in_run_dir(run_dir)
-    return str(found) if found is not None else None
+def runs_of_task(log_dir: str, task_name: str) -> Path:
+    return Path(log_dir) / task_name / "runs"
+
+
+def newest_unfinished_run(runs: Path) -> Path:
+    """The run `ckpt_path=last` continues; CheckpointError saying why when there is none."""
+    states = []
+    for folder in runs.glob("*"):
+        try:
+            state = RunState.read(folder)
+        except ConfigError:
+            continue  # an unreadable state file is reported when that folder is used directly
+        if state is not None:
+            states.append((folder, state))
+    states.sort(key=lambda pair: (pair[0] / "state.json").stat().st_mtime)
+    resumable = [folder for folder, state in states if state.status in UNFINISHED and not is_locked(folder)]
+    if resumable:
+        return resumable[-1]
+    completed = [(folder, state) for folder, state in states if state.status == COMPLETED]
+    running = [folder for folder, state in states if state.status in UNFINISHED]
+    why = f"no run of this task under {runs} is unfinished"
+    if running:
+        why += f" ({len(running)} still running: {running[-1].name})"
+    if completed:
+        folder = completed[-1][0]
+        why += (
+            f"; the newest, {folder.name}, completed and is never resumed implicitly: to train it further, start "
+            f"a new run from its weights with ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"
+        )
+    else:
+        why += "; train first, or pass ckpt_path=<file>"
+    raise CheckpointError(f"ckpt_path=last: {why}")
+
+
+def checkpoint_file(value: str) -> Path:
+    """An explicit ckpt_path as an absolute file; CheckpointError when it is not a file."""
+    ckpt = Path(value).expanduser()
+    if ckpt.is_dir():
+        raise CheckpointError(f"ckpt_path={value} is a folder; pass a .ckpt file in it, or ckpt_path=last")
+    if not ckpt.is_file():
+        raise CheckpointError(f"ckpt_path: no such checkpoint file '{value}' (pass an existing .ckpt or `last`)")
+    return ckpt.resolve()
+
+
+def _lookup(config: dict, dotted: str) -> Any:
+    node: Any = config
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def saved_config(run_dir: Path) -> dict | None:
+    path = Path(run_dir) / "config.yaml"
+    return yaml.safe_load(path.read_text()) if path.is_file() else None
+
+
+def config_changes(saved: dict, new: dict) -> dict[str, list]:
+    """{key: [saved, new]} for every defining or schedule-length key that differs."""
+    keys = list(DEFINING_KEYS)
+    if _lookup(saved, "scheduler._target_") in FIXED_LENGTH_SCHEDULES:
+        keys += [*SCHEDULE_LENGTH_KEYS, "scheduler"]
+    return {key: [_lookup(saved, key), _lookup(new, key)] for key in keys if _lookup(saved, key) != _lookup(new, key)}
+
+
+def check_same_run(run_dir: Path, new_config: dict) -> None:
+    """ConfigError naming every key that would make this attempt another run than the folder's."""
+    saved = saved_config(run_dir)
+    if saved is None:
+        return  # the first attempt stopped before writing its config: nothing to compare with
+    changes = config_changes(saved, new_config)
+    if not changes:
+        return
+    listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(changes.items()))
+    hint = (
+        "the one-cycle schedule was planned for the original length (use the original values, or scheduler=cosine "
+        "in a new run)"
+        if any(key in SCHEDULE_LENGTH_KEYS or key == "scheduler" for key in changes)
+        else "these define the run"
+    )
+    raise ConfigError(
+        f"cannot continue {run_dir.name} with other settings ({listed}): {hint}; resume with the run's values, or "
+        f"start a new run from its weights with ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+    )

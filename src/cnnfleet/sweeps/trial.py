@@ -25,9 +25,9 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 
+from cnnfleet.launch.env import slurm_task_id, torchrun_run_id
 from cnnfleet.overrides import quote_value
 from cnnfleet.run.files import write_json_atomic
-from cnnfleet.run.ranks import slurm_task_id, torchrun_run_id
 
 log = logging.getLogger(__name__)
 SWEEP_DIR_ENV = "CNNFLEET_SWEEP_DIR"  # set for a trial's own process tree: its W&B group

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import os
 import sys
 import time
 import traceback
@@ -15,14 +14,17 @@ import torch
 from omegaconf import DictConfig
 
 from cnnfleet import STARTED
-from cnnfleet.data.in_memory import InMemoryDataModule, per_device_batch
+from cnnfleet.data.in_memory import InMemoryDataModule
 from cnnfleet.errors import CheckpointError, CnnfleetError, LaunchError, RankLost, RunFailed
+from cnnfleet.launch import signals
+from cnnfleet.launch.env import rendezvous_address
+from cnnfleet.launch.plan import RunPlan, current_plan, plan_trial
+from cnnfleet.run.attempt import open_attempt
 from cnnfleet.run.files import write_json_atomic, write_text_atomic
 from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.plots import plot_curves
-from cnnfleet.run.ranks import global_rank
-from cnnfleet.run.record import environment_record, plain_config, write_run_record
-from cnnfleet.run.resume import checkpoint_to_resume
+from cnnfleet.run.record import environment_record, plain_config
+from cnnfleet.run.state import COMPLETED, FAILED, STOPPED, RunState
 from cnnfleet.run.summary import print_table, summary_rows, write_summary
 from cnnfleet.sweeps.trial import in_multirun, needs_own_process, one_line, run_in_own_process, write_failure
 from cnnfleet.tracking.wandb_logger import finish_wandb_runs
@@ -36,14 +38,13 @@ from cnnfleet.training.builders import (
 )
 from cnnfleet.training.checkpoint_io import read_checkpoint
 from cnnfleet.training.confusion import ConfusionMatrixCallback
-from cnnfleet.training.device import DevicePlan, plan_devices
+from cnnfleet.training.device import plan_devices
 from cnnfleet.training.module import count_parameters
-from cnnfleet.training.preemption import Preempted, Stopped, graceful_stop
+from cnnfleet.training.preemption import Stopped, graceful_stop, stop_if_requested
 from cnnfleet.training.run_config import LogRunConfig
 from cnnfleet.training.throughput import ThroughputMonitor
 
 log = logging.getLogger(__name__)
-EXIT_SIGTERM = 143  # 128 + SIGTERM: stopped on request, checkpoint saved
 _started = STARTED  # wall time origin: the command's start, or the trial's start in a multirun
 
 
@@ -63,15 +64,14 @@ def resume_position(ckpt_path: str, model_cfg: dict) -> dict:
 
 
 @contextmanager
-def explain_rendezvous_failure(plan: DevicePlan) -> Iterator[None]:
+def explain_rendezvous_failure(plan: RunPlan) -> Iterator[None]:
     """A rank that cannot reach the others fails after device.timeout_s with what to check."""
     try:
         yield
     except torch.distributed.DistError as exc:
-        master = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
         raise LaunchError(
-            f"rank {global_rank(devices_per_node=plan.devices)} of {plan.world_size} could not reach the other "
-            f"ranks at {master} within device.timeout_s={plan.timeout_s} s ({type(exc).__name__}); check "
+            f"rank {plan.rank} of {plan.world_size} could not reach the other ranks at {rendezvous_address()} within "
+            f"device.timeout_s={plan.devices.timeout_s} s ({type(exc).__name__}); check "
             "MASTER_ADDR/MASTER_PORT (the rank-0 node and a free port), that every node was started, and firewalls"
         ) from exc
 
@@ -90,7 +90,7 @@ def dead_local_ranks(trainer: L.Trainer) -> list[str]:
 
 
 @contextmanager
-def explain_lost_rank(trainer: L.Trainer, plan: DevicePlan) -> Iterator[None]:
+def explain_lost_rank(trainer: L.Trainer, plan: RunPlan) -> Iterator[None]:
     """A rank that dies mid-training surfaces in the others as a collective error (gloo: 'Connection
     reset by peer'); say which rank died and how to continue, in one line."""
     try:
@@ -110,18 +110,18 @@ def explain_lost_rank(trainer: L.Trainer, plan: DevicePlan) -> Iterator[None]:
         ) from None
 
 
-def out_of_memory_message(cfg: DictConfig, plan: DevicePlan) -> str:
-    per_device = cfg.data.batch_size // max(1, plan.world_size)
+def out_of_memory_message(cfg: DictConfig, plan: RunPlan) -> str:
+    per_device = plan.per_device_batch
     return (
         f"out of GPU memory with {per_device} images per device (data.batch_size={cfg.data.batch_size} over "
-        f"{plan.world_size} device(s), precision {plan.precision}); try a smaller data.batch_size, keep the global "
-        "batch with trainer.accumulate_grad_batches=N and data.batch_size/N, device.precision=bf16-mixed, or a "
-        "smaller model; the checkpoints written so far are intact"
+        f"{plan.world_size} device(s), precision {plan.devices.precision}); try a smaller data.batch_size, "
+        "keep the global batch with trainer.accumulate_grad_batches=N and data.batch_size/N, "
+        "device.precision=bf16-mixed, or a smaller model; the checkpoints written so far are intact"
     )
 
 
 @contextmanager
-def explain_out_of_memory(cfg: DictConfig, plan: DevicePlan) -> Iterator[None]:
+def explain_out_of_memory(cfg: DictConfig, plan: RunPlan) -> Iterator[None]:
     try:
         yield
     except torch.OutOfMemoryError:
@@ -140,25 +140,83 @@ def train(cfg: DictConfig) -> float | None:
     """Train, validate and test one run; returns cfg.optimized_metric for sweepers."""
     global _started
     _started = STARTED if not in_multirun() else time.perf_counter()  # a trial's own time in a sweep
-    plan = plan_devices(cfg.device)
-    if needs_own_process(plan.world_size):
+    devices = plan_devices(cfg.device)
+    if needs_own_process(devices.world_size):
         return run_in_own_process()  # a DDP trial of a local multirun (see sweeps/trial.py)
+    plan = (current_plan() or plan_trial(cfg)).with_devices(devices, cfg.data.batch_size)
     loggers: list = []
-    failed = True
+    attempt = Attempt(plan)
     try:
-        result = _train(cfg, plan, loggers)
-        failed = False
+        result = _train(cfg, plan, loggers, attempt)
+        attempt.close(COMPLETED, "completed")
         return result
-    except SystemExit as exit_:
-        # a preempted (0) or stopped (143) run resumes this W&B run later: not a failure
-        failed = exit_.code not in (0, None, EXIT_SIGTERM)
-        raise
-    except Exception as exc:
-        if global_rank(devices_per_node=plan.devices) == 0:
-            _record_failure(Path(cfg.paths.output_dir), exc)
+    except Stopped as stopped:
+        reason = (
+            f"{'requeued after ' if stopped.requeue else 'stopped by '}{stopped.signal_name} during {stopped.phase}"
+        )
+        if attempt.close(STOPPED, reason):
+            write_summary(
+                plan.run_dir,
+                {
+                    "status": STOPPED,
+                    "reason": reason,
+                    "run_dir": str(plan.run_dir),
+                    "global_step": stopped.step,
+                    "wall_seconds": time.perf_counter() - _started,
+                },
+            )
+        raise SystemExit(_report_stop(stopped, plan)) from None
+    except BaseException as exc:
+        if attempt.close(FAILED, one_line(exc)) and isinstance(exc, Exception):
+            _record_failure(plan.run_dir, exc)
         raise
     finally:
-        finish_wandb_runs(loggers, failed=failed)
+        finish_wandb_runs(loggers, failed=attempt.status == FAILED)
+
+
+class Attempt:
+    """Rank 0's state.json for this attempt: opened once the checks pass, closed exactly once."""
+
+    def __init__(self, plan: RunPlan) -> None:
+        self.plan, self.state, self.status = plan, None, None
+        self.step, self.epoch = 0, 0
+
+    def open(self, cfg: DictConfig, environment: dict, resumed_step: int | None) -> None:
+        if self.plan.rank == 0:
+            self.state = open_attempt(cfg, self.plan.run_dir, environment, self.plan.fresh, resumed_step)
+
+    def at(self, trainer: L.Trainer) -> None:
+        self.step, self.epoch = trainer.global_step, trainer.current_epoch
+
+    def close(self, status: str, reason: str) -> bool:
+        """Record how the attempt ended; True where rank 0 may write the run's summary. A continued
+        run whose checks failed is left exactly as it was (its attempt never began)."""
+        self.status = status
+        if self.state is not None:
+            self.state.end_attempt(self.plan.run_dir, status, reason, self.step, self.epoch)
+            return True
+        if self.plan.rank == 0 and self.plan.fresh:
+            state = RunState.read(self.plan.run_dir)
+            if state is not None:
+                state.end_attempt(self.plan.run_dir, status, reason, self.step, self.epoch)
+            return True
+        return False
+
+
+def _report_stop(stopped: Stopped, plan: RunPlan) -> int:
+    """One line from rank 0 (what was saved, how to continue); the exit code for the request."""
+    if plan.rank != 0:
+        return 0  # rank 0 reports (and Lightning's process observer must not kill it)
+    if stopped.requeue:
+        print(f"preempted by SIGUSR1 during {stopped.phase}: saved {stopped.path or 'nothing new'}; "
+              f"the requeued job resumes in {plan.run_dir}")  # fmt: skip
+        return 0
+    saved = f"saved {stopped.path}" if stopped.path else "the checkpoints already written are kept"
+    sys.stderr.write(
+        f"cnnfleet-train: stopped by {stopped.signal_name} during {stopped.phase} at step {stopped.step}: {saved}; "
+        f"continue with: cnnfleet-train ckpt_path=last (or hydra.run.dir={plan.run_dir})\n"
+    )
+    return signals.EXIT_CODES[stopped.request]
 
 
 def _record_failure(output_dir: Path, exc: Exception) -> None:
@@ -168,21 +226,23 @@ def _record_failure(output_dir: Path, exc: Exception) -> None:
         write_text_atomic(output_dir / "traceback.txt", "".join(traceback.format_exception(exc)))
 
 
-def _train(cfg: DictConfig, plan: DevicePlan, loggers: list) -> float | None:
+def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> float | None:
     route_lightning_logs()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
-    output_dir = Path(cfg.paths.output_dir)
-    batch = per_device_batch(cfg.data.batch_size, plan.world_size)  # fails before any process is launched
+    output_dir = plan.run_dir
+    batch = plan.per_device_batch  # fails before any process is launched
     environment = environment_record()  # git, versions, hardware: env.json and the loggers' config
-    rank = global_rank(devices_per_node=plan.devices)
+    rank = plan.rank
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     module = build_classifier(cfg.model, cfg.data, cfg)
     # a checkpoint that does not fit fails before anything in its run folder is rewritten
-    ckpt_path = checkpoint_to_resume(cfg.ckpt_path, output_dir)
-    resumed = resume_position(ckpt_path, module.hparams.model) if ckpt_path else None
+    resumed = resume_position(plan.resume_from, module.hparams.model) if plan.resume_from else None
+    stop_if_requested("start-up", 0, rank == 0)
+    attempt.open(cfg, environment, resumed["global_step"] if resumed else None)
     if rank == 0:
-        write_run_record(cfg, output_dir, environment)
-        log.info("device plan: %s; batch %d global = %d per device", plan.describe(), cfg.data.batch_size, batch)
+        log.info("run folder %s: %s", output_dir, plan.reason)
+        log.info("device plan: %s; batch %d global = %d per device", plan.devices.describe(), cfg.data.batch_size,
+                 batch)  # fmt: skip
     # every rank says what it trains: its own log file shows that all ranks agree
     log.info("rank %d of %d hyperparameters: %s", rank, plan.world_size, hyperparameters_line(cfg))
     module.run_config = plain_config(cfg)
@@ -191,36 +251,26 @@ def _train(cfg: DictConfig, plan: DevicePlan, loggers: list) -> float | None:
         log.info("model %s: %s parameters", _model_name(cfg.model), f"{count_parameters(module.net):,}")
     loggers.extend(build_loggers(cfg.logger))
     throughput = ThroughputMonitor()
-    preemption = graceful_stop()
     callbacks = [
         *build_callbacks(cfg.callbacks, has_logger=bool(loggers)),
         throughput,
         ConfusionMatrixCallback(cfg.data.num_classes, str(output_dir)),
         LogRunConfig({**module.run_config, "run_env": environment}),
-        preemption,
+        graceful_stop(),
     ]
-    trainer = build_trainer(cfg.trainer, plan, callbacks, loggers, str(output_dir))
+    trainer = build_trainer(cfg.trainer, plan.devices, callbacks, loggers, str(output_dir))
 
     final_val: dict[str, float] = {}
-    if cfg.train:
-        try:
+    try:
+        if cfg.train:
             with explain_rendezvous_failure(plan), explain_lost_rank(trainer, plan), explain_out_of_memory(cfg, plan):
-                trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path)
-        except Preempted as saved:
-            print(f"preempted: saved {saved}; the requeued job resumes from it in {output_dir}")
-            raise SystemExit(0) from None
-        except Stopped as stopped:
-            if rank != 0:
-                raise SystemExit(0) from None  # rank 0 reports (and Lightning's observer must not kill it)
-            sys.stderr.write(
-                f"cnnfleet-train: stopped by SIGTERM at step {stopped.step}: saved {stopped.path}; "
-                f"continue with: cnnfleet-train ckpt_path=last (or ckpt_path={stopped.path})\n"
-            )
-            raise SystemExit(EXIT_SIGTERM) from None
-        # Ctrl-C: Lightning tears down and exits 1 itself; last.ckpt of the last epoch stays intact
-        final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-    with explain_out_of_memory(cfg, plan):
-        test_metrics = _test(trainer, module, datamodule, cfg) if cfg.test else {}
+                trainer.fit(module, datamodule=datamodule, ckpt_path=plan.resume_from)
+            final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        stop_if_requested("the pause before testing", trainer.global_step, rank == 0)
+        with explain_out_of_memory(cfg, plan):
+            test_metrics = _test(trainer, module, datamodule, cfg) if cfg.test else {}
+    finally:
+        attempt.at(trainer)
 
     metric = {**final_val, **test_metrics}.get(cfg.optimized_metric)
     metric = float(metric) if metric is not None else None
@@ -251,7 +301,7 @@ def hyperparameters_line(cfg: DictConfig) -> str:
 def _summary(
     trainer: L.Trainer,
     throughput: ThroughputMonitor,
-    plan: DevicePlan,
+    plan: RunPlan,
     datamodule: InMemoryDataModule,
     cfg: DictConfig,
     test: dict,
@@ -264,7 +314,7 @@ def _summary(
     datamodule.setup()
     return {
         "status": "completed",
-        "run_dir": str(cfg.paths.output_dir),
+        "run_dir": str(plan.run_dir),
         "test": test,
         "fit": {
             "epochs": trainer.current_epoch,
@@ -278,11 +328,11 @@ def _summary(
         "resumed_from": resumed,
         "model": {"name": _model_name(cfg.model), "parameters": count_parameters(trainer.lightning_module.net)},
         "device": {
-            "description": plan.describe(),
+            "description": plan.devices.describe(),
             "world_size": plan.world_size,
-            "precision": plan.precision,
+            "precision": plan.devices.precision,
         },
-        "batch": {"global": cfg.data.batch_size, "per_device": per_device_batch(cfg.data.batch_size, plan.world_size)},
+        "batch": {"global": cfg.data.batch_size, "per_device": plan.per_device_batch},
         "split_sizes": datamodule.split_sizes(),
         "wall_seconds": time.perf_counter() - _started,
     }

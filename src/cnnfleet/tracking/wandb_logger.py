@@ -14,7 +14,7 @@ from pathlib import Path
 from lightning.pytorch.loggers import WandbLogger
 
 from cnnfleet.errors import ConfigError
-from cnnfleet.run.ranks import global_rank
+from cnnfleet.launch.env import global_rank
 
 log = logging.getLogger(__name__)
 RUN_ID_FILE = "wandb_run_id.txt"

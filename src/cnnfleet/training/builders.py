@@ -16,6 +16,7 @@ from cnnfleet.training.device import DevicePlan
 from cnnfleet.training.finite_loss import StopOnNonFiniteLoss
 from cnnfleet.training.module import Classifier
 from cnnfleet.training.optim import resolve_optimizer
+from cnnfleet.training.preemption import keep_our_signal_handlers
 
 
 def _config_error(exc: Exception, key: str, node: DictConfig | dict) -> CnnfleetError:
@@ -129,7 +130,7 @@ def build_trainer(
     if kwargs["enable_progress_bar"]:
         callbacks = [*callbacks, RichProgressBar()]
     try:
-        return L.Trainer(
+        trainer = L.Trainer(
             accelerator=plan.accelerator,
             devices=plan.devices,
             num_nodes=plan.num_nodes,
@@ -145,3 +146,5 @@ def build_trainer(
         )
     except Exception as exc:  # Lightning's MisconfigurationException and ValueErrors on bad values
         raise ConfigError(f"invalid trainer/device settings: {exc}") from exc
+    keep_our_signal_handlers(trainer)  # stop requests are flags acted on at safe points (preemption.py)
+    return trainer

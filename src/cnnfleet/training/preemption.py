@@ -1,28 +1,23 @@
-"""Stopping on a signal without losing work, and without deadlocking DDP.
+"""Acting on a stop request (launch/signals.py) without losing work and without deadlocking DDP.
 
-SIGTERM (any run: Ctrl-C's polite cousin, `kill`, Kubernetes, SLURM at the time limit) and, in
-SLURM tasks, SIGUSR1 (sent --signal seconds before the limit) only set a flag. After every
-training batch the ranks all-reduce the flags (one small tensor), so all of them act at the same
-step boundary: they save a checkpoint together and stop.
+Where the ranks act, all at once (one all-reduce of the flags, MAX, so every rank agrees):
+- after a training batch that completed an optimizer step (never inside a gradient-accumulation
+  window: a half-accumulated batch would be counted as done and skipped on resume);
+- at the end of a validation run (a request during validation waits for its end, not for the
+  next training batch);
+- after each test batch (the test is abandoned; the resumed run tests again).
 
-- SIGTERM: checkpoints/last.ckpt, then a message and exit code 143 (rank 0; other ranks exit 0
-  so Lightning's process observer does not kill rank 0 mid-message). `ckpt_path=last` resumes at
-  that very step with the same data order and random state (see data/resumable.py and the
-  RNG state in module.py).
-- SIGUSR1 under SLURM: hpc_ckpt_<N>.ckpt, `scontrol requeue`, exit 0; the requeued job lands in
-  the same run folder (slurm-<job id>) and resumes from it (run/resume.py).
+Then: SIGUSR1 under SLURM saves hpc_ckpt_<N>.ckpt, rank 0 runs `scontrol requeue`, and the
+requeued job resumes from it in the same folder; SIGTERM and SIGINT save checkpoints/last.ckpt.
+Every rank raises `Stopped`; tasks/train.py records the status and exits (130/143, 0 for a requeue).
 
-Why not Lightning's handlers: its SIGUSR1 handler saves inside the signal handler, and its
-SIGTERM handler broadcasts inside it. Python runs a handler whenever the receiving rank's main
-thread gets to it, so under DDP one rank can enter a collective while another sits in a gradient
-all-reduce: both wait until the collective timeout (measured here: a 2-node gloo job hung 600 s,
-then died without requeueing).
+Lightning's own handlers are kept out (`keep_our_signal_handlers`): its SIGUSR1 handler saves inside
+the handler and its SIGTERM handler broadcasts inside it, the deadlock pattern described in
+launch/signals.py.
 """
 
 import logging
-import os
 import re
-import signal
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -30,22 +25,26 @@ from typing import Any
 import lightning as L
 import torch
 
-from cnnfleet.run.ranks import slurm_task_id
+from cnnfleet.launch import signals
+from cnnfleet.launch.env import slurm_task_id
 
 log = logging.getLogger(__name__)
-REQUEUE, STOP = 1, 2  # flag bits
-
-
-class Preempted(BaseException):
-    """Raised on every rank after the hpc checkpoint is saved and the job is requeued."""
 
 
 class Stopped(BaseException):
-    """Raised on every rank after SIGTERM's checkpoint is saved."""
+    """Raised on every rank once a stop request is acted on; `path` is the checkpoint saved (or None)."""
 
-    def __init__(self, path: str, step: int) -> None:
+    def __init__(self, request: int, path: str | None, step: int, phase: str) -> None:
         super().__init__(path)
-        self.path, self.step = path, step
+        self.request, self.path, self.step, self.phase = request, path, step, phase
+
+    @property
+    def signal_name(self) -> str:
+        return signals.NAMES[self.request]
+
+    @property
+    def requeue(self) -> bool:
+        return self.request == signals.REQUEUE
 
 
 def next_hpc_path(run_dir: str) -> Path:
@@ -56,46 +55,80 @@ def next_hpc_path(run_dir: str) -> Path:
     return Path(run_dir) / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"
 
 
+def requeue_slurm_job(job_id: str | None) -> None:
+    """Rank 0 asks SLURM to requeue this job (it keeps its id, so it finds its run folder)."""
+    if job_id is not None:
+        log.info("requeueing SLURM job %s", job_id)
+        subprocess.run(["scontrol", "requeue", job_id], check=False)
+
+
+def keep_our_signal_handlers(trainer: L.Trainer) -> None:
+    """Lightning re-registers its SIGTERM/SIGUSR1 handlers at every fit/test; ours stay instead."""
+    trainer._signal_connector.register_signal_handlers = lambda: None  # private API, Lightning 2.6
+
+
+def agreed_request(device: torch.device, world_size: int) -> int:
+    """The strongest stop request of any rank (a collective: every rank must call it at the same point)."""
+    flags = signals.pending()
+    bits = torch.tensor([(flags >> i) & 1 for i in range(3)], dtype=torch.int32, device=device)
+    if world_size > 1:
+        torch.distributed.all_reduce(bits, op=torch.distributed.ReduceOp.MAX)  # every rank agrees
+    return signals.strongest(sum(int(bit) << i for i, bit in enumerate(bits.tolist())))  # host sync: 3 ints
+
+
+def stop_if_requested(phase: str, step: int, is_rank_zero: bool) -> None:
+    """Between phases (set-up, before the test): act on a request without a collective or a save."""
+    request = signals.strongest(signals.pending())
+    if not request:
+        return
+    if request == signals.REQUEUE and is_rank_zero:
+        requeue_slurm_job(slurm_task_id())
+    raise Stopped(request, None, step, phase)
+
+
+def ends_optimizer_step(trainer: L.Trainer, batch_idx: int) -> bool:
+    """True after the batch that completes a gradient-accumulation window (an optimizer step)."""
+    accumulate = trainer.accumulate_grad_batches
+    return (batch_idx + 1) % accumulate == 0 or batch_idx + 1 == trainer.num_training_batches
+
+
 class GracefulStop(L.Callback):
-    def __init__(self, slurm_job_id: str | None = None, requeue_signal: int = signal.SIGUSR1) -> None:
+    def __init__(self, slurm_job_id: str | None = None) -> None:
         self.job_id = slurm_job_id
-        self.requeue_signal = requeue_signal
-        self.flags = 0
 
-    def _on_requeue_signal(self, signum: int, frame: Any) -> None:
-        self.flags |= REQUEUE  # acted on at the next step boundary, on every rank at once
-
-    def _on_sigterm(self, signum: int, frame: Any) -> None:
-        self.flags |= STOP
-
-    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # after Lightning registered its own handlers (in Trainer._run): ours replace them
-        signal.signal(signal.SIGTERM, self._on_sigterm)
-        if self.job_id is not None:
-            signal.signal(self.requeue_signal, self._on_requeue_signal)
-
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        bits = torch.tensor([bool(self.flags & REQUEUE), bool(self.flags & STOP)], dtype=torch.int32,
-                            device=pl_module.device)  # fmt: skip
-        if trainer.world_size > 1:
-            torch.distributed.all_reduce(bits, op=torch.distributed.ReduceOp.MAX)  # every rank agrees
-        requeue, stop = bits.tolist()  # host sync: two ints per step
-        value = REQUEUE * requeue + STOP * stop
-        if not value:
-            return
-        if value & REQUEUE and self.job_id is not None:
+    def _stop(self, trainer: L.Trainer, request: int, phase: str, save: bool) -> None:
+        path = None
+        if save and request == signals.REQUEUE and self.job_id is not None:
             path = next_hpc_path(trainer.default_root_dir)
-            trainer.save_checkpoint(path)  # every rank takes part; rank 0 writes (atomically); barrier after
-            if trainer.is_global_zero:
-                log.info("preempted at step %d: saved %s; requeueing SLURM job %s", trainer.global_step, path,
-                         self.job_id)  # fmt: skip
-                subprocess.run(["scontrol", "requeue", self.job_id], check=False)
-            raise Preempted(str(path))
-        path = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
-        trainer.save_checkpoint(path)
-        raise Stopped(str(path), trainer.global_step)
+        elif save:
+            path = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+        if path is not None:
+            trainer.save_checkpoint(path, weights_only=False)  # all ranks take part; rank 0 writes atomically
+        if request == signals.REQUEUE and trainer.is_global_zero:
+            requeue_slurm_job(self.job_id)
+        raise Stopped(request, str(path) if path else None, trainer.global_step, phase)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        if not ends_optimizer_step(trainer, batch_idx):
+            return
+        request = agreed_request(pl_module.device, trainer.world_size)
+        if request:
+            self._stop(trainer, request, "training", save=True)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        request = agreed_request(pl_module.device, trainer.world_size)
+        if request:
+            self._stop(trainer, request, "validation", save=True)
+
+    def on_test_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        request = agreed_request(pl_module.device, trainer.world_size)
+        if request:
+            self._stop(trainer, request, "test", save=False)  # the weights are saved; the test runs again
 
 
-def graceful_stop(env: dict[str, str] | None = None) -> GracefulStop:
-    """The callback for every run; SLURM tasks also get SIGUSR1 requeueing (Lightning's is off)."""
-    return GracefulStop(slurm_task_id(os.environ if env is None else env))
+def graceful_stop() -> GracefulStop:
+    """The callback for every run; SLURM tasks requeue on SIGUSR1 (Lightning's handler is off)."""
+    return GracefulStop(slurm_task_id())

@@ -11,14 +11,9 @@ import signal
 import sys
 from collections.abc import Mapping
 
+from cnnfleet.launch.env import lightning_launched_child
+
 PR_SET_PDEATHSIG = 1
-
-
-def lightning_launched_child(env: Mapping[str, str]) -> bool:
-    """A rank > 0 that Lightning's subprocess launcher started (not torchrun's, not SLURM's)."""
-    if "TORCHELASTIC_RUN_ID" in env or "SLURM_PROCID" in env:
-        return False
-    return int(env.get("LOCAL_RANK", "0")) > 0
 
 
 def die_with_parent(env: Mapping[str, str] | None = None) -> bool:

@@ -1,0 +1,274 @@
+"""The RunPlan: the launch facts of this process, computed once before anything is written.
+
+Rank, launcher identity, run folder, the checkpoint to resume from (and why), then (inside the
+task, where torch is imported) the device plan, world size and per-device batch. The folder
+decision follows the run-folder rules (README "The run folder"):
+
+- a new run gets a new folder; rank 0 creates it, takes its lock and writes state.json;
+- an existing folder is continued only by the same run: an unfinished run (stopped, failed,
+  killed) whose lock is free, with the same defining settings (run/resume.py); a completed run,
+  a folder in use, a reused SLURM job id or torchrun --rdzv-id are refused with one line;
+- `ckpt_path=last` continues the newest unfinished run of the task; `ckpt_path=<file>` continues
+  the unfinished run that owns it, or starts a NEW run from it (a completed run, a file elsewhere).
+
+Ranks > 0 never decide: Lightning's re-launch hands them rank 0's folder and checkpoint in argv,
+SLURM/torchrun ranks compute the same keyed folder from the same read-only facts.
+"""
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig
+
+from cnnfleet.errors import CheckpointError, ConfigError
+from cnnfleet.launch.env import Launcher, global_rank, launcher
+from cnnfleet.overrides import override_value, quote_value
+from cnnfleet.run.resume import (
+    LAST,
+    check_same_run,
+    checkpoint_file,
+    checkpoint_in_run_dir,
+    newest_unfinished_run,
+    owning_run_dir,
+    runs_of_task,
+)
+from cnnfleet.run.state import COMPLETED, RunLock, RunState, is_locked
+
+# what a folder may hold before its run's state.json: cnnfleet-submit's copy of the script, a lock,
+# and what Hydra writes when a job starts (a run killed before its first state write, a sweep trial)
+NOT_A_RUN_OK = {"job.sbatch", ".lock", ".hydra"}
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    rank: int
+    launcher: Launcher
+    run_dir: Path
+    fresh: bool  # a new run (False: another attempt of the folder's run)
+    resume_from: str | None  # the checkpoint the fit starts from
+    reason: str  # why this folder and checkpoint, for the log
+    extends: str | None = None  # a completed run this new run starts from
+    devices: Any = None  # training.device.DevicePlan, set by with_devices() inside the task
+    global_batch: int = 0
+
+    def with_devices(self, devices: Any, global_batch: int) -> "RunPlan":
+        return dataclasses.replace(self, devices=devices, global_batch=global_batch)
+
+    @property
+    def world_size(self) -> int:
+        return self.devices.world_size if self.devices is not None else 1
+
+    @property
+    def per_device_batch(self) -> int:
+        """Global batch / world size; ConfigError when it does not divide."""
+        if self.global_batch % self.world_size:
+            raise ConfigError(
+                f"data.batch_size={self.global_batch} (global) is not divisible by the world size {self.world_size}; "
+                f"use a multiple of {self.world_size}"
+            )
+        return self.global_batch // self.world_size
+
+    def identity(self) -> dict[str, Any]:
+        who = self.launcher
+        return {"kind": who.kind, "job_id": who.job_id, "token": who.token, "restarts": who.restarts}
+
+
+_current: RunPlan | None = None
+_lock: RunLock | None = None  # held by rank 0 for the life of the process
+
+
+def current_plan() -> RunPlan | None:
+    """The plan the command line computed for this process (None in a multirun trial)."""
+    return _current
+
+
+def _devices_per_node(cfg: DictConfig) -> int:
+    devices = cfg.device.devices if "device" in cfg else 1
+    return devices if isinstance(devices, int) and devices > 0 else 1
+
+
+def keyed_folder(runs: Path, who: Launcher) -> Path | None:
+    """`slurm-<job id>` / `torchrun-<rdzv id>`; a submission whose token differs from the folder's
+    (SLURM reused the job id) gets `<name>-<token>`, which every rank computes alike."""
+    if who.folder_name is None:
+        return None
+    folder = runs / who.folder_name
+    state = RunState.read(folder)
+    if state is not None and who.token and state.identity.get("token") != who.token:
+        folder = runs / f"{who.folder_name}-{who.token}"
+    return folder
+
+
+def _refuse_other_run(folder: Path, state: RunState, who: Launcher) -> None:
+    """A fresh SLURM job (no token, first attempt) never takes over a folder a run already used."""
+    if who.kind == "slurm" and who.token is None and who.restarts == 0 and state.attempts:
+        raise ConfigError(
+            f"{folder} already holds a run ({state.describe()}), so SLURM job id {who.job_id} was reused (or the job "
+            "was started twice); a new job never takes over a run folder: submit with cnnfleet-submit (each "
+            "submission gets its own identity) or pass hydra.run.dir=<new folder>"
+        )
+
+
+def _check_continuable(folder: Path, state: RunState) -> None:
+    if is_locked(folder):
+        from cnnfleet.run.state import holder
+
+        raise ConfigError(f"run folder {folder} is in use by {holder(folder)}; wait for that run or use another folder")
+    if state.status == COMPLETED:
+        raise ConfigError(
+            f"{folder} holds a completed run ({state.describe()}); it is never resumed or overwritten: leave "
+            f"hydra.run.dir out for a new folder, or start a new run from its weights with "
+            f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"
+        )
+
+
+def _check_empty_or_run(folder: Path) -> None:
+    if folder.is_file():
+        raise ConfigError(f"hydra.run.dir={folder} is a file; pass a folder")
+    if folder.is_dir() and {p.name for p in folder.iterdir() if p.suffix != ".log"} - NOT_A_RUN_OK:
+        raise ConfigError(
+            f"{folder} is not empty and is not a cnnfleet run folder (no state.json); choose a new or empty folder"
+        )
+
+
+def _continue_folder(folder: Path, who: Launcher, ckpt: Path | None, new_config: dict, why: str) -> tuple:
+    """(fresh, checkpoint, reason) for a folder that exists or is about to be created."""
+    state = RunState.read(folder)
+    if state is None:
+        _check_empty_or_run(folder)
+        return True, ckpt, why or "new run"
+    _refuse_other_run(folder, state, who)
+    _check_continuable(folder, state)
+    check_same_run(folder, new_config)
+    ckpt = ckpt or checkpoint_in_run_dir(folder)
+    where = f"step {state.step}" if ckpt else "the start (no checkpoint was written)"
+    return False, ckpt, f"{why or 'continues its unfinished run'} ({state.status}); resumes from {where}"
+
+
+def decide(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], new_config: dict) -> RunPlan:
+    """Rank 0's decision (read-only): folder, fresh or continued, checkpoint. ConfigError/CheckpointError."""
+    who = launcher(env)
+    runs = runs_of_task(cfg.paths.log_dir, cfg.task_name)
+    given = override_value(overrides, "hydra.run.dir")
+    value = cfg.ckpt_path
+    ckpt = checkpoint_file(value) if value not in (None, LAST) else None
+    folder = Path(given).absolute() if given is not None else keyed_folder(runs, who)
+    extends, why = None, ""
+    if folder is None and value == LAST:
+        folder, why = newest_unfinished_run(runs), "ckpt_path=last: the newest unfinished run"
+    elif folder is None and ckpt is not None:
+        owner = owning_run_dir(ckpt)
+        state = RunState.read(owner) if owner is not None else None
+        if state is not None and state.status != COMPLETED:
+            folder, why = owner, f"ckpt_path={ckpt.name} belongs to this unfinished run"
+        elif state is not None:
+            extends = str(owner)
+    if folder is None:
+        start = f"starts from the weights of {ckpt}" if ckpt else "new run"
+        return RunPlan(0, who, Path(str(cfg.hydra.run.dir)).absolute(), True, str(ckpt) if ckpt else None, start,
+                       extends)  # fmt: skip
+    fresh, resume, reason = _continue_folder(folder, who, ckpt, new_config, why)
+    if fresh and value == LAST and not (given or who.folder_name):
+        raise CheckpointError(f"ckpt_path=last: {folder} holds no run")
+    return RunPlan(0, who, folder, fresh, str(resume) if resume else None, reason, extends)
+
+
+def follow(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], rank: int) -> RunPlan:
+    """A rank > 0: rank 0's folder (given in argv by Lightning, or the launcher's keyed folder)."""
+    who = launcher(env)
+    given = override_value(overrides, "hydra.run.dir")
+    folder = Path(given).absolute() if given is not None else keyed_folder(runs_of_task(cfg.paths.log_dir,
+                                                                                       cfg.task_name), who)  # fmt: skip
+    if folder is None:
+        raise ConfigError(
+            f"this process is rank {rank} (NODE_RANK/LOCAL_RANK set) but no hydra.run.dir was given; "
+            "pass rank 0's run folder as hydra.run.dir=<folder>, or start the nodes with torchrun --rdzv-id"
+        )
+    value = cfg.ckpt_path
+    if value not in (None, LAST):
+        resume = checkpoint_file(value)
+    else:
+        resume = checkpoint_in_run_dir(folder) if RunState.read(folder) is not None else None
+    return RunPlan(rank, who, folder, False, str(resume) if resume else None, "follows rank 0")
+
+
+def plan_launch(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], new_config: dict) -> RunPlan:
+    """Compute this process's plan; rank 0 then owns its folder (lock, and state.json when new)."""
+    global _current, _lock
+    rank = global_rank(env, devices_per_node=_devices_per_node(cfg))
+    who = launcher(env)
+    unnamed = who.kind == "torchrun" and who.job_id == "none" and int(env.get("WORLD_SIZE", "1")) > 1
+    if unnamed and override_value(overrides, "hydra.run.dir") is None:
+        raise ConfigError(
+            "torchrun without --rdzv-id: pass the same --rdzv-id=<run name> on every node "
+            "(or hydra.run.dir=<shared folder>) so all ranks write to one run folder"
+        )
+    check_schedule(cfg)
+    plan = follow(cfg, overrides, env, rank) if rank > 0 else decide(cfg, overrides, env, new_config)
+    if rank == 0:
+        lock = RunLock(plan.run_dir)
+        lock.acquire()  # the decision was read-only; from here on the folder is ours
+        if plan.fresh:
+            RunState(identity=plan.identity(), extends=plan.extends).write(plan.run_dir)
+        _lock = lock
+    _current = plan
+    return plan
+
+
+def argv_overrides(plan: RunPlan, cfg: DictConfig, overrides: list[str]) -> list[str]:
+    """The command line every process of this run parses (Lightning re-launches it for ranks > 0):
+    the decided folder and checkpoint, and no second config dump over a continued run's."""
+    kept = [o for o in overrides if o.partition("=")[0].lstrip("+~") not in ("ckpt_path", "hydra.run.dir")]
+    extra = [f"hydra.run.dir={quote_value(str(plan.run_dir))}"]
+    extra.append(f"ckpt_path={quote_value(plan.resume_from)}" if plan.resume_from else "ckpt_path=null")
+    if (not plan.fresh or plan.rank > 0) and override_value(overrides, "hydra.output_subdir") is None:
+        extra.append("hydra.output_subdir=null")  # .hydra/ keeps the first attempt's record
+    if plan.rank > 0 and override_value(overrides, "hydra.job.name") is None:
+        extra.append(f"hydra.job.name={cfg.task_name}_rank{plan.rank}")  # its own log file
+    return kept + extra
+
+
+def release_for_tests() -> None:
+    """Drop the plan and lock (in-process tests that plan several runs)."""
+    global _current, _lock
+    if _lock is not None:
+        _lock.release()
+    _current, _lock = None, None
+
+
+def check_schedule(cfg: DictConfig) -> None:
+    """A training schedule that does nothing is refused (it would 'complete' an untrained model)."""
+    if not cfg.train:
+        return
+    trainer = cfg.trainer
+    if trainer.max_epochs is not None and trainer.max_epochs < 1:
+        raise ConfigError(
+            f"trainer.max_epochs={trainer.max_epochs} trains nothing; use >= 1 (or train=false to only test)"
+        )
+    if trainer.limit_train_batches is not None and trainer.limit_train_batches <= 0:
+        raise ConfigError(
+            f"trainer.limit_train_batches={trainer.limit_train_batches} trains nothing; use a fraction in (0, 1], "
+            "a batch count >= 1, or null for all batches"
+        )
+
+
+def plan_trial(cfg: DictConfig, env: Mapping[str, str] | None = None) -> RunPlan:
+    """A multirun trial (no command line of its own): its fresh folder, which Hydra made; rank 0 owns it."""
+    global _current, _lock
+    env = os.environ if env is None else env
+    check_schedule(cfg)
+    rank = global_rank(env, devices_per_node=_devices_per_node(cfg))
+    run_dir = Path(str(cfg.paths.output_dir)).absolute()
+    ckpt = checkpoint_file(cfg.ckpt_path) if cfg.ckpt_path not in (None, LAST) else None
+    plan = RunPlan(rank, launcher(env), run_dir, True, str(ckpt) if ckpt else None, "multirun trial")
+    if rank == 0:
+        if _lock is not None:
+            _lock.release()  # the previous trial of this process
+        _lock = RunLock(run_dir)
+        _lock.acquire()
+        RunState(identity=plan.identity()).write(run_dir)
+    return plan

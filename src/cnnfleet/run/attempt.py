@@ -1,0 +1,70 @@
+"""One attempt of a run, as rank 0 records it: opened after every check passed, closed with its exit.
+
+A fresh run writes its record (config.yaml, env.json) once; a continued run keeps them and adds
+an attempt to state.json with what changed, appends its command line, and cuts metrics.csv back
+to the step it resumed from, so the metrics never hold rows the resumed run will write again.
+"""
+
+import csv
+import io
+from pathlib import Path
+
+from omegaconf import DictConfig
+
+from cnnfleet.run.files import write_text_atomic
+from cnnfleet.run.record import append_command, command_line, plain_config, write_run_record
+from cnnfleet.run.resume import saved_config
+from cnnfleet.run.state import RunState
+
+METRICS_FILE = "metrics.csv"
+
+
+def flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        flat.update(flatten(value, f"{name}.") if isinstance(value, dict) and value else {name: value})
+    return flat
+
+
+def changed_settings(saved: dict | None, new: dict) -> dict[str, list]:
+    """{key: [first attempt's value, this attempt's]} for every leaf that differs."""
+    if saved is None:
+        return {}
+    old, now = flatten(saved), flatten(new)
+    return {
+        key: [old.get(key), now.get(key)] for key in sorted(old.keys() | now.keys()) if old.get(key) != now.get(key)
+    }
+
+
+def truncate_metrics(run_dir: Path, through_step: int) -> int:
+    """Drop metrics.csv rows logged after `through_step`; the number of rows dropped."""
+    path = Path(run_dir) / METRICS_FILE
+    if not path.is_file():
+        return 0
+    with path.open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        header, rows = reader.fieldnames or [], list(reader)
+    kept = [row for row in rows if row.get("step") in (None, "") or int(float(row["step"])) <= through_step]
+    if len(kept) == len(rows):
+        return 0
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=header, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(kept)
+    write_text_atomic(path, out.getvalue())
+    return len(rows) - len(kept)
+
+
+def open_attempt(cfg: DictConfig, run_dir: Path, environment: dict, fresh: bool, resumed_step: int | None) -> RunState:
+    """Rank 0, once every check has passed: the record, the metrics cut, state.json 'running'."""
+    state = RunState.read(run_dir)
+    assert state is not None, "the launch plan writes state.json before the task runs"
+    changed = {} if fresh else changed_settings(saved_config(run_dir), plain_config(cfg))
+    if fresh:
+        write_run_record(cfg, run_dir, environment)
+    else:
+        append_command(run_dir)
+        truncate_metrics(run_dir, resumed_step or 0)
+    state.begin_attempt(run_dir, resumed_step, command_line(), changed)
+    return state
