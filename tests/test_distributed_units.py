@@ -1,5 +1,7 @@
 """Sharding, rank detection, launcher checks and LR scaling, with hand-computed expectations."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from omegaconf import OmegaConf
@@ -7,8 +9,9 @@ from torch.utils.data import DistributedSampler
 
 from cnnfleet.data.sharding import even_eval_batches, per_device_batch
 from cnnfleet.errors import ConfigError
-from cnnfleet.launch.folder import launched_rank_overrides
-from cnnfleet.launch.env import global_rank
+from cnnfleet.launch.env import global_rank, launcher
+from cnnfleet.launch.plan import argv_overrides, follow, keyed_folder
+from cnnfleet.run.state import RunState
 from cnnfleet.training.device import DevicePlan, check_launcher, plan_devices
 from cnnfleet.training.optim import resolve_optimizer
 
@@ -77,17 +80,29 @@ def test_global_rank_from_each_launcher() -> None:
 
 def test_torchrun_ranks_share_a_folder_named_by_the_run_id(compose_cfg, tmp_path) -> None:
     cfg = compose_cfg(f"paths.log_dir={tmp_path}")
-    rank0 = launched_rank_overrides(cfg, [], {"TORCHELASTIC_RUN_ID": "job/7", "RANK": "0", "WORLD_SIZE": "2"})
-    rank1 = launched_rank_overrides(cfg, [], {"TORCHELASTIC_RUN_ID": "job/7", "RANK": "1", "WORLD_SIZE": "2"})
-    assert rank0 == [f"hydra.run.dir={tmp_path}/train/runs/torchrun-job_7"]
-    assert rank1 == [*rank0, "hydra.output_subdir=null", "hydra.job.name=train_rank1"]
-    assert launched_rank_overrides(cfg, [], {}) == []  # a plain run is untouched
+    env = {"TORCHELASTIC_RUN_ID": "job/7", "RANK": "1", "WORLD_SIZE": "2"}
+    plan = follow(cfg, [], env, rank=1)
+    assert plan.run_dir == tmp_path / "train" / "runs" / "torchrun-job_7"
+    assert argv_overrides(plan, cfg, []) == [f"hydra.run.dir={plan.run_dir}", "ckpt_path=null",
+                                             "hydra.output_subdir=null", "hydra.job.name=train_rank1"]  # fmt: skip
+
+
+def test_a_resubmitted_slurm_job_id_gets_its_own_folder_by_token(tmp_path) -> None:
+    runs = tmp_path / "runs"
+    first = launcher({"SLURM_JOB_ID": "12", "SLURM_STEP_ID": "0", "CNNFLEET_RUN_TOKEN": "aaa"})
+    assert keyed_folder(runs, first) == runs / "slurm-12"
+    RunState(identity={"kind": "slurm", "job_id": "12", "token": "aaa"}, status="completed").write(runs / "slurm-12")
+    again = launcher({"SLURM_JOB_ID": "12", "SLURM_STEP_ID": "0", "CNNFLEET_RUN_TOKEN": "bbb"})
+    assert keyed_folder(runs, first) == runs / "slurm-12"  # a requeue of the same submission
+    assert keyed_folder(runs, again) == runs / "slurm-12-bbb"  # SLURM reused the id
 
 
 def test_lightning_relaunched_rank_keeps_lightnings_overrides(compose_cfg) -> None:
     cfg = compose_cfg()
     given = ["hydra.run.dir=/x", "hydra.job.name=train_ddp_process_1", "hydra.output_subdir=null"]
-    assert launched_rank_overrides(cfg, given, {"LOCAL_RANK": "1", "NODE_RANK": "0"}) == []
+    plan = follow(cfg, given, {"LOCAL_RANK": "1", "NODE_RANK": "0"}, rank=1)
+    assert plan.run_dir == Path("/x") and argv_overrides(plan, cfg, given) == [*given[1:], "hydra.run.dir=/x",
+                                                                               "ckpt_path=null"]  # fmt: skip
 
 
 def test_more_gpus_than_visible_is_a_config_error() -> None:

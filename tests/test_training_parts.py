@@ -9,7 +9,14 @@ import torch
 from omegaconf import OmegaConf
 
 from cnnfleet.errors import CheckpointError, ConfigError
-from cnnfleet.run.resume import owning_run_dir, resolve_resume
+from cnnfleet.run.resume import (
+    FIXED_LENGTH_SCHEDULES,
+    checkpoint_in_run_dir,
+    config_changes,
+    newest_unfinished_run,
+    owning_run_dir,
+)
+from cnnfleet.run.state import RunLock, RunState
 from cnnfleet.training.checkpoint_io import AtomicCheckpointIO, atomic_torch_save, read_checkpoint
 from cnnfleet.training.csv_logger import ResumableCSVLogger
 from cnnfleet.training.device import auto_precision, plan_devices
@@ -95,20 +102,56 @@ def test_csv_logger_appends_to_an_existing_metrics_file(tmp_path: Path) -> None:
     assert len(lines) == 3 and lines[1].startswith("0,1.0") and lines[2].startswith("10,0.5,0.9")
 
 
-def test_resume_last_finds_the_newest_run_and_its_folder(tmp_path: Path) -> None:
-    logs = tmp_path / "logs"
-    for name in ("2026-01-01_a", "2026-01-02_b"):
-        run = logs / "train" / "runs" / name
-        (run / ".hydra").mkdir(parents=True)
-        atomic_torch_save({"state_dict": {}}, run / "checkpoints" / "last.ckpt")
-    ckpt, owner = resolve_resume("last", log_dir=str(logs), task_name="train", run_dir=None)
-    assert owner is not None and Path(owner).name == "2026-01-02_b"
-    assert owning_run_dir(Path(ckpt)) == Path(owner)
+def make_run(runs: Path, name: str, status: str, mtime: float) -> Path:
+    run = runs / name
+    atomic_torch_save({"state_dict": {}}, run / "checkpoints" / "last.ckpt")
+    RunState(identity={"kind": "local"}, status=status).write(run)
+    os.utime(run / "state.json", (mtime, mtime))
+    return run
 
 
-def test_resume_last_without_any_run_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(CheckpointError, match="no run with checkpoints/last.ckpt"):
-        resolve_resume("last", log_dir=str(tmp_path), task_name="train", run_dir=None)
+def test_resume_last_takes_the_newest_unfinished_run_never_a_completed_one(tmp_path: Path) -> None:
+    runs = tmp_path / "train" / "runs"
+    stopped = make_run(runs, "a", "stopped", 1)
+    make_run(runs, "b", "completed", 2)
+    assert newest_unfinished_run(runs) == stopped
+    assert owning_run_dir(stopped / "checkpoints" / "last.ckpt") == stopped
+    killed = make_run(runs, "c", "running", 3)  # SIGKILLed: its lock is free
+    assert newest_unfinished_run(runs) == killed
+
+
+def test_resume_last_skips_a_run_whose_lock_is_held(tmp_path: Path) -> None:
+    runs = tmp_path / "train" / "runs"
+    older = make_run(runs, "a", "failed", 1)
+    live = make_run(runs, "b", "running", 2)
+    lock = RunLock(live)
+    lock.acquire()
+    try:
+        assert newest_unfinished_run(runs) == older
+        with pytest.raises(ConfigError, match=f"pid {os.getpid()}"):
+            RunLock(live).acquire()
+    finally:
+        lock.release()
+
+
+def test_resume_last_without_an_unfinished_run_says_why(tmp_path: Path) -> None:
+    runs = tmp_path / "train" / "runs"
+    with pytest.raises(CheckpointError, match="train first"):
+        newest_unfinished_run(runs)
+    done = make_run(runs, "a", "completed", 1)
+    with pytest.raises(CheckpointError, match=f"never resumed implicitly.*ckpt_path={done}/checkpoints/last.ckpt"):
+        newest_unfinished_run(runs)
+
+
+def test_changed_defining_settings_are_named_and_a_one_cycle_schedule_keeps_its_length() -> None:
+    saved = {"seed": 1, "model": {"w": 1}, "scheduler": {"_target_": FIXED_LENGTH_SCHEDULES[0]},
+             "trainer": {"max_epochs": 20, "limit_train_batches": None}, "data": {"batch_size": 64}}  # fmt: skip
+    assert config_changes(saved, saved) == {}
+    longer = {**saved, "trainer": {"max_epochs": 30, "limit_train_batches": None}}
+    assert config_changes(saved, longer) == {"trainer.max_epochs": [20, 30]}
+    cosine = {**saved, "scheduler": {"_target_": "cosine"}}
+    assert config_changes(cosine, {**longer, "scheduler": {"_target_": "cosine"}}) == {}  # cosine holds its end
+    assert "data.batch_size" in config_changes(saved, {**saved, "data": {"batch_size": 32}})
 
 
 def device_cfg(accelerator: str) -> OmegaConf:
@@ -146,13 +189,10 @@ def test_gpu_plan_picks_mixed_precision() -> None:
 
 
 def test_a_run_folder_resumes_from_its_newest_checkpoint(tmp_path: Path) -> None:
-    from cnnfleet.run.resume import checkpoint_to_resume
-
-    assert checkpoint_to_resume(None, tmp_path) is None  # a fresh folder starts from scratch
+    assert checkpoint_in_run_dir(tmp_path) is None  # a fresh folder starts from scratch
     last = tmp_path / "checkpoints" / "last.ckpt"
     atomic_torch_save({"state_dict": {}}, last)
     hpc = tmp_path / "hpc_ckpt_1.ckpt"
     atomic_torch_save({"state_dict": {}}, hpc)
     os.utime(last, (1, 1))  # the hpc checkpoint (SIGUSR1) is newer than the epoch's last.ckpt
-    assert checkpoint_to_resume(None, tmp_path) == str(hpc)
-    assert checkpoint_to_resume("/explicit.ckpt", tmp_path) == "/explicit.ckpt"
+    assert checkpoint_in_run_dir(tmp_path) == hpc

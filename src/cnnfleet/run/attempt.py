@@ -60,8 +60,9 @@ def open_attempt(cfg: DictConfig, run_dir: Path, environment: dict, fresh: bool,
     """Rank 0, once every check has passed: the record, the metrics cut, state.json 'running'."""
     state = RunState.read(run_dir)
     assert state is not None, "the launch plan writes state.json before the task runs"
-    changed = {} if fresh else changed_settings(saved_config(run_dir), plain_config(cfg))
-    if fresh:
+    first = fresh or not (Path(run_dir) / "config.yaml").is_file()  # an earlier attempt died before its record
+    changed = {} if first else changed_settings(saved_config(run_dir), plain_config(cfg))
+    if first:
         write_run_record(cfg, run_dir, environment)
     else:
         append_command(run_dir)

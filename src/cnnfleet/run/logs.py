@@ -30,3 +30,5 @@ def route_lightning_logs() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # printed on any machine with SLURM's client tools; cnnfleet checks srun use itself (device.py)
     warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
+    # a continued run writes into its own checkpoints/ folder on purpose (launch/plan.py decided it may)
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")

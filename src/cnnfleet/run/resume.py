@@ -16,7 +16,7 @@ from cnnfleet.run.state import COMPLETED, UNFINISHED, RunState, is_locked
 
 LAST = "last"
 # what defines a run: changing one of these between attempts makes another run
-DEFINING_KEYS = ("model", "seed", "data._target_", "data.num_classes", "data.channels", "data.image_size",
+DEFINING_KEYS = ("model", "seed", "optimizer._target_", "scheduler._target_", "data._target_", "data.num_classes", "data.channels", "data.image_size",
                  "data.batch_size", "data.val_fraction", "data.test_fraction", "data.split_seed",
                  "trainer.accumulate_grad_batches")  # fmt: skip
 # schedules planned for a fixed number of steps (torch's OneCycleLR fails past its end)
