@@ -28,7 +28,8 @@ def render_example(overrides: list[str]) -> str:
     command = [f"{PROJECT}/.venv/bin/cnnfleet-train", *overrides, *layout.device_overrides]
     return render(
         cfg.cluster, layout, command, workdir=PROJECT, root=PROJECT, task="train",
-        output=f"{PROJECT}/logs/train/slurm/%j.out",
+        output=f"{PROJECT}/logs/train/slurm/%j.out", token="0123456789ab",
+        script=f"{PROJECT}/logs/train/submissions/<time>/job.sbatch",
     )  # fmt: skip
 
 

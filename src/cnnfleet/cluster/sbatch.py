@@ -34,6 +34,11 @@ set -euo pipefail
 ${setup}cd $workdir
 # logs/ lives here; the run folder is logs/$task/runs/slurm-<job id>, the same for every task
 export CNNFLEET_ROOT=$root
+# this submission's identity: a requeued job (same script) continues its run folder; a job that
+# gets a reused id never takes over another run's folder (it trains in slurm-<job id>-<token>)
+export CNNFLEET_RUN_TOKEN=$token
+# the run folder keeps a copy of this script (job.sbatch)
+export CNNFLEET_SUBMISSION=$script
 # srun starts the tasks; Lightning reads SLURM_PROCID/SLURM_LOCALID/SLURM_NODELIST for the ranks.
 # --kill-on-bad-exit=1: one failed task ends the whole job instead of leaving the others waiting.
 srun --kill-on-bad-exit=1 $command
@@ -85,7 +90,7 @@ def _sbatch_lines(pairs: list[tuple[str, object]]) -> str:
 
 
 def render(cluster: DictConfig, layout: JobLayout, train_command: list[str], workdir: str, root: str,
-           task: str, output: str) -> str:  # fmt: skip
+           task: str, output: str, token: str, script: str) -> str:  # fmt: skip
     """The sbatch script text."""
     resources = _sbatch_lines([
         ("gpus-per-node", layout.gpus_per_node), ("mem", cluster.mem), ("partition", cluster.partition),
@@ -99,4 +104,5 @@ def render(cluster: DictConfig, layout: JobLayout, train_command: list[str], wor
         resources=resources, time=cluster.time, signal=cluster.signal_seconds,
         requeue=requeue if cluster.requeue else "#SBATCH --no-requeue\n", output=output, extra=extra, setup=setup,
         workdir=shlex.quote(workdir), root=shlex.quote(root), task=task, command=shlex.join(train_command),
+        token=token, script=shlex.quote(script),
     )  # fmt: skip

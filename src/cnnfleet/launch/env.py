@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 TOKEN_ENV = "CNNFLEET_RUN_TOKEN"  # set by cnnfleet-submit's script: one identity per submission
+SUBMISSION_ENV = "CNNFLEET_SUBMISSION"  # the sbatch script cnnfleet-submit wrote, copied into the run folder
 LIGHTNING_IGNORED_SLURM_JOB_NAMES = ("bash", "interactive")  # Lightning treats these as interactive shells
 SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -88,3 +89,8 @@ def rendezvous_address(env: Mapping[str, str] | None = None) -> str:
     """MASTER_ADDR:MASTER_PORT as the ranks see it, for messages."""
     env = _env(env)
     return f"{env.get('MASTER_ADDR', '?')}:{env.get('MASTER_PORT', '?')}"
+
+
+def submission_script(env: Mapping[str, str] | None = None) -> str | None:
+    """The sbatch script this job was submitted with (cnnfleet-submit), if any."""
+    return _env(env).get(SUBMISSION_ENV) or None

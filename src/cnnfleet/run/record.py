@@ -3,6 +3,7 @@
 import os
 import platform
 import shlex
+import shutil
 import socket
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from cnnfleet.launch.env import submission_script
 from cnnfleet.run.files import write_json_atomic, write_text_atomic
 from cnnfleet.tracking.secrets import redact
 
@@ -104,3 +106,6 @@ def write_run_record(cfg: DictConfig, output_dir: Path, environment: dict) -> No
     write_text_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(plain_config(cfg)))
     append_command(output_dir)
     write_json_atomic(output_dir / "env.json", environment)
+    script = submission_script()
+    if script is not None and Path(script).is_file():
+        shutil.copyfile(script, output_dir / "job.sbatch")  # the job's own script, beside its record

@@ -3,6 +3,7 @@
 import shutil
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
@@ -39,19 +40,19 @@ def submit(cfg: DictConfig, dry_run: bool) -> str | None:
         raise ConfigError("train=false: nothing to submit")
     log_dir = Path(cfg.paths.log_dir) / cfg.task_name
     command = [str(Path(sys.executable).parent / "cnnfleet-train"), *overrides, *layout.device_overrides]
+    submission = Path(cfg.paths.output_dir) / "job.sbatch"
     script = render(
         cfg.cluster, layout, command, workdir=str(Path.cwd()), root=str(cfg.paths.root_dir),
-        task=cfg.task_name, output=str(log_dir / "slurm" / "%j.out"),
+        task=cfg.task_name, output=str(log_dir / "slurm" / "%j.out"), token=uuid.uuid4().hex[:12],
+        script=str(submission),
     )  # fmt: skip
     if dry_run:
         print(script, end="")
         return None
     (log_dir / "slurm").mkdir(parents=True, exist_ok=True)  # sbatch does not create --output's folder
-    submission = Path(cfg.paths.output_dir) / "job.sbatch"
     write_text_atomic(submission, script)
     job_id = call_sbatch(submission)
-    run_dir = log_dir / "runs" / f"slurm-{job_id}"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(submission, run_dir / "job.sbatch")
-    print(f"submitted job {job_id}\nrun folder: {run_dir}\nlog: {log_dir / 'slurm' / f'{job_id}.out'}")
+    runs = log_dir / "runs"
+    print(f"submitted job {job_id}\nrun folder: {runs}/slurm-{job_id} (or slurm-{job_id}-<token> if SLURM reused "
+          f"the id)\nlog: {log_dir / 'slurm' / f'{job_id}.out'}\nscript: {submission}")  # fmt: skip
     return job_id
