@@ -4,6 +4,7 @@ import csv
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +14,7 @@ import torch
 import yaml
 
 from conftest import CliResult, wait_until
+from test_lifecycle import fingerprint
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
 CPU_JOB = ["cluster.cpus_per_task=1"]  # the emulated nodes advertise 2 cores each
@@ -77,8 +79,11 @@ def test_preempted_job_requeues_and_resumes_from_its_hpc_checkpoint(slurm, cli) 
     summary = result.summary(run)
     assert summary["resumed_from"]["path"].endswith("hpc_ckpt_1.ckpt")
     assert summary["resumed_from"]["global_step"] == saved["global_step"] > 0  # not from zero
-    assert summary["fit"]["global_step"] == epochs * 20  # the full run: 20 steps per epoch at 2 x 32
+    assert summary["fit"]["global_step"] == epochs * 19  # the full run: 19 full global batches of 64 per epoch
     assert len((run / "command.txt").read_text().splitlines()) == 2  # two attempts, one folder
+    attempts = json.loads((run / "state.json").read_text())["attempts"]
+    assert [a["exit"] for a in attempts] == ["requeued after SIGUSR1 during training", "completed"]
+    assert [a["restarts"] for a in attempts] == [0, 1]
     assert sorted(p.name for p in run.parent.iterdir()) == [f"slurm-{job_id}"]
 
 
@@ -173,3 +178,46 @@ def test_optuna_sweep_on_slurm_runs_parallel_ddp_trials_with_one_set_of_hyperpar
                 logged[line.split("rank ")[1].split(" of ")[0]] = line.split(" hyperparameters: ")[1]
         assert set(logged) == {"0", "1"} and logged["0"] == logged["1"]
         assert json.loads(logged["0"])["optimizer"]["lr"] == pytest.approx(float(row["optimizer.lr"]))
+
+
+def unused_job_id() -> str:
+    """A job id this cluster has not handed out (root may choose ids with sbatch --jobid)."""
+    return str(500000 + (os.getpid() * 7919 + int.from_bytes(os.urandom(2))) % 400000)
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_reused_job_id_never_takes_over_a_run_and_scancel_leaves_a_stopped_status(slurm, cli, tmp_path) -> None:
+    runs = tmp_path / "logs" / "train" / "runs"
+    plain_id, submitted_id = unused_job_id(), unused_job_id()
+    taken = runs / f"slurm-{plain_id}"
+    done = cli("device.accelerator=cpu", "trainer.max_epochs=1", "logger=none", "test=false", f"hydra.run.dir={taken}")
+    assert done.returncode == 0, done.stderr[-3000:]  # a finished run sits in the folder the job id names
+    shutil.copytree(taken, runs / f"slurm-{submitted_id}")
+    before = {path: fingerprint(path) for path in runs.iterdir()}
+
+    # a hand-written script (no identity token) whose job got a reused id: one line, nothing touched
+    script = tmp_path / "plain.sbatch"
+    train = Path(sys.executable).parent / "cnnfleet-train"
+    script.write_text(f"#!/bin/bash\n#SBATCH --output={tmp_path}/plain.out\nexport CNNFLEET_ROOT={tmp_path}\n"
+                      f"srun {train} device.accelerator=cpu logger=none\n")  # fmt: skip
+    subprocess.run(["sbatch", f"--jobid={plain_id}", "--cpus-per-task=1", str(script)], check=True, cwd=tmp_path)
+    assert wait_for_job(plain_id)["JobState"] == "FAILED"
+    ours = [line for line in (tmp_path / "plain.out").read_text().splitlines() if "cnnfleet-train: error:" in line]
+    assert len(ours) == 1 and f"SLURM job id {plain_id} was reused" in ours[0], ours
+
+    # cnnfleet-submit gives each submission an identity: the job trains in a folder of its own
+    result = cli(*CPU_JOB, "trainer.max_epochs=50", "logger=csv", f'cluster.extra_sbatch=["--jobid={submitted_id}"]',
+                 command="cnnfleet-submit")  # fmt: skip
+    job_id, _ = submitted_job(result)
+    assert job_id == submitted_id
+    own = wait_until(lambda: next(iter(runs.glob(f"slurm-{job_id}-*/checkpoints/last.ckpt")), None), 180)
+    assert own, slurm_log(result, job_id)[-3000:]
+    subprocess.run(["scancel", job_id], check=True)  # SIGTERM to every task, SIGKILL after KillWait (5 s)
+    wait_for_job(job_id)
+    run = own.parent.parent
+    state = json.loads((run / "state.json").read_text())
+    assert state["status"] == "stopped" and state["identity"]["job_id"] == job_id, slurm_log(result, job_id)[-3000:]
+    assert json.loads((run / "summary.json").read_text())["status"] == "stopped"
+    assert (run / "job.sbatch").is_file()
+    assert {path: fingerprint(path) for path in before} == before  # the other runs are untouched

@@ -123,14 +123,16 @@ def test_bench_overhead_compares_against_the_hand_written_loop(tmp_path: Path) -
 
 
 def test_bench_devices_reports_cpu_and_says_when_no_gpu(tmp_path: Path) -> None:
-    result = run_cli("cnnfleet-bench", ["mode=devices", "epochs=2", "target_accuracy=0.2", WORKLOAD], tmp_path)
+    result = run_cli("cnnfleet-bench", ["mode=devices", "epochs=2", "target_accuracy=0.1", WORKLOAD], tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     folder = bench_folder(tmp_path)
     table = rows(folder)
     assert table[0]["configuration"].startswith("CPU") and float(table[0]["speedup_over_cpu"]) == 1.0
     if not torch.cuda.is_available():
         assert len(table) == 1 and "No GPU present" in (folder / "bench.md").read_text()
-    assert table[0]["time_to_target_s"]  # a 10-class synthetic set passes 20% in two epochs
+    # the time to a reached target is reported: 12 steps (2 epochs of 210 // 32 whole batches) beat chance
+    # (10 classes, 4 of 30 val images right); 20% took the 14 steps the partial batches used to add
+    assert table[0]["time_to_target_s"]
 
 
 @pytest.mark.slow

@@ -166,7 +166,8 @@ def decide(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], new_co
         if state is not None and state.status != COMPLETED:
             folder, why = owner, f"ckpt_path={ckpt.name} belongs to this unfinished run"
         elif state is not None:
-            check_same_run(owner, new_config)  # continuing a finished schedule: same rules as a resume
+            if cfg.train:
+                check_same_run(owner, new_config)  # continuing a finished schedule: same rules as a resume
             extends = str(owner)
     if folder is None:
         start = f"starts from the weights of {ckpt}" if ckpt else "new run"

@@ -37,15 +37,16 @@ def changed_settings(saved: dict | None, new: dict) -> dict[str, list]:
     }
 
 
-def truncate_metrics(run_dir: Path, through_step: int) -> int:
-    """Drop metrics.csv rows logged after `through_step`; the number of rows dropped."""
+def truncate_metrics(run_dir: Path, resumed_step: int) -> int:
+    """Drop the metrics.csv rows of optimizer steps after `resumed_step` (a step-k row carries k - 1,
+    Lightning's convention); the number of rows dropped."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return 0
     with path.open(newline="") as handle:
         reader = csv.DictReader(handle)
         header, rows = reader.fieldnames or [], list(reader)
-    kept = [row for row in rows if row.get("step") in (None, "") or int(float(row["step"])) <= through_step]
+    kept = [row for row in rows if row.get("step") in (None, "") or int(float(row["step"])) < resumed_step]
     if len(kept) == len(rows):
         return 0
     out = io.StringIO()

@@ -344,5 +344,6 @@ def _test(trainer: L.Trainer, module: L.LightningModule, datamodule: L.Lightning
     ckpt = "best" if checkpoint_cb is not None and checkpoint_cb.best_model_path else None
     if not cfg.train and cfg.ckpt_path:
         ckpt = cfg.ckpt_path
+    log.info("testing %s on the test split", ckpt if ckpt != "best" else checkpoint_cb.best_model_path)
     results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
     return {key: float(value) for key, value in results[0].items()} if results else {}

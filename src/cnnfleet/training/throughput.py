@@ -97,8 +97,10 @@ class ThroughputMonitor(L.Callback):
         }
         if pl_module.device.type == "cuda":
             metrics["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
+        # Lightning's convention: the k-th optimizer step's rows carry step k - 1 (train/loss, the LR
+        # monitor), so a resume from global_step k drops exactly the rows at step >= k (run/attempt.py)
         for logger in trainer.loggers:  # rank-zero-only inside each logger
-            logger.log_metrics(metrics, step=trainer.global_step)
+            logger.log_metrics(metrics, step=trainer.global_step - 1)
         self._interval = {"start": now, "images": 0, "wait": 0.0, "steps": 0}
 
     # ---------------------------------------------------------------- run summary

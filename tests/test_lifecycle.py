@@ -1,0 +1,185 @@
+"""The run folder's life through the real CLI: stops in every phase, resumes, reuse, two at once.
+
+Each test is a sequence a user lives through, asking at every step what the user sees and what
+is lost: the exit code and the one line on stderr, state.json, and the files that must not change.
+"""
+
+import csv
+import hashlib
+import json
+import os
+import signal
+import subprocess
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import BIN, run_cli, wait_until
+
+# a short digits run with a row in metrics.csv at every step
+SHORT = ["logger=csv", "test=false", "trainer.log_every_n_steps=1"]
+
+
+def start(args: list[str], root: Path) -> subprocess.Popen:
+    env = {**os.environ, "CNNFLEET_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([str(BIN / "cnnfleet-train"), *args], cwd=root, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+
+
+def must(condition, timeout: float, what: str):  # noqa: ANN001, ANN201
+    value = wait_until(condition, timeout, interval=0.05)
+    assert value, f"timed out after {timeout} s waiting for {what}"
+    return value
+
+
+def the_run(root: Path) -> Path | None:
+    runs = sorted((root / "logs" / "train" / "runs").glob("*/state.json"))
+    return runs[-1].parent if runs else None
+
+
+def state(run: Path) -> dict:
+    return json.loads((run / "state.json").read_text())
+
+
+def fingerprint(run: Path) -> dict[str, str]:
+    """Content hash of every file of a run folder (the lock file aside)."""
+    files = [p for p in run.rglob("*") if p.is_file() and p.name != ".lock"]
+    return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in stderr, stderr[-3000:]
+    return lines[0]
+
+
+def metric_rows(run: Path) -> list[dict]:
+    return list(csv.DictReader((run / "metrics.csv").open()))
+
+
+def assert_no_rows_repeated(run: Path) -> None:
+    """Every (step, metric) pair logged once, and each metric's steps in order."""
+    rows = metric_rows(run)
+    seen = Counter((row["step"], key) for row in rows for key, value in row.items() if value and key != "step")
+    repeated = [pair for pair, count in seen.items() if count > 1 and pair[1] != "epoch"]
+    assert not repeated, f"rows logged twice: {repeated[:5]}"
+    for key in {key for row in rows for key in row if key not in ("step", "epoch")}:
+        steps = [int(row["step"]) for row in rows if row.get(key)]
+        assert steps == sorted(steps), f"{key} goes back in steps: {steps}"
+
+
+def test_last_checkpoint_is_the_final_state_and_best_is_kept_apart(default_run) -> None:
+    run = default_run.run_dirs()[-1]
+    summary = default_run.summary(run)
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == summary["fit"]["global_step"] > 0  # not the best epoch's step
+    assert state(run)["status"] == "completed" and state(run)["step"] == last["global_step"]
+    assert len(state(run)["attempts"]) == 1 and state(run)["attempts"][0]["exit"] == "completed"
+
+
+@pytest.mark.slow
+def test_ctrl_c_a_second_process_a_changed_value_two_resumes_and_a_reused_folder(tmp_path: Path) -> None:
+    args = [*SHORT, "trainer.max_epochs=8"]  # one-cycle: the schedule's length is part of the run
+    proc = start(args, tmp_path)
+    run = must(lambda: the_run(tmp_path), 60, "the run folder")
+    must(lambda: (run / "checkpoints" / "last.ckpt").is_file(), 120, "the first epoch's last.ckpt")
+    assert state(run)["status"] == "running"
+
+    # a second process on the same folder: refused, naming the holder; nothing of the run changes
+    hydra_files = fingerprint(run / ".hydra")
+    second = run_cli("cnnfleet-train", [*args, f"hydra.run.dir={run}"], tmp_path)
+    assert second.returncode == 2
+    assert f"is in use by pid {proc.pid}" in one_error_line(second.stderr)
+    assert fingerprint(run / ".hydra") == hydra_files and len((run / "command.txt").read_text().splitlines()) == 1
+
+    # Ctrl-C: a checkpoint at the step, status stopped, one line with the resume command, exit 130
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 130, stderr[-3000:]
+    line = [line for line in stderr.splitlines() if "stopped by SIGINT" in line]
+    assert len(line) == 1 and "continue with: cnnfleet-train ckpt_path=last" in line[0] and "Traceback" not in stderr
+    step = int(line[0].split("at step ")[1].split(":")[0])
+    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == step == state(run)["step"] and state(run)["status"] == "stopped"
+    assert json.loads((run / "summary.json").read_text())["status"] == "stopped"
+
+    # a changed value that would make it another run: one line, and the folder is untouched
+    before = fingerprint(run)
+    changed = run_cli("cnnfleet-train", [*SHORT, "trainer.max_epochs=9", "ckpt_path=last"], tmp_path)
+    assert changed.returncode == 2 and "trainer.max_epochs: 8 -> 9" in one_error_line(changed.stderr)
+    assert fingerprint(run) == before
+
+    resumed = run_cli("cnnfleet-train", [*args, "ckpt_path=last"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.run_dirs() == [run] and resumed.summary(run)["resumed_from"]["global_step"] == step
+    assert state(run)["status"] == "completed" and [a["exit"] for a in state(run)["attempts"]] == [
+        "stopped by SIGINT during training", "completed"]  # fmt: skip
+    assert_no_rows_repeated(run)
+
+    # a completed run is never resumed implicitly, nor overwritten through its folder
+    before = fingerprint(run)
+    again = run_cli("cnnfleet-train", [*args, "ckpt_path=last"], tmp_path)
+    assert again.returncode == 2 and "never resumed implicitly" in one_error_line(again.stderr)
+    reused = run_cli("cnnfleet-train", [*args, f"hydra.run.dir={run}"], tmp_path)
+    assert reused.returncode == 2 and "holds a completed run" in one_error_line(reused.stderr)
+    assert fingerprint(run) == before
+
+
+@pytest.mark.slow
+def test_sigkill_mid_epoch_resumes_from_last_and_metrics_hold_no_row_past_it(tmp_path: Path) -> None:
+    proc = start([*SHORT, "trainer.max_epochs=6", "scheduler=cosine"], tmp_path)
+    run = must(lambda: the_run(tmp_path), 60, "the run folder")
+    must(lambda: (run / "checkpoints" / "last.ckpt").is_file(), 120, "the first epoch's last.ckpt")
+    saved_step = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"]
+    must(lambda: max(int(r["step"]) for r in metric_rows(run)) > saved_step + 3, 60, "rows past the checkpoint")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    assert state(run)["status"] == "running"  # killed outright; its lock is free now
+
+    resumed = run_cli("cnnfleet-train", [*SHORT, "trainer.max_epochs=6", "scheduler=cosine", "ckpt_path=last"],
+                      tmp_path)  # fmt: skip
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert resumed.summary(run)["resumed_from"]["global_step"] == saved_step
+    assert_no_rows_repeated(run)
+    assert state(run)["attempts"][0]["exit"] is None and state(run)["attempts"][1]["resumed_from_step"] == saved_step
+
+
+@pytest.mark.slow
+def test_signals_in_start_up_and_in_the_test_phase_end_with_a_status(tmp_path: Path, default_run) -> None:
+    early = tmp_path / "early"
+    early.mkdir()
+    proc = start(SHORT, early)
+    run = must(lambda: the_run(early), 60, "the run folder")  # state.json exists before torch is imported
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "stopped by SIGTERM during start-up" in stderr, stderr[-3000:]
+    assert state(run)["status"] == "stopped" and not (run / "checkpoints").exists()
+
+    # the test phase: a test-only run of a trained checkpoint on a slow test split
+    testing = tmp_path / "testing"
+    testing.mkdir()
+    first = run_cli("cnnfleet-train", ["data=synthetic", "data.num_samples=300", "model=resnet_cifar",
+                                       "trainer.max_epochs=1", "test=false", "logger=none"], testing)  # fmt: skip
+    assert first.returncode == 0, first.stderr[-3000:]
+    ckpt = first.run_dirs()[-1] / "checkpoints" / "last.ckpt"
+    proc = start(["data=synthetic", "data.num_samples=20000", "model=resnet_cifar", "train=false", "logger=none",
+                  f"ckpt_path={ckpt}"], testing)  # fmt: skip
+
+    def testing_started() -> bool:
+        log = (the_run(testing) or testing) / "train.log"
+        return log.is_file() and "on the test split" in log.read_text()
+
+    must(testing_started, 120, "the test phase")
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "stopped by SIGTERM during test" in stderr, stderr[-3000:]
+    assert state(the_run(testing))["status"] == "stopped"
+
+
+def test_schedules_that_train_nothing_are_refused_before_a_folder_is_made(cli) -> None:
+    for value in ("trainer.max_epochs=0", "trainer.limit_train_batches=0"):
+        result = cli(value)
+        assert result.returncode == 2 and "trains nothing" in one_error_line(result.stderr)
+        assert not (result.root / "logs").exists()
