@@ -1,9 +1,6 @@
 """The real cnnfleet-train / cnnfleet-eval in a subprocess, as a user runs them."""
 
-import contextlib
 import csv
-import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -12,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from conftest import BIN, run_cli
+from conftest import run_cli
 
-DIGITS_STEPS_PER_EPOCH = 20  # ceil(1259 / 64)
+DIGITS_STEPS_PER_EPOCH = 19  # 1259 // 64: the last partial global batch is dropped (data/sharding.py)
 
 
 def test_default_run_reaches_99_percent_on_digits(default_run) -> None:
@@ -99,44 +96,13 @@ def test_config_combinations_run_end_to_end(cli, overrides: list[str]) -> None:
     assert "test/acc" in result.summary()["test"]
 
 
-def test_resume_after_an_interrupt_continues_from_the_saved_step(tmp_path: Path) -> None:
-    env = {**os.environ, "CNNFLEET_ROOT": str(tmp_path)}
-    args = [str(BIN / "cnnfleet-train"), "trainer.max_epochs=30"]
-    proc = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    runs = tmp_path / "logs" / "train" / "runs"
-    try:
-        for _ in range(600):  # up to 120 s for the first epoch's checkpoint
-            if list(runs.glob("*/checkpoints/last.ckpt")) or proc.poll() is not None:
-                break
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=0.2)  # a bounded wait that returns early if training ends
-        assert proc.poll() is None, "training ended before it could be interrupted"
-        proc.send_signal(signal.SIGINT)  # Ctrl-C
-        proc.wait(timeout=60)
-    finally:
-        proc.kill()
-    assert proc.returncode != 0
-    (run,) = sorted(runs.iterdir())
-    saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
-    assert 0 < saved["global_step"] < 30 * DIGITS_STEPS_PER_EPOCH
-
-    resumed = run_cli("cnnfleet-train", ["ckpt_path=last", "trainer.max_epochs=30"], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr[-2000:]
-    assert resumed.run_dirs() == [run]  # resumed in its own run folder
-    summary = resumed.summary(run)
-    assert summary["resumed_from"]["global_step"] == saved["global_step"]
-    assert summary["fit"]["global_step"] == 30 * DIGITS_STEPS_PER_EPOCH
-    assert len((run / "command.txt").read_text().splitlines()) == 2
-    steps = [int(r["step"]) for r in csv.DictReader((run / "metrics.csv").open())]
-    assert min(steps) < saved["global_step"] < max(steps)  # the first attempt's rows are kept
-
-
 BAD_INPUT = {
     "misspelled-key": (["trainer.max_epoch=3"], "trainer.max_epochs"),
     "wrong-type": (["trainer.max_epochs=abc"], "trainer.max_epochs"),
     "unknown-option": (["model=resnet"], "resnet_cifar, simple_cnn"),
     "missing-ckpt-file": (["ckpt_path=/no/such/file.ckpt"], "/no/such/file.ckpt"),
-    "resume-without-runs": (["ckpt_path=last"], "no run with checkpoints/last.ckpt"),
+    "resume-without-runs": (["ckpt_path=last"], "no run of this task"),
+    "ckpt-is-a-folder": (["ckpt_path=."], "is a folder"),
     "bad-override-syntax": (["data.batch_size=[1"], "cannot parse override"),
     "gpu-without-gpu": (["device=gpu"], "no CUDA GPU"),
     "zero-batch": (["data.batch_size=0"], "data.batch_size must be >= 1"),

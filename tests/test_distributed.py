@@ -129,6 +129,14 @@ def test_two_torchrun_nodes_train_the_same_weights_as_one_node_with_two_processe
     two_nodes = CliResult(0, outputs[0], "", tmp_path)
     assert_same_weights(final_weights(two_nodes), final_weights(ddp_two_processes))
 
+    # the same --rdzv-id again: rank 0 refuses to take over the completed run before any rendezvous
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in runs[0].rglob("*"))
+    again = run_cli("cnnfleet-train", args, tmp_path, env={"TORCHELASTIC_RUN_ID": "equiv", "RANK": "0",
+                                                           "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1"})  # fmt: skip
+    assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr[-3000:]
+    assert "holds a completed run" in again.stderr and "torchrun-equiv" in again.stderr
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in runs[0].rglob("*")) == before
+
 
 TORCHRUN_4x2 = {"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2", "RANK": "0"}
 BAD_DISTRIBUTED_INPUT = {

@@ -9,10 +9,11 @@ from torch.utils.data import DistributedSampler
 
 from cnnfleet.data.sharding import even_eval_batches, per_device_batch
 from cnnfleet.errors import ConfigError
+from cnnfleet.launch.checks import check_launcher
 from cnnfleet.launch.env import global_rank, launcher
 from cnnfleet.launch.plan import argv_overrides, follow, keyed_folder
 from cnnfleet.run.state import RunState
-from cnnfleet.training.device import DevicePlan, check_launcher, plan_devices
+from cnnfleet.training.device import DevicePlan, plan_devices
 from cnnfleet.training.optim import resolve_optimizer
 
 
@@ -66,9 +67,13 @@ def test_ddp_strategy_carries_the_timeout() -> None:
 
 def test_torchrun_world_size_must_match_the_config() -> None:
     plan = DevicePlan("cpu", 2, 2, "ddp", "32-true")
-    check_launcher(plan, {"TORCHELASTIC_RUN_ID": "r", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"})
+    check_launcher(
+        plan.devices, plan.num_nodes, {"TORCHELASTIC_RUN_ID": "r", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2"}
+    )
     with pytest.raises(ConfigError, match="torchrun started 2 processes"):
-        check_launcher(plan, {"TORCHELASTIC_RUN_ID": "r", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1"})
+        check_launcher(
+            plan.devices, plan.num_nodes, {"TORCHELASTIC_RUN_ID": "r", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1"}
+        )
 
 
 def test_global_rank_from_each_launcher() -> None:

@@ -117,6 +117,7 @@ def test_ctrl_c_a_second_process_a_changed_value_two_resumes_and_a_reused_folder
     assert state(run)["status"] == "completed" and [a["exit"] for a in state(run)["attempts"]] == [
         "stopped by SIGINT during training", "completed"]  # fmt: skip
     assert_no_rows_repeated(run)
+    assert len((run / "command.txt").read_text().splitlines()) == 2  # one line per attempt
 
     # a completed run is never resumed implicitly, nor overwritten through its folder
     before = fingerprint(run)

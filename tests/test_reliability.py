@@ -15,10 +15,12 @@ from cnnfleet.launch.env import lightning_launched_child
 from cnnfleet.run.resume import checkpoint_in_run_dir
 from conftest import BIN, run_cli, wait_until
 
-# augmentation on: the resumed run must also continue the random stream
+# augmentation on: the resumed run must also continue the random stream; gradient accumulation on:
+# a stop requested inside an accumulation window waits for its optimizer step (4 batches per optimizer step)
 PARITY = ["data=synthetic", "data.num_samples=3000", "data.image_size=16", "data.crop_padding=2",
           "data.horizontal_flip=true", "model=simple_cnn", "optimizer=sgd", "trainer.max_epochs=4", "logger=csv",
-          "test=false"]  # fmt: skip
+          "test=false", "trainer.accumulate_grad_batches=4", "data.batch_size=25"]  # fmt: skip
+STEPS_PER_EPOCH = 2100 // 25 // 4  # 2,100 training images: 84 batches of 25, 21 optimizer steps
 
 
 def start(args: list[str], root: Path) -> subprocess.Popen:
@@ -74,13 +76,13 @@ def test_sigterm_saves_and_resume_matches_the_uninterrupted_run_exactly(tmp_path
     lines = [line for line in stderr.splitlines() if "stopped by SIGTERM" in line]
     assert len(lines) == 1 and "continue with: cnnfleet-train ckpt_path=last" in lines[0] and "Traceback" not in stderr
     stopped_at = int(lines[0].split("at step ")[1].split(":")[0])
-    assert 0 < stopped_at < 4 * 33  # 33 steps per epoch: it stopped before the end
+    assert 0 < stopped_at < 4 * STEPS_PER_EPOCH  # it stopped before the end
 
     resumed = run_cli("cnnfleet-train", [*PARITY, "ckpt_path=last"], parts)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.summary()["resumed_from"]["global_step"] == stopped_at
     a, b = final_state(whole), final_state(parts)
-    assert a["global_step"] == b["global_step"] == 132
+    assert a["global_step"] == b["global_step"] == 4 * STEPS_PER_EPOCH
     diff = max((a["state_dict"][k].double() - b["state_dict"][k].double()).abs().max().item() for k in a["state_dict"])
     assert diff <= 1e-6, f"resumed run differs from the uninterrupted one by {diff}"
 
@@ -96,7 +98,7 @@ def test_skipping_sampler_drops_the_consumed_batches_once() -> None:
 @pytest.mark.slow
 def test_a_killed_ddp_rank_ends_the_job_without_orphans_and_it_resumes(tmp_path: Path) -> None:
     args = ["device=ddp", "device.accelerator=cpu", "device.devices=2", "trainer.max_epochs=200", "logger=csv",
-            "test=false"]  # fmt: skip
+            "test=false", "scheduler=cosine"]  # fmt: skip
     proc = start(args, tmp_path)
     wait_for(lambda: bool(last_ckpt(tmp_path)), 120, "a checkpoint")
     ranks = processes_of(tmp_path)
@@ -115,8 +117,8 @@ def test_a_killed_ddp_rank_ends_the_job_without_orphans_and_it_resumes(tmp_path:
     assert "Traceback" not in stderr
     wait_for(lambda: not processes_of(tmp_path), 15, "every rank to be gone")
 
-    resumed = run_cli("cnnfleet-train", [*args[:-3], "trainer.max_epochs=2", "logger=csv", "test=false",
-                                         "ckpt_path=last"], tmp_path, timeout=300)  # fmt: skip
+    resumed = run_cli("cnnfleet-train", [*args[:-4], "trainer.max_epochs=2", "logger=csv", "test=false",
+                                         "scheduler=cosine", "ckpt_path=last"], tmp_path, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.summary()["resumed_from"]["global_step"] > 0
 
@@ -153,9 +155,7 @@ def test_checkpoint_writes_killed_at_random_moments_never_leave_a_broken_resume_
     last = run_dir / "checkpoints" / "last.ckpt"
     # a 45 MB checkpoint (ResNet-18) written every step: most kills land inside a write
     args = ["model=resnet_cifar", "trainer.max_epochs=1000", "logger=none", "test=false", f"hydra.run.dir={run_dir}",
-            "+callbacks.every_step._target_=lightning.pytorch.callbacks.ModelCheckpoint",
-            f"+callbacks.every_step.dirpath={run_dir}/checkpoints", "+callbacks.every_step.save_last=true",
-            "+callbacks.every_step.every_n_train_steps=1", "+callbacks.every_step.save_top_k=0"]  # fmt: skip
+            "callbacks.last_checkpoint.every_n_steps=1"]  # fmt: skip
     steps = []
     for attempt in range(20):
         before = last.stat().st_mtime_ns if last.exists() else 0
@@ -185,7 +185,11 @@ def test_out_of_memory_message_names_the_batch_per_device_and_what_to_try(compos
     from cnnfleet.training.device import DevicePlan
 
     cfg = compose_cfg("data.batch_size=256")
-    plan = DevicePlan(accelerator="gpu", devices=4, num_nodes=1, strategy="ddp", precision="bf16-mixed")
+    from cnnfleet.launch.env import launcher
+    from cnnfleet.launch.plan import RunPlan
+
+    devices = DevicePlan(accelerator="gpu", devices=4, num_nodes=1, strategy="ddp", precision="bf16-mixed")
+    plan = RunPlan(0, launcher({}), Path("/run"), True, None, "new run").with_devices(devices, 256)
     message = out_of_memory_message(cfg, plan)
     assert "64 images per device" in message and "data.batch_size=256 over 4 device(s)" in message
     assert "trainer.accumulate_grad_batches" in message and "checkpoints written so far are intact" in message
@@ -198,7 +202,9 @@ def test_a_two_rank_run_resumes_on_one_rank_with_the_same_global_batch(tmp_path:
     first = run_cli("cnnfleet-train", [*ddp, "trainer.max_epochs=1", *common], tmp_path)
     assert first.returncode == 0, first.stderr[-3000:]
     steps = first.summary()["fit"]["global_step"]
-    second = run_cli("cnnfleet-train", ["device=cpu", "trainer.max_epochs=2", *common, "ckpt_path=last"], tmp_path)
+    # the first run completed: training it further is an explicit choice, a new run from its last state
+    last = first.run_dirs()[-1] / "checkpoints" / "last.ckpt"
+    second = run_cli("cnnfleet-train", ["device=cpu", "trainer.max_epochs=2", *common, f"ckpt_path={last}"], tmp_path)
     assert second.returncode == 0, second.stderr[-3000:]
     summary = second.summary()
     assert summary["resumed_from"]["global_step"] == steps and summary["fit"]["global_step"] == 2 * steps

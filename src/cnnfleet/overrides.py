@@ -2,12 +2,16 @@
 
 
 def override_value(overrides: list[str], key: str) -> str | None:
-    """The value the last override of `key` sets, or None when no override names it."""
+    """The value the last override of `key` sets (quotes removed), or None when no override names it.
+
+    Lightning's DDP re-launch passes `hydra.run.dir="<folder>"`: the quotes are Hydra's grammar."""
     value = None
     for item in overrides:
         name, sep, rhs = item.partition("=")
         if sep and name.lstrip("+~") == key:
             value = rhs
+    if value is not None and len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1].replace("\\" + value[0], value[0])
     return value
 
 

@@ -25,7 +25,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from cnnfleet.errors import CheckpointError, ConfigError
-from cnnfleet.launch.env import Launcher, global_rank, launcher
+from cnnfleet.launch.env import Launcher, global_rank, launcher, lightning_launched_child
 from cnnfleet.overrides import override_value, quote_value
 from cnnfleet.run.resume import (
     LAST,
@@ -36,7 +36,7 @@ from cnnfleet.run.resume import (
     owning_run_dir,
     runs_of_task,
 )
-from cnnfleet.run.state import COMPLETED, RunLock, RunState, is_locked
+from cnnfleet.run.state import COMPLETED, RunLock, RunState, holder, is_locked
 
 # what a folder may hold before its run's state.json: cnnfleet-submit's copy of the script, a lock,
 # and what Hydra writes when a job starts (a run killed before its first state write, a sweep trial)
@@ -113,16 +113,16 @@ def _refuse_other_run(folder: Path, state: RunState, who: Launcher) -> None:
         )
 
 
-def _check_continuable(folder: Path, state: RunState) -> None:
+def _check_continuable(folder: Path, state: RunState, who: Launcher) -> None:
     if is_locked(folder):
-        from cnnfleet.run.state import holder
-
         raise ConfigError(f"run folder {folder} is in use by {holder(folder)}; wait for that run or use another folder")
     if state.status == COMPLETED:
+        fix = {"torchrun": "start with a new --rdzv-id for a new run",
+               "slurm": "a new job of yours gets its own folder when submitted with cnnfleet-submit"}.get(
+            who.kind, "leave hydra.run.dir out for a new folder")  # fmt: skip
         raise ConfigError(
-            f"{folder} holds a completed run ({state.describe()}); it is never resumed or overwritten: leave "
-            f"hydra.run.dir out for a new folder, or start a new run from its weights with "
-            f"ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"
+            f"{folder} holds a completed run ({state.describe()}); it is never resumed or overwritten: {fix}, or "
+            f"start a new run from its weights with ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"
         )
 
 
@@ -142,7 +142,7 @@ def _continue_folder(folder: Path, who: Launcher, ckpt: Path | None, new_config:
         _check_empty_or_run(folder)
         return True, ckpt, why or "new run"
     _refuse_other_run(folder, state, who)
-    _check_continuable(folder, state)
+    _check_continuable(folder, state, who)
     check_same_run(folder, new_config)
     ckpt = ckpt or checkpoint_in_run_dir(folder)
     where = f"step {state.step}" if ckpt else "the start (no checkpoint was written)"
@@ -193,7 +193,9 @@ def follow(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], rank: 
     value = cfg.ckpt_path
     if value not in (None, LAST):
         resume = checkpoint_file(value)
-    else:
+    elif lightning_launched_child(env):
+        resume = None  # rank 0 wrote its decision into our argv: ckpt_path=null means none
+    else:  # SLURM/torchrun ranks look where rank 0 looks, before anything new is written
         resume = checkpoint_in_run_dir(folder) if RunState.read(folder) is not None else None
     return RunPlan(rank, who, folder, False, str(resume) if resume else None, "follows rank 0")
 

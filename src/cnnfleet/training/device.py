@@ -1,7 +1,7 @@
 """Resolve the device group (accelerator, devices, strategy, precision) for the hardware present.
 
-Also checks the request against the launcher's environment (torchrun), so a mismatch between
-`device.devices x device.num_nodes` and the processes actually started is one clear line.
+Also checks the request against the processes the launcher started (launch/checks.py), so a
+mismatch between `device.devices x device.num_nodes` and SLURM's or torchrun's is one clear line.
 """
 
 import os
@@ -13,6 +13,7 @@ import torch
 from omegaconf import DictConfig
 
 from cnnfleet.errors import ConfigError
+from cnnfleet.launch.checks import check_launcher
 
 GPU_NAMES = ("gpu", "cuda")
 DDP_STRATEGIES = ("ddp", "ddp_find_unused_parameters_true")
@@ -85,51 +86,6 @@ def _count_devices(requested: object, accelerator: str) -> int:
     return requested
 
 
-def _tasks_per_node(env: Mapping[str, str]) -> int:
-    """SLURM_NTASKS_PER_NODE, else the first count of SLURM_TASKS_PER_NODE ("2(x3),1")."""
-    value = env.get("SLURM_NTASKS_PER_NODE") or env.get("SLURM_TASKS_PER_NODE", "1")
-    return int(value.split(",")[0].split("(")[0])
-
-
-def check_slurm(plan: DevicePlan, env: Mapping[str, str]) -> None:
-    """Inside a SLURM job: one srun task per device, as many nodes as device.num_nodes."""
-    if "SLURM_JOB_ID" not in env or env.get("SLURM_JOB_NAME") in ("bash", "interactive"):
-        return
-    ntasks = int(env.get("SLURM_NTASKS", "1"))
-    if "SLURM_STEP_ID" not in env:
-        if ntasks > 1:
-            raise ConfigError(
-                f"this SLURM job has {ntasks} tasks but cnnfleet-train runs in the batch shell; "
-                "start it with `srun cnnfleet-train ...` (one task per device)"
-            )
-        return
-    per_node, nodes = _tasks_per_node(env), int(env.get("SLURM_NNODES", env.get("SLURM_JOB_NUM_NODES", "1")))
-    if per_node != plan.devices:
-        raise ConfigError(
-            f"SLURM runs {per_node} task(s) per node but device.devices={plan.devices}; one task per device: "
-            f"set #SBATCH --ntasks-per-node={plan.devices} or device.devices={per_node}"
-        )
-    if nodes != plan.num_nodes:
-        raise ConfigError(
-            f"SLURM allocated {nodes} node(s) but device.num_nodes={plan.num_nodes}; "
-            f"set #SBATCH --nodes={plan.num_nodes} or device.num_nodes={nodes}"
-        )
-
-
-def check_launcher(plan: DevicePlan, env: Mapping[str, str]) -> None:
-    """The processes a launcher (SLURM, torchrun) started must be the processes the config asks for."""
-    check_slurm(plan, env)
-    if "TORCHELASTIC_RUN_ID" not in env or "WORLD_SIZE" not in env:
-        return
-    started, per_node = int(env["WORLD_SIZE"]), int(env.get("LOCAL_WORLD_SIZE", plan.devices))
-    if started != plan.world_size or per_node != plan.devices:
-        raise ConfigError(
-            f"torchrun started {started} processes ({per_node} per node) but the config asks for "
-            f"device.devices={plan.devices} x device.num_nodes={plan.num_nodes}; set "
-            f"device.devices=<--nproc-per-node> device.num_nodes=<--nnodes>"
-        )
-
-
 def plan_devices(cfg: DictConfig, env: Mapping[str, str] | None = None) -> DevicePlan:
     """Turn the device config into concrete Lightning arguments; ConfigError on impossible requests."""
     accelerator = _resolve_accelerator(str(cfg.accelerator))
@@ -148,5 +104,5 @@ def plan_devices(cfg: DictConfig, env: Mapping[str, str] | None = None) -> Devic
             "use device.precision=bf16-mixed or 32-true on CPU"
         )
     plan = DevicePlan(accelerator, devices, int(cfg.num_nodes), strategy, precision, int(cfg.timeout_s))
-    check_launcher(plan, os.environ if env is None else env)
+    check_launcher(plan.devices, plan.num_nodes, env)
     return plan

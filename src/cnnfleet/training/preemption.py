@@ -57,9 +57,16 @@ def next_hpc_path(run_dir: str) -> Path:
 
 def requeue_slurm_job(job_id: str | None) -> None:
     """Rank 0 asks SLURM to requeue this job (it keeps its id, so it finds its run folder)."""
-    if job_id is not None:
-        log.info("requeueing SLURM job %s", job_id)
-        subprocess.run(["scontrol", "requeue", job_id], check=False)
+    if job_id is None:
+        return
+    log.info("requeueing SLURM job %s", job_id)
+    try:
+        done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        log.warning("could not requeue SLURM job %s (%s): resubmit it; it resumes in its run folder", job_id, exc)
+        return
+    if done.returncode != 0:
+        log.warning("scontrol requeue %s failed: %s", job_id, done.stderr.strip() or done.returncode)
 
 
 def keep_our_signal_handlers(trainer: L.Trainer) -> None:
