@@ -180,20 +180,23 @@ def test_optuna_sweep_on_slurm_runs_parallel_ddp_trials_with_one_set_of_hyperpar
         assert json.loads(logged["0"])["optimizer"]["lr"] == pytest.approx(float(row["optimizer.lr"]))
 
 
-def unused_job_id() -> str:
-    """A job id this cluster has not handed out (root may choose ids with sbatch --jobid)."""
-    return str(500000 + (os.getpid() * 7919 + int.from_bytes(os.urandom(2))) % 400000)
+def next_job_id() -> int:
+    """The id SLURM gives the next job (ids are sequential on one controller)."""
+    out = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, check=True).stdout
+    return int(re.search(r"NEXT_JOB_ID\s*=\s*(\d+)", out).group(1))
 
 
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_a_reused_job_id_never_takes_over_a_run_and_scancel_leaves_a_stopped_status(slurm, cli, tmp_path) -> None:
     runs = tmp_path / "logs" / "train" / "runs"
-    plain_id, submitted_id = unused_job_id(), unused_job_id()
-    taken = runs / f"slurm-{plain_id}"
-    done = cli("device.accelerator=cpu", "trainer.max_epochs=1", "logger=none", "test=false", f"hydra.run.dir={taken}")
-    assert done.returncode == 0, done.stderr[-3000:]  # a finished run sits in the folder the job id names
-    shutil.copytree(taken, runs / f"slurm-{submitted_id}")
+    done = cli("device.accelerator=cpu", "trainer.max_epochs=1", "logger=none", "test=false")
+    assert done.returncode == 0, done.stderr[-3000:]
+    # a finished run sits in the folders the next two job ids name (as after a controller reinstall)
+    plain_id = next_job_id()
+    submitted_id = plain_id + 1
+    for job in (plain_id, submitted_id):
+        shutil.copytree(done.run_dirs()[0], runs / f"slurm-{job}")
     before = {path: fingerprint(path) for path in runs.iterdir()}
 
     # a hand-written script (no identity token) whose job got a reused id: one line, nothing touched
@@ -201,16 +204,17 @@ def test_a_reused_job_id_never_takes_over_a_run_and_scancel_leaves_a_stopped_sta
     train = Path(sys.executable).parent / "cnnfleet-train"
     script.write_text(f"#!/bin/bash\n#SBATCH --output={tmp_path}/plain.out\nexport CNNFLEET_ROOT={tmp_path}\n"
                       f"srun {train} device.accelerator=cpu logger=none\n")  # fmt: skip
-    subprocess.run(["sbatch", f"--jobid={plain_id}", "--cpus-per-task=1", str(script)], check=True, cwd=tmp_path)
-    assert wait_for_job(plain_id)["JobState"] == "FAILED"
+    out = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=1", str(script)], check=True, cwd=tmp_path,
+                         capture_output=True, text=True).stdout  # fmt: skip
+    assert out.strip() == str(plain_id), "another job was submitted meanwhile"
+    assert wait_for_job(str(plain_id))["JobState"] == "FAILED"
     ours = [line for line in (tmp_path / "plain.out").read_text().splitlines() if "cnnfleet-train: error:" in line]
     assert len(ours) == 1 and f"SLURM job id {plain_id} was reused" in ours[0], ours
 
     # cnnfleet-submit gives each submission an identity: the job trains in a folder of its own
-    result = cli(*CPU_JOB, "trainer.max_epochs=50", "logger=csv", f'cluster.extra_sbatch=["--jobid={submitted_id}"]',
-                 command="cnnfleet-submit")  # fmt: skip
+    result = cli(*CPU_JOB, "trainer.max_epochs=50", "logger=csv", command="cnnfleet-submit")
     job_id, _ = submitted_job(result)
-    assert job_id == submitted_id
+    assert job_id == str(submitted_id), "another job was submitted meanwhile"
     own = wait_until(lambda: next(iter(runs.glob(f"slurm-{job_id}-*/checkpoints/last.ckpt")), None), 180)
     assert own, slurm_log(result, job_id)[-3000:]
     subprocess.run(["scancel", job_id], check=True)  # SIGTERM to every task, SIGKILL after KillWait (5 s)

@@ -57,8 +57,10 @@ def truncate_metrics(run_dir: Path, resumed_step: int) -> int:
     return len(rows) - len(kept)
 
 
-def open_attempt(cfg: DictConfig, run_dir: Path, environment: dict, fresh: bool, resumed_step: int | None) -> RunState:
-    """Rank 0, once every check has passed: the record, the metrics cut, state.json 'running'."""
+def open_attempt(cfg: DictConfig, run_dir: Path, environment: dict, fresh: bool, resumed_step: int | None,
+                 restarts: int) -> RunState:  # fmt: skip
+    """Rank 0, once every check has passed: the record, the metrics cut, state.json 'running'.
+    `restarts`: the launcher's restart count (SLURM requeues, torchrun restarts) for this attempt."""
     state = RunState.read(run_dir)
     assert state is not None, "the launch plan writes state.json before the task runs"
     first = fresh or not (Path(run_dir) / "config.yaml").is_file()  # an earlier attempt died before its record
@@ -68,5 +70,5 @@ def open_attempt(cfg: DictConfig, run_dir: Path, environment: dict, fresh: bool,
     else:
         append_command(run_dir)
         truncate_metrics(run_dir, resumed_step or 0)
-    state.begin_attempt(run_dir, resumed_step, command_line(), changed)
+    state.begin_attempt(run_dir, resumed_step, command_line(), changed, restarts)
     return state

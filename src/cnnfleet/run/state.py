@@ -57,11 +57,13 @@ class RunState:
     def write(self, run_dir: Path) -> None:
         write_json_atomic(Path(run_dir) / STATE_FILE, self.__dict__)
 
-    def begin_attempt(self, run_dir: Path, resumed_from_step: int | None, command: str, changed: dict) -> None:
+    def begin_attempt(
+        self, run_dir: Path, resumed_from_step: int | None, command: str, changed: dict, restarts: int
+    ) -> None:
         self.status = RUNNING
         self.attempts.append({
             "attempt": len(self.attempts) + 1, "started": now(), "host": socket.gethostname(), "pid": os.getpid(),
-            "restarts": self.identity.get("restarts", 0), "resumed_from_step": resumed_from_step,
+            "restarts": restarts, "resumed_from_step": resumed_from_step,
             "command": command, "changed": changed, "ended": None, "exit": None,
         })  # fmt: skip
         self.write(run_dir)

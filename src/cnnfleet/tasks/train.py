@@ -183,7 +183,8 @@ class Attempt:
 
     def open(self, cfg: DictConfig, environment: dict, resumed_step: int | None) -> None:
         if self.plan.rank == 0:
-            self.state = open_attempt(cfg, self.plan.run_dir, environment, self.plan.fresh, resumed_step)
+            plan = self.plan
+            self.state = open_attempt(cfg, plan.run_dir, environment, plan.fresh, resumed_step, plan.launcher.restarts)
 
     def at(self, trainer: L.Trainer) -> None:
         self.step, self.epoch = trainer.global_step, trainer.current_epoch
