@@ -51,6 +51,7 @@ def scratch(tmp_path_factory: pytest.TempPathFactory) -> dict:
                       tmp)  # fmt: skip
     assert trained.returncode == 0, trained.stderr[-2000:]
     (ckpt,) = tmp.glob("logs/train/runs/*/checkpoints/best.ckpt")
+    shutil.copy(ckpt, tmp / "loose.ckpt")  # a checkpoint that no run folder owns
     return {"tmp": tmp, "ckpt": ckpt}
 
 
@@ -71,7 +72,7 @@ def test_the_catalogue_covers_what_the_issue_lists() -> None:
     assert {"misspelled-key", "wrong-type", "unknown-option", "missing-data-root", "empty-image-folder",
             "undecodable-image", "no-gpu", "indivisible-batch", "missing-ckpt", "corrupt-ckpt", "other-model-ckpt",
             "slurm-task-mismatch", "unknown-model-name", "missing-extra", "wandb-online-no-key",
-            "unwritable-run-folder"} <= ids  # fmt: skip
+            "unwritable-run-folder", "completed-run-folder", "untrained-schedule"} <= ids  # fmt: skip
 
 
 @pytest.mark.parametrize("row", catalogue(), ids=lambda row: row["id"])
@@ -81,7 +82,7 @@ def test_catalogue_row(scratch: dict, row: dict) -> None:
     tmp, ckpt = scratch["tmp"], scratch["ckpt"]
 
     def fill(text: str) -> str:
-        return text.replace("<tmp>", str(tmp)).replace("<ckpt>", str(ckpt))
+        return text.replace("<tmp>", str(tmp)).replace("<ckpt>", str(ckpt)).replace("<run>", str(ckpt.parent.parent))
 
     words = shlex.split(fill(row["command"]))
     env = {}

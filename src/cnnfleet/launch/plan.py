@@ -167,7 +167,7 @@ def decide(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], new_co
             folder, why = owner, f"ckpt_path={ckpt.name} belongs to this unfinished run"
         elif state is not None:
             if cfg.train:
-                check_same_run(owner, new_config)  # continuing a finished schedule: same rules as a resume
+                check_same_run(owner, new_config, extending=True)  # it continues the run's training state
             extends = str(owner)
     if folder is None:
         start = f"starts from the weights of {ckpt}" if ckpt else "new run"

@@ -13,18 +13,10 @@ from omegaconf import DictConfig
 
 from cnnfleet.run.files import write_text_atomic
 from cnnfleet.run.record import append_command, command_line, plain_config, write_run_record
-from cnnfleet.run.resume import saved_config
+from cnnfleet.run.resume import flatten, saved_config
 from cnnfleet.run.state import RunState
 
 METRICS_FILE = "metrics.csv"
-
-
-def flatten(config: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        name = f"{prefix}{key}"
-        flat.update(flatten(value, f"{name}.") if isinstance(value, dict) and value else {name: value})
-    return flat
 
 
 def changed_settings(saved: dict | None, new: dict) -> dict[str, list]:

@@ -7,7 +7,6 @@ length when the schedule cannot be extended).
 """
 
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -84,13 +83,13 @@ def checkpoint_file(value: str) -> Path:
     return ckpt.resolve()
 
 
-def _lookup(config: dict, dotted: str) -> Any:
-    node: Any = config
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
+def flatten(config: dict, prefix: str = "") -> dict:
+    """{'model.widths': [...], ...}: the leaves of a nested config."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        flat.update(flatten(value, f"{name}.") if isinstance(value, dict) and value else {name: value})
+    return flat
 
 
 def saved_config(run_dir: Path) -> dict | None:
@@ -99,29 +98,38 @@ def saved_config(run_dir: Path) -> dict | None:
 
 
 def config_changes(saved: dict, new: dict) -> dict[str, list]:
-    """{key: [saved, new]} for every defining or schedule-length key that differs."""
-    keys = list(DEFINING_KEYS)
-    if _lookup(saved, "scheduler._target_") in FIXED_LENGTH_SCHEDULES:
-        keys += [*SCHEDULE_LENGTH_KEYS, "scheduler"]
-    return {key: [_lookup(saved, key), _lookup(new, key)] for key in keys if _lookup(saved, key) != _lookup(new, key)}
+    """{key: [saved, new]} for every defining (or schedule-length) leaf that differs."""
+    old, now = flatten(saved), flatten(new)
+    defining = list(DEFINING_KEYS)
+    if old.get("scheduler._target_") in FIXED_LENGTH_SCHEDULES:
+        defining += [*SCHEDULE_LENGTH_KEYS, "scheduler"]
+
+    def is_defining(key: str) -> bool:
+        return any(key == d or key.startswith(d + ".") for d in defining)
+
+    keys = sorted(k for k in old.keys() | now.keys() if is_defining(k))
+    return {key: [old.get(key), now.get(key)] for key in keys if old.get(key) != now.get(key)}
 
 
-def check_same_run(run_dir: Path, new_config: dict) -> None:
-    """ConfigError naming every key that would make this attempt another run than the folder's."""
+def check_same_run(run_dir: Path, new_config: dict, extending: bool = False) -> None:
+    """ConfigError naming every key that would make this attempt another run than the folder's.
+    `extending`: a new run continues the training state of this (completed) run's checkpoint."""
     saved = saved_config(run_dir)
     if saved is None:
         return  # the first attempt stopped before writing its config: nothing to compare with
     changes = config_changes(saved, new_config)
     if not changes:
         return
-    listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in sorted(changes.items()))
-    hint = (
-        "the one-cycle schedule was planned for the original length (use the original values, or scheduler=cosine "
-        "in a new run)"
-        if any(key in SCHEDULE_LENGTH_KEYS or key == "scheduler" for key in changes)
-        else "these define the run"
-    )
+    listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
+    one_cycle = any(key in SCHEDULE_LENGTH_KEYS or key.startswith("scheduler") for key in changes)
+    why = "the one-cycle schedule was planned for the original length" if one_cycle else "these define the run"
+    if extending:
+        raise ConfigError(
+            f"ckpt_path is a checkpoint of the completed run {run_dir.name}, whose training state (model, optimizer, "
+            f"schedule, step) a new run continues, but these settings differ: {listed} ({why}); use the run's values"
+            + (", or scheduler=cosine (it holds its final rate) for a longer run" if one_cycle else "")
+        )
     raise ConfigError(
-        f"cannot continue {run_dir.name} with other settings ({listed}): {hint}; resume with the run's values, or "
+        f"cannot continue {run_dir.name} with other settings ({listed}): {why}; resume with the run's values, or "
         f"start a new run from its weights with ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
     )
