@@ -63,7 +63,7 @@ def test_submitted_ddp_job_trains_into_one_folder_keyed_by_job_id(slurm, cli, no
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_preempted_job_requeues_and_resumes_from_its_hpc_checkpoint(slurm, cli) -> None:
-    epochs = 40
+    epochs = 20
     result = cli(*CPU_JOB, "cluster.nodes=2", f"trainer.max_epochs={epochs}", command="cnnfleet-submit")
     job_id, run = submitted_job(result)
     # training is under way once the first epoch's checkpoint exists (or the job ended early)
@@ -225,3 +225,20 @@ def test_a_reused_job_id_never_takes_over_a_run_and_scancel_leaves_a_stopped_sta
     assert json.loads((run / "summary.json").read_text())["status"] == "stopped"
     assert (run / "job.sbatch").is_file()
     assert {path: fingerprint(path) for path in before} == before  # the other runs are untouched
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_sigusr1_during_start_up_requeues_and_the_job_completes(slurm, cli) -> None:
+    result = cli(*CPU_JOB, "trainer.max_epochs=1", "logger=none", command="cnnfleet-submit")
+    job_id, run = submitted_job(result)
+    # state.json is written before torch is imported: the signal lands in start-up
+    assert wait_until(lambda: (run / "state.json").is_file() or job_info(job_id)["JobState"] in TERMINAL, 120)
+    subprocess.run(["scancel", "--signal=USR1", job_id], check=True)  # what --signal=SIGUSR1@90 does
+    info = wait_for_job(job_id)
+    log = slurm_log(result, job_id)
+    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log[-3000:]
+    assert "preempted by SIGUSR1 during start-up" in log
+    state = json.loads((run / "state.json").read_text())
+    assert state["status"] == "completed" and [a["restarts"] for a in state["attempts"]] == [0, 1]
+    assert state["attempts"][0]["exit"] == "requeued after SIGUSR1 during start-up"

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import signal
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,7 @@ from PIL import Image
 from cnnfleet.tracking.secrets import redact
 from cnnfleet.tracking.wandb_logger import has_api_key, wandb_mode
 from conftest import run_cli
+from test_lifecycle import must, start, the_run
 from wandb_records import read_run
 
 SECRET = "dummy-secret-value"
@@ -62,11 +64,16 @@ def test_offline_run_records_config_and_the_metrics_of_metrics_csv(cli, no_key) 
     assert "wandb sync" in result.stdout + result.stderr
 
 
-def test_resumed_run_continues_the_same_wandb_run(cli, no_key) -> None:
-    first = cli("logger=wandb", "trainer.max_epochs=2", env=no_key)
-    (run,) = first.run_dirs()
-    second = cli("logger=wandb", "trainer.max_epochs=2", "test=false", f"hydra.run.dir={run}", env=no_key)
-    assert first.returncode == 0 and second.returncode == 0, second.stderr[-3000:]
+def test_resumed_run_continues_the_same_wandb_run(cli, no_key, tmp_path) -> None:
+    # no_key set HOME and removed the key from this process's environment, which start() passes on
+    proc = start(["logger=wandb", "trainer.max_epochs=3", "test=false"], tmp_path)
+    run = must(lambda: the_run(tmp_path), 60, "the run folder")
+    must(lambda: (run / "checkpoints" / "last.ckpt").is_file(), 120, "the first epoch's last.ckpt")
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=120)
+    assert proc.returncode == 143
+    second = cli("logger=wandb", "trainer.max_epochs=3", "test=false", "ckpt_path=last", env=no_key)
+    assert second.returncode == 0, second.stderr[-3000:]
     run_id = (run / "wandb_run_id.txt").read_text().strip()
     assert {p.name for p in offline_runs(run)} == {f"run-{run_id}.wandb"}
 

@@ -44,7 +44,8 @@ def runs_of_task(log_dir: str, task_name: str) -> Path:
 
 
 def newest_unfinished_run(runs: Path) -> Path:
-    """The run `ckpt_path=last` continues; CheckpointError saying why when there is none."""
+    """The run `ckpt_path=last` continues: the newest unfinished one with a checkpoint to resume from (a run
+    that failed at start-up has none); CheckpointError saying why when there is none."""
     states = []
     for folder in runs.glob("*"):
         try:
@@ -54,12 +55,13 @@ def newest_unfinished_run(runs: Path) -> Path:
         if state is not None:
             states.append((folder, state))
     states.sort(key=lambda pair: (pair[0] / "state.json").stat().st_mtime)
-    resumable = [folder for folder, state in states if state.status in UNFINISHED and not is_locked(folder)]
+    resumable = [folder for folder, state in states
+                 if state.status in UNFINISHED and not is_locked(folder) and checkpoint_in_run_dir(folder)]  # fmt: skip
     if resumable:
         return resumable[-1]
     completed = [(folder, state) for folder, state in states if state.status == COMPLETED]
-    running = [folder for folder, state in states if state.status in UNFINISHED]
-    why = f"no run of this task under {runs} is unfinished"
+    running = [folder for folder, state in states if state.status in UNFINISHED and is_locked(folder)]
+    why = f"no run of this task under {runs} is unfinished with a checkpoint to resume from"
     if running:
         why += f" ({len(running)} still running: {running[-1].name})"
     if completed:

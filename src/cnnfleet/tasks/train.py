@@ -23,7 +23,7 @@ from cnnfleet.run.attempt import open_attempt
 from cnnfleet.run.files import write_json_atomic, write_text_atomic
 from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.plots import plot_curves
-from cnnfleet.run.record import environment_record, plain_config
+from cnnfleet.run.record import command_line, environment_record, plain_config
 from cnnfleet.run.state import COMPLETED, FAILED, STOPPED, RunState
 from cnnfleet.run.summary import print_table, summary_rows, write_summary
 from cnnfleet.sweeps.trial import in_multirun, needs_own_process, one_line, run_in_own_process, write_failure
@@ -140,7 +140,12 @@ def train(cfg: DictConfig) -> float | None:
     """Train, validate and test one run; returns cfg.optimized_metric for sweepers."""
     global _started
     _started = STARTED if not in_multirun() else time.perf_counter()  # a trial's own time in a sweep
-    devices = plan_devices(cfg.device)
+    try:
+        devices = plan_devices(cfg.device)
+    except CnnfleetError as exc:
+        if current_plan() is not None:
+            Attempt(current_plan()).close(FAILED, one_line(exc))
+        raise
     if needs_own_process(devices.world_size):
         return run_in_own_process()  # a DDP trial of a local multirun (see sweeps/trial.py)
     plan = (current_plan() or plan_trial(cfg)).with_devices(devices, cfg.data.batch_size)
@@ -166,6 +171,16 @@ def train(cfg: DictConfig) -> float | None:
                 },
             )
         raise SystemExit(_report_stop(stopped, plan)) from None
+    except (KeyboardInterrupt, SystemExit) as exc:
+        # a second Ctrl-C: KeyboardInterrupt, or the sys.exit(1) Lightning turns it into inside fit/test
+        if isinstance(exc, SystemExit) and not signals.pending() & signals.INTERRUPT:
+            attempt.close(FAILED, f"exited with code {exc.code}")
+            raise
+        attempt.close(STOPPED, "aborted by a second SIGINT")
+        if plan.rank == 0:
+            sys.stderr.write("cnnfleet-train: aborted by a second Ctrl-C: the checkpoints already written are kept; "
+                             "continue with: cnnfleet-train ckpt_path=last\n")  # fmt: skip
+        raise SystemExit(signals.EXIT_CODES[signals.INTERRUPT]) from None
     except BaseException as exc:
         if attempt.close(FAILED, one_line(exc)) and isinstance(exc, Exception):
             _record_failure(plan.run_dir, exc)
@@ -196,9 +211,10 @@ class Attempt:
         if self.state is not None:
             self.state.end_attempt(self.plan.run_dir, status, reason, self.step, self.epoch)
             return True
-        if self.plan.rank == 0 and self.plan.fresh:
+        if self.plan.rank == 0 and self.plan.fresh:  # a new run that failed before its attempt opened
             state = RunState.read(self.plan.run_dir)
             if state is not None:
+                state.begin_attempt(self.plan.run_dir, None, command_line(), {}, self.plan.launcher.restarts)
                 state.end_attempt(self.plan.run_dir, status, reason, self.step, self.epoch)
             return True
         return False
@@ -238,8 +254,8 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
     module = build_classifier(cfg.model, cfg.data, cfg)
     # a checkpoint that does not fit fails before anything in its run folder is rewritten
     resumed = resume_position(plan.resume_from, module.hparams.model) if plan.resume_from else None
-    stop_if_requested("start-up", 0, rank == 0)
     attempt.open(cfg, environment, resumed["global_step"] if resumed else None)
+    stop_if_requested("start-up", resumed["global_step"] if resumed else 0, rank == 0)
     if rank == 0:
         log.info("run folder %s: %s", output_dir, plan.reason)
         log.info("device plan: %s; batch %d global = %d per device", plan.devices.describe(), cfg.data.batch_size,
