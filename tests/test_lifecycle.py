@@ -148,7 +148,7 @@ def test_sigkill_mid_epoch_resumes_from_last_and_metrics_hold_no_row_past_it(tmp
 
 
 @pytest.mark.slow
-def test_signals_in_start_up_and_in_the_test_phase_end_with_a_status(tmp_path: Path, default_run) -> None:
+def test_signals_in_start_up_and_in_the_test_phase_end_with_a_status(tmp_path: Path) -> None:
     early = tmp_path / "early"
     early.mkdir()
     proc = start(SHORT, early)
@@ -161,11 +161,11 @@ def test_signals_in_start_up_and_in_the_test_phase_end_with_a_status(tmp_path: P
     # the test phase: a test-only run of a trained checkpoint on a slow test split
     testing = tmp_path / "testing"
     testing.mkdir()
-    big = ["data=synthetic", "data.image_size=64", "logger=none"]  # 4,000 test images of 3x64x64: seconds
-    first = run_cli("cnnfleet-train", [*big, "data.num_samples=300", "trainer.max_epochs=1", "test=false"], testing)
+    small = ["data=synthetic", "data.batch_size=4", "logger=none"]  # 1,000 test images in 250 batches: seconds
+    first = run_cli("cnnfleet-train", [*small, "data.num_samples=300", "trainer.max_epochs=1", "test=false"], testing)
     assert first.returncode == 0, first.stderr[-3000:]
     ckpt = first.run_dirs()[-1] / "checkpoints" / "last.ckpt"
-    proc = start([*big, "data.num_samples=20000", "train=false", f"ckpt_path={ckpt}"], testing)
+    proc = start([*small, "data.num_samples=5000", "train=false", f"ckpt_path={ckpt}"], testing)
 
     def testing_started() -> bool:
         log = (the_run(testing) or testing) / "train.log"
