@@ -181,8 +181,8 @@ def test_checkpoint_writes_killed_at_random_moments_never_leave_a_broken_resume_
 
 
 def test_out_of_memory_message_names_the_batch_per_device_and_what_to_try(compose_cfg) -> None:
-    from cnnfleet.tasks.train import out_of_memory_message
     from cnnfleet.training.device import DevicePlan
+    from cnnfleet.training.explain import out_of_memory_message
 
     cfg = compose_cfg("data.batch_size=256")
     from cnnfleet.launch.env import launcher

@@ -145,7 +145,7 @@ def _continue_folder(folder: Path, who: Launcher, ckpt: Path | None, new_config:
     _check_continuable(folder, state, who)
     check_same_run(folder, new_config)
     ckpt = ckpt or checkpoint_in_run_dir(folder)
-    where = f"step {state.step}" if ckpt else "the start (no checkpoint was written)"
+    where = str(ckpt) if ckpt else "the start (no checkpoint was written)"
     return False, ckpt, f"{why or 'continues its unfinished run'} ({state.status}); resumes from {where}"
 
 

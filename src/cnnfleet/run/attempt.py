@@ -8,6 +8,7 @@ to the step it resumed from, so the metrics never hold rows the resumed run will
 import csv
 import io
 from pathlib import Path
+from typing import Any
 
 from omegaconf import DictConfig
 
@@ -64,3 +65,41 @@ def open_attempt(cfg: DictConfig, run_dir: Path, environment: dict, fresh: bool,
         truncate_metrics(run_dir, resumed_step or 0)
     state.begin_attempt(run_dir, resumed_step, command_line(), changed, restarts)
     return state
+
+
+class Attempt:
+    """Rank 0's record of this attempt in state.json: opened once the checks pass, closed exactly once."""
+
+    def __init__(self, run_dir: Path, rank: int, fresh: bool, restarts: int) -> None:
+        self.run_dir, self.rank, self.fresh, self.restarts = Path(run_dir), rank, fresh, restarts
+        self.state: RunState | None = None
+        self.status: str | None = None
+        self.step, self.epoch = 0, 0
+
+    @classmethod
+    def of(cls, plan: Any) -> "Attempt":
+        """From a launch.plan.RunPlan."""
+        return cls(plan.run_dir, plan.rank, plan.fresh, plan.launcher.restarts)
+
+    def open(self, cfg: DictConfig, environment: dict, resumed_step: int | None) -> None:
+        self.step = resumed_step or 0
+        if self.rank == 0:
+            self.state = open_attempt(cfg, self.run_dir, environment, self.fresh, resumed_step, self.restarts)
+
+    def at(self, step: int, epoch: int) -> None:
+        self.step, self.epoch = step, epoch
+
+    def close(self, status: str, reason: str) -> bool:
+        """Record how the attempt ended; True where rank 0 may write the run's summary. A continued
+        run whose checks failed is left exactly as it was (its attempt never began)."""
+        self.status = status
+        if self.state is not None:
+            self.state.end_attempt(self.run_dir, status, reason, self.step, self.epoch)
+            return True
+        if self.rank == 0 and self.fresh:  # a new run that failed or stopped before its attempt opened
+            state = RunState.read(self.run_dir)
+            if state is not None:
+                state.begin_attempt(self.run_dir, None, command_line(), {}, self.restarts)
+                state.end_attempt(self.run_dir, status, reason, self.step, self.epoch)
+            return True
+        return False

@@ -5,26 +5,22 @@ import logging
 import sys
 import time
 import traceback
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import lightning as L
-import torch
 from omegaconf import DictConfig
 
 from cnnfleet import STARTED
 from cnnfleet.data.in_memory import InMemoryDataModule
-from cnnfleet.errors import CheckpointError, CnnfleetError, LaunchError, RankLost, RunFailed
+from cnnfleet.errors import CheckpointError, CnnfleetError
 from cnnfleet.launch import signals
-from cnnfleet.launch.env import rendezvous_address
 from cnnfleet.launch.plan import RunPlan, current_plan, plan_trial
-from cnnfleet.run.attempt import open_attempt
+from cnnfleet.run.attempt import Attempt
 from cnnfleet.run.files import write_json_atomic, write_text_atomic
 from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.plots import plot_curves
-from cnnfleet.run.record import command_line, environment_record, plain_config
-from cnnfleet.run.state import COMPLETED, FAILED, STOPPED, RunState
+from cnnfleet.run.record import environment_record, plain_config
+from cnnfleet.run.state import COMPLETED, FAILED, STOPPED
 from cnnfleet.run.summary import print_table, summary_rows, write_summary
 from cnnfleet.sweeps.trial import in_multirun, needs_own_process, one_line, run_in_own_process, write_failure
 from cnnfleet.tracking.wandb_logger import finish_wandb_runs
@@ -39,6 +35,7 @@ from cnnfleet.training.builders import (
 from cnnfleet.training.checkpoint_io import read_checkpoint
 from cnnfleet.training.confusion import ConfusionMatrixCallback
 from cnnfleet.training.device import plan_devices
+from cnnfleet.training.explain import explain_lost_rank, explain_out_of_memory, explain_rendezvous_failure
 from cnnfleet.training.module import count_parameters
 from cnnfleet.training.preemption import Stopped, graceful_stop, stop_if_requested
 from cnnfleet.training.run_config import LogRunConfig
@@ -63,79 +60,6 @@ def resume_position(ckpt_path: str, model_cfg: dict) -> dict:
     return {"path": ckpt_path, "global_step": checkpoint["global_step"], "epoch": checkpoint["epoch"]}
 
 
-@contextmanager
-def explain_rendezvous_failure(plan: RunPlan) -> Iterator[None]:
-    """A rank that cannot reach the others fails after device.timeout_s with what to check."""
-    try:
-        yield
-    except torch.distributed.DistError as exc:
-        raise LaunchError(
-            f"rank {plan.rank} of {plan.world_size} could not reach the other ranks at {rendezvous_address()} within "
-            f"device.timeout_s={plan.devices.timeout_s} s ({type(exc).__name__}); check "
-            "MASTER_ADDR/MASTER_PORT (the rank-0 node and a free port), that every node was started, and firewalls"
-        ) from exc
-
-
-def dead_local_ranks(trainer: L.Trainer) -> list[str]:
-    """Ranks started by Lightning's launcher that have exited, as 'rank N (pid P, killed by SIGKILL)'."""
-    import signal as signals
-
-    found = []
-    for local_rank, proc in enumerate(getattr(trainer.strategy.launcher, "procs", None) or [], start=1):
-        code = proc.poll()
-        if code is not None and code != 0:
-            how = f"killed by {signals.Signals(-code).name}" if code < 0 else f"exit code {code}"
-            found.append(f"rank {trainer.node_rank * trainer.num_devices + local_rank} (pid {proc.pid}, {how})")
-    return found
-
-
-@contextmanager
-def explain_lost_rank(trainer: L.Trainer, plan: RunPlan) -> Iterator[None]:
-    """A rank that dies mid-training surfaces in the others as a collective error (gloo: 'Connection
-    reset by peer'); say which rank died and how to continue, in one line."""
-    try:
-        yield
-    except (RuntimeError, torch.distributed.DistError) as exc:
-        progress = trainer.fit_loop.epoch_loop.batch_progress
-        started = progress.total.started > 0 or progress.current.started > 0
-        if plan.world_size < 2 or isinstance(exc, CnnfleetError) or not started:
-            raise  # before the first batch: a rendezvous problem (explain_rendezvous_failure says what to check)
-        time.sleep(0.5)  # let the launcher's children report their exit
-        dead = dead_local_ranks(trainer)
-        who = ", ".join(dead) if dead else "another rank (on this or another node)"
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise RankLost(
-            f"{who} stopped during training, so rank {trainer.global_rank} lost contact ({first}); check that rank's "
-            f"log for why (killed, out of memory), then continue with: cnnfleet-train ckpt_path=last"
-        ) from None
-
-
-def out_of_memory_message(cfg: DictConfig, plan: RunPlan) -> str:
-    per_device = plan.per_device_batch
-    return (
-        f"out of GPU memory with {per_device} images per device (data.batch_size={cfg.data.batch_size} over "
-        f"{plan.world_size} device(s), precision {plan.devices.precision}); try a smaller data.batch_size, "
-        "keep the global batch with trainer.accumulate_grad_batches=N and data.batch_size/N, "
-        "device.precision=bf16-mixed, or a smaller model; the checkpoints written so far are intact"
-    )
-
-
-@contextmanager
-def explain_out_of_memory(cfg: DictConfig, plan: RunPlan) -> Iterator[None]:
-    try:
-        yield
-    except torch.OutOfMemoryError:
-        raise RunFailed(out_of_memory_message(cfg, plan)) from None
-    except ValueError as exc:  # torch's OneCycleLR past its end: a resume asked for more steps than it has
-        if "Tried to step" not in str(exc):
-            raise
-        raise RunFailed(
-            f"the learning-rate schedule ended ({exc}): the checkpoint's one-cycle schedule was planned for fewer "
-            "steps than this run's trainer.max_epochs; resume with the original trainer.max_epochs, or use "
-            "scheduler=cosine (it holds its final rate) or start a new run"
-        ) from None
-
-
 def train(cfg: DictConfig) -> float | None:
     """Train, validate and test one run; returns cfg.optimized_metric for sweepers."""
     global _started
@@ -144,13 +68,13 @@ def train(cfg: DictConfig) -> float | None:
         devices = plan_devices(cfg.device)
     except CnnfleetError as exc:
         if current_plan() is not None:
-            Attempt(current_plan()).close(FAILED, one_line(exc))
+            Attempt.of(current_plan()).close(FAILED, one_line(exc))
         raise
     if needs_own_process(devices.world_size):
         return run_in_own_process()  # a DDP trial of a local multirun (see sweeps/trial.py)
     plan = (current_plan() or plan_trial(cfg)).with_devices(devices, cfg.data.batch_size)
     loggers: list = []
-    attempt = Attempt(plan)
+    attempt = Attempt.of(plan)
     try:
         result = _train(cfg, plan, loggers, attempt)
         attempt.close(COMPLETED, "completed")
@@ -187,37 +111,6 @@ def train(cfg: DictConfig) -> float | None:
         raise
     finally:
         finish_wandb_runs(loggers, failed=attempt.status == FAILED)
-
-
-class Attempt:
-    """Rank 0's state.json for this attempt: opened once the checks pass, closed exactly once."""
-
-    def __init__(self, plan: RunPlan) -> None:
-        self.plan, self.state, self.status = plan, None, None
-        self.step, self.epoch = 0, 0
-
-    def open(self, cfg: DictConfig, environment: dict, resumed_step: int | None) -> None:
-        if self.plan.rank == 0:
-            plan = self.plan
-            self.state = open_attempt(cfg, plan.run_dir, environment, plan.fresh, resumed_step, plan.launcher.restarts)
-
-    def at(self, trainer: L.Trainer) -> None:
-        self.step, self.epoch = trainer.global_step, trainer.current_epoch
-
-    def close(self, status: str, reason: str) -> bool:
-        """Record how the attempt ended; True where rank 0 may write the run's summary. A continued
-        run whose checks failed is left exactly as it was (its attempt never began)."""
-        self.status = status
-        if self.state is not None:
-            self.state.end_attempt(self.plan.run_dir, status, reason, self.step, self.epoch)
-            return True
-        if self.plan.rank == 0 and self.plan.fresh:  # a new run that failed before its attempt opened
-            state = RunState.read(self.plan.run_dir)
-            if state is not None:
-                state.begin_attempt(self.plan.run_dir, None, command_line(), {}, self.plan.launcher.restarts)
-                state.end_attempt(self.plan.run_dir, status, reason, self.step, self.epoch)
-            return True
-        return False
 
 
 def _report_stop(stopped: Stopped, plan: RunPlan) -> int:
@@ -287,7 +180,7 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
         with explain_out_of_memory(cfg, plan):
             test_metrics = _test(trainer, module, datamodule, cfg) if cfg.test else {}
     finally:
-        attempt.at(trainer)
+        attempt.at(trainer.global_step, trainer.current_epoch)
 
     metric = {**final_val, **test_metrics}.get(cfg.optimized_metric)
     metric = float(metric) if metric is not None else None
