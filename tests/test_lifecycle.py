@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -20,6 +21,11 @@ from conftest import BIN, run_cli, wait_until
 
 # a short digits run with a row in metrics.csv at every step
 SHORT = ["logger=csv", "test=false", "trainer.log_every_n_steps=1"]
+
+
+def pause(seconds: float) -> None:
+    """A deliberate delay (to land inside a phase), not a wait for a condition."""
+    threading.Event().wait(seconds)
 
 
 def start(args: list[str], root: Path) -> subprocess.Popen:
@@ -176,6 +182,22 @@ def test_signals_in_start_up_and_in_the_test_phase_end_with_a_status(tmp_path: P
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "stopped by SIGTERM during test" in stderr, stderr[-3000:]
     assert state(the_run(testing))["status"] == "stopped"
+
+
+@pytest.mark.slow
+def test_a_signal_during_validation_is_acted_on_at_its_end(tmp_path: Path) -> None:
+    # one training step, then a validation of 2,250 images in batches of 4 (seconds long)
+    proc = start(["data=synthetic", "data.num_samples=2500", "data.val_fraction=0.9", "data.test_fraction=0.05",
+                  "data.batch_size=4", "trainer.limit_train_batches=1", "trainer.max_epochs=3", "logger=csv"],
+                 tmp_path)  # fmt: skip
+    run = must(lambda: the_run(tmp_path), 60, "the run folder")
+    must(lambda: (run / "hparams.yaml").is_file(), 120, "fit to start")  # the CSV logger writes it as fit begins
+    pause(1.0)  # inside the validation that follows the single training step
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "stopped by SIGTERM during validation at step 1" in stderr, stderr[-3000:]
+    assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1
+    assert state(run)["status"] == "stopped"
 
 
 def test_schedules_that_train_nothing_are_refused_before_a_folder_is_made(cli) -> None:
