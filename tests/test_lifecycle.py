@@ -150,7 +150,9 @@ def test_sigkill_mid_epoch_resumes_from_last_and_metrics_hold_no_row_past_it(tmp
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.summary(run)["resumed_from"]["global_step"] == saved_step
     assert_no_rows_repeated(run)
-    assert state(run)["attempts"][0]["exit"] is None and state(run)["attempts"][1]["resumed_from_step"] == saved_step
+    attempts = state(run)["attempts"]
+    assert attempts[0]["exit"] == "ended without a record (killed or lost)"
+    assert attempts[1]["resumed_from_step"] == saved_step and attempts[1]["exit"] == "completed"
 
 
 @pytest.mark.slow

@@ -17,6 +17,7 @@ SLURM/torchrun ranks compute the same keyed folder from the same read-only facts
 
 import dataclasses
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +37,7 @@ from cnnfleet.run.resume import (
     owning_run_dir,
     runs_of_task,
 )
-from cnnfleet.run.state import COMPLETED, RunLock, RunState, holder, is_locked
+from cnnfleet.run.state import COMPLETED, RUNNING, RunLock, RunState, holder, is_locked
 
 # what a folder may hold before its run's state.json: cnnfleet-submit's copy of the script, a lock,
 # and what Hydra writes when a job starts (a run killed before its first state write, a sweep trial)
@@ -113,9 +114,22 @@ def _refuse_other_run(folder: Path, state: RunState, who: Launcher) -> None:
         )
 
 
+def _live_attempt(state: RunState) -> str | None:
+    """'pid P on host H' when the last attempt's process still runs on this host (a lock file deleted by hand)."""
+    last = state.attempts[-1] if state.attempts else {}
+    if state.status != RUNNING or last.get("host") != socket.gethostname() or not last.get("pid"):
+        return None
+    try:
+        os.kill(int(last["pid"]), 0)
+    except (OSError, ValueError):
+        return None
+    return f"pid {last['pid']} on host {last['host']} since {last.get('started')}"
+
+
 def _check_continuable(folder: Path, state: RunState, who: Launcher) -> None:
-    if is_locked(folder):
-        raise ConfigError(f"run folder {folder} is in use by {holder(folder)}; wait for that run or use another folder")
+    if is_locked(folder) or _live_attempt(state):
+        user = holder(folder) if is_locked(folder) else _live_attempt(state)
+        raise ConfigError(f"run folder {folder} is in use by {user}; wait for that run or use another folder")
     if state.status == COMPLETED:
         fix = {"torchrun": "start with a new --rdzv-id for a new run",
                "slurm": "a new job of yours gets its own folder when submitted with cnnfleet-submit"}.get(
@@ -129,6 +143,9 @@ def _check_continuable(folder: Path, state: RunState, who: Launcher) -> None:
 def _check_empty_or_run(folder: Path) -> None:
     if folder.is_file():
         raise ConfigError(f"hydra.run.dir={folder} is a file; pass a folder")
+    for parent in folder.parents:
+        if (parent / "state.json").is_file():
+            raise ConfigError(f"hydra.run.dir={folder} is inside the run folder {parent}; choose a folder outside it")
     if folder.is_dir() and {p.name for p in folder.iterdir() if p.suffix != ".log"} - NOT_A_RUN_OK:
         raise ConfigError(
             f"{folder} is not empty and is not a cnnfleet run folder (no state.json); choose a new or empty folder"
@@ -156,6 +173,8 @@ def decide(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], new_co
     given = override_value(overrides, "hydra.run.dir")
     value = cfg.ckpt_path
     ckpt = checkpoint_file(value) if value not in (None, LAST) else None
+    if not cfg.train:
+        return _test_only(cfg, who, given, value, ckpt)
     folder = Path(given).absolute() if given is not None else keyed_folder(runs, who)
     extends, why = None, ""
     if folder is None and value == LAST:
@@ -177,6 +196,19 @@ def decide(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], new_co
     if fresh and value == LAST and not (given or who.folder_name):
         raise CheckpointError(f"ckpt_path=last: {folder} holds no run")
     return RunPlan(0, who, folder, fresh, str(resume) if resume else None, reason, extends)
+
+
+def _test_only(cfg: DictConfig, who: Launcher, given: str | None, value: str | None, ckpt: Path | None) -> RunPlan:
+    """train=false tests a checkpoint in a NEW folder: it never continues, completes or rewrites a run."""
+    if value == LAST:
+        raise CheckpointError("train=false tests a checkpoint: pass ckpt_path=<file> (ckpt_path=last resumes training)")
+    folder = Path(given).absolute() if given is not None else Path(str(cfg.hydra.run.dir)).absolute()
+    if RunState.read(folder) is not None:
+        raise ConfigError(f"{folder} holds a run; a test-only run (train=false) writes its own new folder")
+    _check_empty_or_run(folder)
+    owner = owning_run_dir(ckpt) if ckpt is not None else None
+    reason = f"tests {ckpt}" if ckpt else "tests an untrained model"
+    return RunPlan(0, who, folder, True, str(ckpt) if ckpt else None, reason, str(owner) if owner else None)
 
 
 def follow(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], rank: int) -> RunPlan:

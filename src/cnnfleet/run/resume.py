@@ -11,7 +11,7 @@ from pathlib import Path
 import yaml
 
 from cnnfleet.errors import CheckpointError, ConfigError
-from cnnfleet.run.state import COMPLETED, UNFINISHED, RunState, is_locked
+from cnnfleet.run.state import COMPLETED, STOPPED, UNFINISHED, RunState, is_locked
 
 LAST = "last"
 # what defines a run: changing one of these between attempts makes another run
@@ -44,8 +44,9 @@ def runs_of_task(log_dir: str, task_name: str) -> Path:
 
 
 def newest_unfinished_run(runs: Path) -> Path:
-    """The run `ckpt_path=last` continues: the newest unfinished one with a checkpoint to resume from (a run
-    that failed at start-up has none); CheckpointError saying why when there is none."""
+    """The run `ckpt_path=last` continues: the newest unfinished one with a checkpoint to resume from, or one a
+    user stopped before its first checkpoint (it starts over in its folder); a run that failed or was killed at
+    start-up has nothing to resume. CheckpointError saying why when there is none."""
     states = []
     for folder in runs.glob("*"):
         try:
@@ -55,21 +56,20 @@ def newest_unfinished_run(runs: Path) -> Path:
         if state is not None:
             states.append((folder, state))
     states.sort(key=lambda pair: (pair[0] / "state.json").stat().st_mtime)
-    resumable = [folder for folder, state in states
-                 if state.status in UNFINISHED and not is_locked(folder) and checkpoint_in_run_dir(folder)]  # fmt: skip
+    resumable = [folder for folder, state in states if state.status in UNFINISHED and not is_locked(folder)
+                 and (checkpoint_in_run_dir(folder) or state.status == STOPPED)]  # fmt: skip
     if resumable:
         return resumable[-1]
     completed = [(folder, state) for folder, state in states if state.status == COMPLETED]
     running = [folder for folder, state in states if state.status in UNFINISHED and is_locked(folder)]
-    why = f"no run of this task under {runs} is unfinished with a checkpoint to resume from"
+    why = f"no run of this task under {runs} is unfinished with something to resume"
     if running:
         why += f" ({len(running)} still running: {running[-1].name})"
     if completed:
         folder = completed[-1][0]
-        why += (
-            f"; the newest, {folder.name}, completed and is never resumed implicitly: to train it further, start "
-            f"a new run from its weights with ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"
-        )
+        why += f"; the newest, {folder.name}, completed and is never resumed implicitly"
+        if (folder / "checkpoints" / "last.ckpt").is_file():
+            why += f" (a new run can start from its state: ckpt_path={folder / 'checkpoints' / 'last.ckpt'})"
     else:
         why += "; train first, or pass ckpt_path=<file>"
     raise CheckpointError(f"ckpt_path=last: {why}")
@@ -128,9 +128,10 @@ def check_same_run(run_dir: Path, new_config: dict, extending: bool = False) -> 
     if extending:
         raise ConfigError(
             f"ckpt_path is a checkpoint of the completed run {run_dir.name}, whose training state (model, optimizer, "
-            f"schedule, step) a new run continues, but these settings differ: {listed} ({why}); use the run's values"
-            + (", or scheduler=cosine (it holds its final rate) for a longer run" if one_cycle else "")
-        )
+            f"schedule, step) a new run continues, but these settings differ: {listed}; "
+            + ("a one-cycle schedule ends with its run, so it cannot be trained for more epochs: start a new run"
+               if one_cycle else "use the run's values")
+        )  # fmt: skip
     raise ConfigError(
         f"cannot continue {run_dir.name} with other settings ({listed}): {why}; resume with the run's values, or "
         f"start a new run from its weights with ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"

@@ -61,6 +61,9 @@ class RunState:
         self, run_dir: Path, resumed_from_step: int | None, command: str, changed: dict, restarts: int
     ) -> None:
         self.status = RUNNING
+        for earlier in self.attempts:
+            if earlier.get("exit") is None:  # its process died without a word (SIGKILL, a lost node)
+                earlier["exit"] = "ended without a record (killed or lost)"
         self.attempts.append({
             "attempt": len(self.attempts) + 1, "started": now(), "host": socket.gethostname(), "pid": os.getpid(),
             "restarts": restarts, "resumed_from_step": resumed_from_step,

@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 
 from cnnfleet import STARTED
 from cnnfleet.data.in_memory import InMemoryDataModule
-from cnnfleet.errors import CheckpointError, CnnfleetError
+from cnnfleet.errors import CheckpointError, CnnfleetError, ConfigError
 from cnnfleet.launch import signals
 from cnnfleet.launch.plan import RunPlan, current_plan, plan_trial
 from cnnfleet.run.attempt import Attempt
@@ -35,7 +35,12 @@ from cnnfleet.training.builders import (
 from cnnfleet.training.checkpoint_io import read_checkpoint
 from cnnfleet.training.confusion import ConfusionMatrixCallback
 from cnnfleet.training.device import plan_devices
-from cnnfleet.training.explain import explain_lost_rank, explain_out_of_memory, explain_rendezvous_failure
+from cnnfleet.training.explain import (
+    explain_lost_rank,
+    explain_misconfiguration,
+    explain_out_of_memory,
+    explain_rendezvous_failure,
+)
 from cnnfleet.training.module import count_parameters
 from cnnfleet.training.preemption import Stopped, graceful_stop, stop_if_requested
 from cnnfleet.training.run_config import LogRunConfig
@@ -148,7 +153,8 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
     # a checkpoint that does not fit fails before anything in its run folder is rewritten
     resumed = resume_position(plan.resume_from, module.hparams.model) if plan.resume_from else None
     attempt.open(cfg, environment, resumed["global_step"] if resumed else None)
-    stop_if_requested("start-up", resumed["global_step"] if resumed else 0, rank == 0)
+    if plan.world_size == 1:  # DDP ranks have not met yet: their first collective check acts (preemption.py)
+        stop_if_requested("start-up", resumed["global_step"] if resumed else 0, rank == 0)
     if rank == 0:
         log.info("run folder %s: %s", output_dir, plan.reason)
         log.info("device plan: %s; batch %d global = %d per device", plan.devices.describe(), cfg.data.batch_size,
@@ -173,11 +179,21 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
     final_val: dict[str, float] = {}
     try:
         if cfg.train:
-            with explain_rendezvous_failure(plan), explain_lost_rank(trainer, plan), explain_out_of_memory(cfg, plan):
+            with (
+                explain_rendezvous_failure(plan),
+                explain_lost_rank(trainer, plan),
+                explain_out_of_memory(cfg, plan),
+                explain_misconfiguration(),
+            ):
                 trainer.fit(module, datamodule=datamodule, ckpt_path=plan.resume_from)
             final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        stop_if_requested("the pause before testing", trainer.global_step, rank == 0)
-        with explain_out_of_memory(cfg, plan):
+        if cfg.train and plan.extends and resumed and trainer.global_step == resumed["global_step"]:
+            raise ConfigError(
+                f"nothing was trained: the checkpoint of {Path(plan.extends).name} is already at the end of "
+                f"trainer.max_epochs={cfg.trainer.max_epochs}; raise trainer.max_epochs to train it further"
+            )
+        stop_if_requested("the pause before testing", trainer.global_step, rank == 0, trainer)
+        with explain_out_of_memory(cfg, plan), explain_misconfiguration():
             test_metrics = _test(trainer, module, datamodule, cfg) if cfg.test else {}
     finally:
         attempt.at(trainer.global_step, trainer.current_epoch)

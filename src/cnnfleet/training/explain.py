@@ -9,7 +9,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig
 
-from cnnfleet.errors import CnnfleetError, LaunchError, RankLost, RunFailed
+from cnnfleet.errors import CnnfleetError, ConfigError, LaunchError, RankLost, RunFailed
 from cnnfleet.launch.env import rendezvous_address
 from cnnfleet.launch.plan import RunPlan
 
@@ -85,3 +85,16 @@ def explain_out_of_memory(cfg: DictConfig, plan: RunPlan) -> Iterator[None]:
             "steps than this run's trainer.max_epochs; resume with the original trainer.max_epochs, or use "
             "scheduler=cosine (it holds its final rate) or start a new run"
         ) from None
+
+
+@contextmanager
+def explain_misconfiguration() -> Iterator[None]:
+    """Lightning finds some impossible settings only once it sees the data (e.g. a fraction of
+    trainer.limit_train_batches that is less than one batch): one line naming them, exit 2."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+    try:
+        yield
+    except MisconfigurationException as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ConfigError(f"invalid trainer settings: {first}") from None

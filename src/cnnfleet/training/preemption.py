@@ -83,9 +83,17 @@ def agreed_request(device: torch.device, world_size: int) -> int:
     return signals.strongest(sum(int(bit) << i for i, bit in enumerate(bits.tolist())))  # host sync: 3 ints
 
 
-def stop_if_requested(phase: str, step: int, is_rank_zero: bool) -> None:
-    """Between phases (set-up, before the test): act on a request without a collective or a save."""
-    request = signals.strongest(signals.pending())
+def stop_if_requested(phase: str, step: int, is_rank_zero: bool, trainer: L.Trainer | None = None) -> None:
+    """Between phases (start-up, before the test): act on a stop request. Ranks that have met agree
+    through one all-reduce; before they meet (start-up of a DDP run) nothing happens here: a rank that
+    left alone would leave the others waiting in the rendezvous until device.timeout_s (measured: a
+    Ctrl-C in DDP start-up hung), so the first collective check in training acts instead."""
+    if trainer is not None and trainer.world_size > 1:
+        if not torch.distributed.is_initialized():
+            return
+        request = agreed_request(trainer.strategy.root_device, trainer.world_size)
+    else:
+        request = signals.strongest(signals.pending())
     if not request:
         return
     if request == signals.REQUEUE and is_rank_zero:

@@ -33,6 +33,11 @@ class ThroughputMonitor(L.Callback):
         self._epoch_seconds = 0.0
 
     # ---------------------------------------------------------------- epoch-level timing
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # a run resumed mid-epoch gets no on_train_epoch_start for that epoch (measured: the first
+        # interval then began at perf_counter's origin and reported ~78 minutes per step)
+        self.on_train_epoch_start(trainer, pl_module)
+
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_images, self._epoch_seconds = 0, 0.0
         self._epoch_started = self._batch_ended = _sync(pl_module)
