@@ -127,8 +127,8 @@ def _live_attempt(state: RunState) -> str | None:
 
 
 def _check_continuable(folder: Path, state: RunState, who: Launcher) -> None:
-    if is_locked(folder) or _live_attempt(state):
-        user = holder(folder) if is_locked(folder) else _live_attempt(state)
+    user = holder(folder) if is_locked(folder) else _live_attempt(state)
+    if user is not None:
         raise ConfigError(f"run folder {folder} is in use by {user}; wait for that run or use another folder")
     if state.status == COMPLETED:
         fix = {"torchrun": "start with a new --rdzv-id for a new run",
@@ -234,7 +234,7 @@ def follow(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], rank: 
 
 def plan_launch(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], new_config: dict) -> RunPlan:
     """Compute this process's plan; rank 0 then owns its folder (lock, and state.json when new)."""
-    global _current, _lock
+    global _current
     rank = global_rank(env, devices_per_node=_devices_per_node(cfg))
     who = launcher(env)
     unnamed = who.kind == "torchrun" and who.job_id == "none" and int(env.get("WORLD_SIZE", "1")) > 1
@@ -246,13 +246,20 @@ def plan_launch(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], n
     check_schedule(cfg)
     plan = follow(cfg, overrides, env, rank) if rank > 0 else decide(cfg, overrides, env, new_config)
     if rank == 0:
-        lock = RunLock(plan.run_dir)
-        lock.acquire()  # the decision was read-only; from here on the folder is ours
-        if plan.fresh:
-            RunState(identity=plan.identity(), extends=plan.extends).write(plan.run_dir)
-        _lock = lock
+        _own(plan)  # the decision was read-only; from here on the folder is ours
     _current = plan
     return plan
+
+
+def _own(plan: RunPlan) -> None:
+    """Rank 0: lock the folder for the life of the process; a new run gets its state.json."""
+    global _lock
+    if _lock is not None:
+        _lock.release()  # the previous trial of this process (a local multirun)
+    _lock = RunLock(plan.run_dir)
+    _lock.acquire()
+    if plan.fresh:
+        RunState(identity=plan.identity(), extends=plan.extends).write(plan.run_dir)
 
 
 def argv_overrides(plan: RunPlan, cfg: DictConfig, overrides: list[str]) -> list[str]:
@@ -266,14 +273,6 @@ def argv_overrides(plan: RunPlan, cfg: DictConfig, overrides: list[str]) -> list
     if plan.rank > 0 and override_value(overrides, "hydra.job.name") is None:
         extra.append(f"hydra.job.name={cfg.task_name}_rank{plan.rank}")  # its own log file
     return kept + extra
-
-
-def release_for_tests() -> None:
-    """Drop the plan and lock (in-process tests that plan several runs)."""
-    global _current, _lock
-    if _lock is not None:
-        _lock.release()
-    _current, _lock = None, None
 
 
 def check_schedule(cfg: DictConfig) -> None:
@@ -294,7 +293,6 @@ def check_schedule(cfg: DictConfig) -> None:
 
 def plan_trial(cfg: DictConfig, env: Mapping[str, str] | None = None) -> RunPlan:
     """A multirun trial (no command line of its own): its fresh folder, which Hydra made; rank 0 owns it."""
-    global _current, _lock
     env = os.environ if env is None else env
     check_schedule(cfg)
     rank = global_rank(env, devices_per_node=_devices_per_node(cfg))
@@ -302,9 +300,5 @@ def plan_trial(cfg: DictConfig, env: Mapping[str, str] | None = None) -> RunPlan
     ckpt = checkpoint_file(cfg.ckpt_path) if cfg.ckpt_path not in (None, LAST) else None
     plan = RunPlan(rank, launcher(env), run_dir, True, str(ckpt) if ckpt else None, "multirun trial")
     if rank == 0:
-        if _lock is not None:
-            _lock.release()  # the previous trial of this process
-        _lock = RunLock(run_dir)
-        _lock.acquire()
-        RunState(identity=plan.identity()).write(run_dir)
+        _own(plan)
     return plan

@@ -51,11 +51,6 @@ def pending() -> int:
     return _flags
 
 
-def clear() -> None:
-    global _flags
-    _flags = 0
-
-
 def strongest(flags: int) -> int:
     """The request that decides what happens: a requeue wins (the job comes back), then SIGTERM."""
     for bit in (REQUEUE, TERMINATE, INTERRUPT):
