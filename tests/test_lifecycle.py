@@ -111,15 +111,22 @@ def test_ctrl_c_a_second_process_a_changed_value_two_resumes_and_a_reused_folder
     assert saved["global_step"] == step == state(run)["step"] and state(run)["status"] == "stopped"
     assert json.loads((run / "summary.json").read_text())["status"] == "stopped"
 
-    # a changed value that would make it another run: one line, and the folder is untouched
+    # testing the stopped run's checkpoint is a NEW run: the stopped one stays stopped and resumable
     before = fingerprint(run)
+    test_only = [*SHORT, "train=false", "test=true", f"ckpt_path={run}/checkpoints/last.ckpt"]
+    tested = run_cli("cnnfleet-train", test_only, tmp_path)
+    assert tested.returncode == 0, tested.stderr[-3000:]
+    assert tested.run_dirs()[-1] != run and fingerprint(run) == before and state(run)["status"] == "stopped"
+
+    # a changed value that would make it another run: one line, and the folder is untouched
     changed = run_cli("cnnfleet-train", [*SHORT, "trainer.max_epochs=9", "ckpt_path=last"], tmp_path)
     assert changed.returncode == 2 and "trainer.max_epochs: 8 -> 9" in one_error_line(changed.stderr)
     assert fingerprint(run) == before
 
     resumed = run_cli("cnnfleet-train", [*args, "ckpt_path=last"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert resumed.run_dirs() == [run] and resumed.summary(run)["resumed_from"]["global_step"] == step
+    assert resumed.run_dirs() == sorted([run, tested.run_dirs()[-1]])  # continued in its own folder, no new one
+    assert resumed.summary(run)["resumed_from"]["global_step"] == step
     assert state(run)["status"] == "completed" and [a["exit"] for a in state(run)["attempts"]] == [
         "stopped by SIGINT during training", "completed"]  # fmt: skip
     assert_no_rows_repeated(run)
@@ -131,6 +138,9 @@ def test_ctrl_c_a_second_process_a_changed_value_two_resumes_and_a_reused_folder
     assert again.returncode == 2 and "never resumed implicitly" in one_error_line(again.stderr)
     reused = run_cli("cnnfleet-train", [*args, f"hydra.run.dir={run}"], tmp_path)
     assert reused.returncode == 2 and "holds a completed run" in one_error_line(reused.stderr)
+    # "training it further" with the same schedule would train nothing: refused, not a hollow "completed"
+    extended = run_cli("cnnfleet-train", [*args, f"ckpt_path={run}/checkpoints/last.ckpt"], tmp_path)
+    assert extended.returncode == 2 and "nothing was trained" in one_error_line(extended.stderr)
     assert fingerprint(run) == before
 
 
@@ -203,7 +213,8 @@ def test_a_signal_during_validation_is_acted_on_at_its_end(tmp_path: Path) -> No
 
 
 def test_schedules_that_train_nothing_are_refused_before_a_folder_is_made(cli) -> None:
-    for value in ("trainer.max_epochs=0", "trainer.limit_train_batches=0"):
-        result = cli(value)
-        assert result.returncode == 2 and "trains nothing" in one_error_line(result.stderr)
+    for value, says in (("trainer.max_epochs=0", "trains nothing"), ("trainer.limit_train_batches=0", "trains nothing"),
+                        ("train=false test=false", "nothing to do")):  # fmt: skip
+        result = cli(*value.split())
+        assert result.returncode == 2 and says in one_error_line(result.stderr)
         assert not (result.root / "logs").exists()

@@ -277,6 +277,8 @@ def argv_overrides(plan: RunPlan, cfg: DictConfig, overrides: list[str]) -> list
 
 def check_schedule(cfg: DictConfig) -> None:
     """A training schedule that does nothing is refused (it would 'complete' an untrained model)."""
+    if not cfg.train and not cfg.test:
+        raise ConfigError("train=false and test=false: nothing to do; set train=true, or test=true to test a ckpt_path")
     if not cfg.train:
         return
     trainer = cfg.trainer
