@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install train test lint slurm-up clean
+.PHONY: install train test lint slurm-up clean gpu-check gpu-wheels
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -35,6 +35,17 @@ slurm-up:
 PYTEST_ARGS ?= --durations=20
 test: $(STAMP) lint slurm-up
 	$(BIN)/pytest $(PYTEST_ARGS)
+
+# The whole GPU proof in one command (scripts/gpu_check.py): GPU tests and figures into $(GPU_OUT).
+# Runs with this checkout's .venv when there is one, else with the machine's python3 and .whl/ for
+# what it lacks (a GPU machine without network: fill .whl/ first with `make gpu-wheels`).
+GPU_OUT ?= logs/gpu-check
+gpu-check:
+	@if [ -x $(BIN)/python ]; then py=$(BIN)/python; else py=$(PYTHON); fi; \
+	PYTHONUNBUFFERED=1 $$py scripts/gpu_check.py $(GPU_OUT) $(GPU_CHECK_ARGS)
+
+gpu-wheels: $(STAMP)
+	scripts/gpu-wheels.sh .whl 3.12
 
 clean:
 	rm -rf $(VENV) logs .pytest_cache .ruff_cache dist build

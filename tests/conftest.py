@@ -37,13 +37,19 @@ class CliResult:
         return json.loads((run_dir / "summary.json").read_text())
 
 
+def script_path(command: str) -> str:
+    """The console script beside this Python (a venv), else on PATH (scripts/gpu_check.py's shims)."""
+    local = BIN / command
+    return str(local) if local.exists() else shutil.which(command) or str(local)
+
+
 def run_cli(command: str, args: list[str], root: Path, timeout: float = 300, env: dict | None = None) -> CliResult:
     """Run a console script as a user would; CNNFLEET_ROOT puts logs/ under `root`."""
     # W&B's cache and settings stay inside the test's folder
     wandb = {"WANDB_CACHE_DIR": str(root / ".wandb-cache"), "WANDB_CONFIG_DIR": str(root / ".wandb-config")}
     env = {**os.environ, "CNNFLEET_ROOT": str(root), "PYTHONUNBUFFERED": "1", **wandb, **(env or {})}
     proc = subprocess.run(
-        [str(BIN / command), *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout
+        [script_path(command), *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr, root)
 

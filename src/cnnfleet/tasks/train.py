@@ -41,7 +41,7 @@ from cnnfleet.training.explain import (
     explain_out_of_memory,
     explain_rendezvous_failure,
 )
-from cnnfleet.training.module import count_parameters
+from cnnfleet.training.module import Classifier, count_parameters
 from cnnfleet.training.preemption import Stopped, graceful_stop, stop_if_requested
 from cnnfleet.training.run_config import LogRunConfig
 from cnnfleet.training.throughput import ThroughputMonitor
@@ -141,6 +141,19 @@ def _record_failure(output_dir: Path, exc: Exception) -> None:
         write_text_atomic(output_dir / "traceback.txt", "".join(traceback.format_exception(exc)))
 
 
+def training_callbacks(cfg: DictConfig, module: Classifier, environment: dict, output_dir: Path,
+                       has_logger: bool) -> tuple[ThroughputMonitor, list[L.Callback]]:  # fmt: skip
+    """Every callback of a training run (build_trainer adds the finite-loss check and the loss logger)."""
+    throughput = ThroughputMonitor()
+    return throughput, [
+        *build_callbacks(cfg.callbacks, has_logger=has_logger),
+        throughput,
+        ConfusionMatrixCallback(cfg.data.num_classes, str(output_dir)),
+        LogRunConfig({**module.run_config, "run_env": environment}),
+        graceful_stop(),
+    ]
+
+
 def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> float | None:
     route_lightning_logs()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
@@ -166,14 +179,7 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
     if rank == 0:
         log.info("model %s: %s parameters", _model_name(cfg.model), f"{count_parameters(module.net):,}")
     loggers.extend(build_loggers(cfg.logger))
-    throughput = ThroughputMonitor()
-    callbacks = [
-        *build_callbacks(cfg.callbacks, has_logger=bool(loggers)),
-        throughput,
-        ConfusionMatrixCallback(cfg.data.num_classes, str(output_dir)),
-        LogRunConfig({**module.run_config, "run_env": environment}),
-        graceful_stop(),
-    ]
+    throughput, callbacks = training_callbacks(cfg, module, environment, output_dir, bool(loggers))
     trainer = build_trainer(cfg.trainer, plan.devices, callbacks, loggers, str(output_dir))
 
     final_val: dict[str, float] = {}

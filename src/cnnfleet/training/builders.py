@@ -17,6 +17,7 @@ from cnnfleet.training.finite_loss import StopOnNonFiniteLoss
 from cnnfleet.training.module import Classifier
 from cnnfleet.training.optim import resolve_optimizer
 from cnnfleet.training.preemption import keep_our_signal_handlers
+from cnnfleet.training.step_loss import TrainLossLogger
 
 
 def _config_error(exc: Exception, key: str, node: DictConfig | dict) -> CnnfleetError:
@@ -112,13 +113,28 @@ def cluster_plugins() -> list:
     return [SLURMEnvironment(auto_requeue=False)] if SLURMEnvironment.detect() else []
 
 
+class LossProgressBar(RichProgressBar):
+    """Rich's bar with the last train/loss read by TrainLossLogger (a host float: no device read)."""
+
+    def __init__(self, loss_logger: TrainLossLogger) -> None:
+        super().__init__()
+        self.loss_logger = loss_logger
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict:
+        metrics = super().get_metrics(trainer, pl_module)
+        if self.loss_logger.latest is not None:
+            metrics["train/loss"] = f"{self.loss_logger.latest:.3f}"
+        return metrics
+
+
 def build_trainer(
     trainer_cfg: DictConfig, plan: DevicePlan, callbacks: list[L.Callback], loggers: list, output_dir: str
 ) -> L.Trainer:
     kwargs = OmegaConf.to_container(trainer_cfg, resolve=True)
     for key in MODULE_KEYS:  # applied to the module (build_classifier, compile_network)
         kwargs.pop(key)
-    callbacks = [*callbacks, StopOnNonFiniteLoss(kwargs.pop("check_finite_every_n_steps"))]
+    loss_logger = TrainLossLogger()
+    callbacks = [*callbacks, StopOnNonFiniteLoss(kwargs.pop("check_finite_every_n_steps")), loss_logger]
     if kwargs["benchmark"] is None and plan.accelerator == "gpu" and not kwargs["deterministic"]:
         kwargs["benchmark"] = True  # cudnn picks the fastest kernels for our fixed input shapes
     if kwargs["sync_batchnorm"] and plan.accelerator == "cpu" and plan.world_size > 1:
@@ -128,7 +144,7 @@ def build_trainer(
     if kwargs["enable_progress_bar"] is None:
         kwargs["enable_progress_bar"] = sys.stdout.isatty()  # keep batch logs (SLURM, CI) clean
     if kwargs["enable_progress_bar"]:
-        callbacks = [*callbacks, RichProgressBar()]
+        callbacks = [*callbacks, LossProgressBar(loss_logger)]
     try:
         trainer = L.Trainer(
             accelerator=plan.accelerator,

@@ -1,10 +1,11 @@
 """Stop training at the first non-finite loss, before any checkpoint can hold the bad weights.
 
 Each step records, on the device and without a host sync, the first step whose loss was NaN or
-inf. Every `check_every_n_steps` steps, before each validation and before each checkpoint save,
-the ranks agree (one all-reduce) on the earliest bad step and all raise together. Raising in
-`on_save_checkpoint` aborts the save before the file is written, so the last good checkpoint
-stays untouched whatever the check interval.
+inf. Every `check_every_n_steps` optimizer steps the ranks agree (one all-reduce, queued like any
+other kernel) on the earliest bad step, and that answer is read on the host one step later
+(training/lagged.py): no step waits for the device. Before each validation, at each epoch end and
+before each checkpoint save the check is immediate, and raising in `on_save_checkpoint` aborts the
+save before the file is written, so no checkpoint ever holds non-finite weights.
 """
 
 from collections.abc import Mapping
@@ -15,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from cnnfleet.errors import CnnfleetError
+from cnnfleet.training.lagged import LaggedRead
 
 NONE = 2**62  # "no bad step yet"; the earliest bad step wins the MIN all-reduce
 
@@ -32,6 +34,8 @@ class StopOnNonFiniteLoss(L.Callback):
         self.every = check_every_n_steps
         self._first_bad: torch.Tensor | None = None
         self._value: torch.Tensor | None = None
+        self._lagged = LaggedRead()  # the last exchange's answer, read one step later
+        self._exchanged_at = -1  # global step of the last exchange (once per optimizer step)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:  # fmt: skip
@@ -46,8 +50,17 @@ class StopOnNonFiniteLoss(L.Callback):
         bad = ~torch.isfinite(loss) & (self._first_bad == NONE)
         self._first_bad = torch.where(bad, torch.full_like(self._first_bad, trainer.global_step), self._first_bad)
         self._value = torch.where(bad, loss, self._value)
-        if trainer.global_step % self.every == 0:
-            self._check(trainer, pl_module)
+        step = trainer.global_step
+        if step % self.every == 0 and step != self._exchanged_at:
+            self._exchanged_at = step
+            self._raise_if_bad(trainer, pl_module, self._lagged.take())
+            self._lagged.start(self._agreed())
+
+    def _agreed(self) -> torch.Tensor:
+        first_bad = self._first_bad.clone()
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)  # one collective (no barrier: every rank is here)
+        return first_bad
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.training:
@@ -60,12 +73,16 @@ class StopOnNonFiniteLoss(L.Callback):
         self._check(trainer, pl_module)
 
     def _check(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        """Immediate (a host sync): at phase ends and checkpoint saves, never inside a step."""
         if self._first_bad is None:
             return
-        first_bad = self._first_bad.clone()
-        if trainer.world_size > 1 and dist.is_initialized():
-            dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)  # one collective (no barrier: every rank is here)
-        first = int(first_bad)
+        self._raise_if_bad(trainer, pl_module, self._lagged.take())
+        self._raise_if_bad(trainer, pl_module, (int(self._agreed()), None))
+
+    def _raise_if_bad(self, trainer: L.Trainer, pl_module: L.LightningModule, read: tuple | None) -> None:
+        if read is None:
+            return
+        first = read[0]  # the earliest bad step, lagged or immediate
         if first == NONE:
             return
         kind = "nan" if torch.isnan(self._value).item() else "inf"

@@ -44,10 +44,12 @@ class Classifier(L.LightningModule):
         self.ema_net = copy.deepcopy(self.net).requires_grad_(False) if ema_decay else None
         self.run_config: dict | None = None  # set by the train task; stored in checkpoints
         self.class_names: list[str] | None = None  # from the data module; stored in checkpoints
-        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        # training metrics never read the host inside a step: no input validation (torchmetrics'
+        # checks call .unique()/.any() on the device) and no NaN scan (the finite-loss check has it)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro", validate_args=False)
         self.val_metrics = evaluation_metrics(num_classes, prefix="val/")
         self.test_metrics = evaluation_metrics(num_classes, prefix="test/")
-        self.train_loss = MeanMetric()
+        self.train_loss = MeanMetric(nan_strategy="disable")
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
 
@@ -80,11 +82,10 @@ class Classifier(L.LightningModule):
         logits = self.net(x.contiguous(memory_format=self.memory_format))
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         hard = y.argmax(dim=1) if y.ndim == 2 else y
-        self.train_acc(logits, hard)
+        self.train_acc.update(logits.detach(), hard)
         self.train_loss.update(loss.detach(), weight=hard.numel())
-        # per step: this rank's loss, no cross-rank sync (a collective every step costs);
-        # per epoch: Metric objects, reduced over all ranks once at the epoch's end
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        # per step: this rank's loss is logged by training/step_loss.py, read one step late (no host
+        # sync, no cross-rank collective); per epoch: Metric objects, reduced over all ranks at the end
         self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
         self.log("train/acc", self.train_acc, on_step=False, on_epoch=True)
         return loss

@@ -2,7 +2,9 @@
 
 Where the ranks act, all at once (one all-reduce of the flags, MAX, so every rank agrees):
 - after a training batch that completed an optimizer step (never inside a gradient-accumulation
-  window: a half-accumulated batch would be counted as done and skipped on resume);
+  window: a half-accumulated batch would be counted as done and skipped on resume). One process
+  reads its own flags; under DDP the flags exchanged after step t are read after step t+1
+  (training/lagged.py), so no step waits for the device and every rank stops at the same step;
 - at the end of a validation run (a request during validation waits for its end, not for the
   next training batch);
 - after each test batch (the test is abandoned; the resumed run tests again).
@@ -27,6 +29,7 @@ import torch
 
 from cnnfleet.launch import signals
 from cnnfleet.launch.env import slurm_task_id
+from cnnfleet.training.lagged import LaggedRead
 
 log = logging.getLogger(__name__)
 
@@ -74,13 +77,24 @@ def keep_our_signal_handlers(trainer: L.Trainer) -> None:
     trainer._signal_connector.register_signal_handlers = lambda: None  # private API, Lightning 2.6
 
 
-def agreed_request(device: torch.device, world_size: int) -> int:
-    """The strongest stop request of any rank (a collective: every rank must call it at the same point)."""
+def _exchange(device: torch.device) -> torch.Tensor:
+    """Every rank's flags, combined (MAX per bit) on the device: a collective, queued, not read."""
     flags = signals.pending()
-    bits = torch.tensor([(flags >> i) & 1 for i in range(3)], dtype=torch.int32, device=device)
-    if world_size > 1:
-        torch.distributed.all_reduce(bits, op=torch.distributed.ReduceOp.MAX)  # every rank agrees
-    return signals.strongest(sum(int(bit) << i for i, bit in enumerate(bits.tolist())))  # host sync: 3 ints
+    bits = torch.tensor([(flags >> i) & 1 for i in range(3)], dtype=torch.int32)
+    bits = bits.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else bits
+    torch.distributed.all_reduce(bits, op=torch.distributed.ReduceOp.MAX)  # every rank agrees
+    return bits
+
+
+def _request(bits: list[int]) -> int:
+    return signals.strongest(sum(int(bit) << i for i, bit in enumerate(bits)))
+
+
+def agreed_request(device: torch.device, world_size: int) -> int:
+    """The strongest stop request of any rank, now (a collective: every rank must call it at the same point)."""
+    if world_size == 1:
+        return signals.strongest(signals.pending())
+    return _request(_exchange(device).tolist())  # host sync: 3 ints, at phase ends only
 
 
 def stop_if_requested(phase: str, step: int, is_rank_zero: bool, trainer: L.Trainer | None = None) -> None:
@@ -110,6 +124,16 @@ def ends_optimizer_step(trainer: L.Trainer, batch_idx: int) -> bool:
 class GracefulStop(L.Callback):
     def __init__(self, slurm_job_id: str | None = None) -> None:
         self.job_id = slurm_job_id
+        self._lagged = LaggedRead()  # DDP: the flags exchanged after the previous optimizer step
+
+    def _step_request(self, trainer: L.Trainer, pl_module: L.LightningModule) -> int:
+        """After an optimizer step: one process reads its flags; DDP ranks read the exchange of the
+        previous step (identical on every rank) and queue this step's."""
+        if trainer.world_size == 1:
+            return signals.strongest(signals.pending())
+        previous = self._lagged.take()
+        self._lagged.start(_exchange(pl_module.device))
+        return _request(previous[0]) if previous is not None else 0
 
     def _stop(self, trainer: L.Trainer, request: int, phase: str, save: bool) -> None:
         path = None
@@ -127,13 +151,14 @@ class GracefulStop(L.Callback):
                            batch_idx: int) -> None:  # fmt: skip
         if not ends_optimizer_step(trainer, batch_idx):
             return
-        request = agreed_request(pl_module.device, trainer.world_size)
+        request = self._step_request(trainer, pl_module)
         if request:
             self._stop(trainer, request, "training", save=True)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
+        self._lagged.take()  # superseded: the flags only grow, and this exchange is newer
         request = agreed_request(pl_module.device, trainer.world_size)
         if request:
             self._stop(trainer, request, "validation", save=True)

@@ -1,9 +1,11 @@
 """Throughput: images/s (global and per device), step time, the share of time spent waiting for
 data, and peak GPU memory; logged every `log_every_n_steps` and summarised for the run.
 
-Timing is host wall-clock. The wait for data is the gap between one batch's end and the next
-batch's start (Lightning fetches the batch there); on a GPU the host runs ahead of the device,
-so the interval totals are synchronised once per logging interval, not per step.
+Epochs are timed on the host clock, synchronised with the device at their ends. Logging
+intervals are timed with CUDA events on GPUs (wall clock on CPU): an interval closed at step t is
+read and logged at step t+1, when its end event has passed, so no step waits for the device
+(training/lagged.py says why that matters). The wait for data is the host's gap between one
+batch's end and the next batch's start (Lightning fetches the batch there).
 """
 
 import time
@@ -15,8 +17,24 @@ import torch
 
 def _sync(pl_module: L.LightningModule) -> float:
     if pl_module.device.type == "cuda":
-        torch.cuda.synchronize(pl_module.device)  # once per interval: count finished work only
+        torch.cuda.synchronize(pl_module.device)  # at epoch boundaries: count finished work only
     return time.perf_counter()
+
+
+def _mark(device: torch.device) -> "float | torch.cuda.Event":
+    """A point on the device's timeline: a recorded CUDA event, or the host clock on CPU."""
+    if device.type != "cuda":
+        return time.perf_counter()
+    event = torch.cuda.Event(enable_timing=True)
+    event.record()
+    return event
+
+
+def _seconds(start: "float | torch.cuda.Event", end: "float | torch.cuda.Event") -> float:
+    if isinstance(end, float):
+        return end - start
+    end.synchronize()  # recorded a step ago: passed, or nearly (not a stream synchronisation)
+    return start.elapsed_time(end) / 1000
 
 
 class ThroughputMonitor(L.Callback):
@@ -27,6 +45,7 @@ class ThroughputMonitor(L.Callback):
         self._epoch_started: float | None = None
         self._batch_ended: float | None = None
         self._interval = {"start": 0.0, "images": 0, "wait": 0.0, "steps": 0}
+        self._closed: dict | None = None  # the interval closed at the last step, logged at the next
         # per epoch: training seconds and images of that epoch, val/acc after it (time-to-accuracy)
         self.epochs: list[dict] = []
         self._epoch_images = 0
@@ -41,9 +60,10 @@ class ThroughputMonitor(L.Callback):
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._epoch_images, self._epoch_seconds = 0, 0.0
         self._epoch_started = self._batch_ended = _sync(pl_module)
-        self._interval = {"start": self._epoch_started, "images": 0, "wait": 0.0, "steps": 0}
+        self._interval = {"start": _mark(pl_module.device), "images": 0, "wait": 0.0, "steps": 0}
 
     def _stop(self, pl_module: L.LightningModule) -> None:
+        self._log_closed(pl_module.trainer)
         if self._epoch_started is not None:
             seconds = _sync(pl_module) - self._epoch_started
             self.train_seconds += seconds
@@ -57,7 +77,7 @@ class ThroughputMonitor(L.Callback):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking and trainer.state.fn == "fit":
             self._epoch_started = self._batch_ended = _sync(pl_module)  # mid-epoch validation: training resumes
-            self._interval["start"] = self._epoch_started
+            self._interval["start"] = _mark(pl_module.device)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop(pl_module)
@@ -87,26 +107,32 @@ class ThroughputMonitor(L.Callback):
         self._epoch_images += images
         self._interval["images"] += images
         self._interval["steps"] += 1
+        self._log_closed(trainer)  # the interval closed at the previous step: its end has passed
         if self._interval["steps"] >= trainer.log_every_n_steps:
-            self._log_interval(trainer, pl_module)
+            end = _mark(pl_module.device)
+            self._closed = {**self._interval, "end": end, "step": trainer.global_step}
+            if pl_module.device.type == "cuda":
+                self._closed["peak_mem_gb"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
+            self._interval = {"start": end, "images": 0, "wait": 0.0, "steps": 0}
         self._batch_ended = time.perf_counter()
 
-    def _log_interval(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        now = _sync(pl_module)
-        seconds = max(now - self._interval["start"], 1e-9)
+    def _log_closed(self, trainer: L.Trainer) -> None:
+        closed, self._closed = self._closed, None
+        if closed is None:
+            return
+        seconds = max(_seconds(closed["start"], closed["end"]), 1e-9)
         metrics = {
-            "perf/images_per_sec": self._interval["images"] / seconds,
-            "perf/images_per_sec_per_device": self._interval["images"] / seconds / trainer.world_size,
-            "perf/step_ms": 1000 * seconds / self._interval["steps"],
-            "perf/data_wait_frac": self._interval["wait"] / seconds,
+            "perf/images_per_sec": closed["images"] / seconds,
+            "perf/images_per_sec_per_device": closed["images"] / seconds / trainer.world_size,
+            "perf/step_ms": 1000 * seconds / closed["steps"],
+            "perf/data_wait_frac": min(closed["wait"] / seconds, 1.0),
         }
-        if pl_module.device.type == "cuda":
-            metrics["perf/peak_mem_gb"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
+        if "peak_mem_gb" in closed:
+            metrics["perf/peak_mem_gb"] = closed["peak_mem_gb"]
         # Lightning's convention: the k-th optimizer step's rows carry step k - 1 (train/loss, the LR
         # monitor), so a resume from global_step k drops exactly the rows at step >= k (run/attempt.py)
         for logger in trainer.loggers:  # rank-zero-only inside each logger
-            logger.log_metrics(metrics, step=trainer.global_step - 1)
-        self._interval = {"start": now, "images": 0, "wait": 0.0, "steps": 0}
+            logger.log_metrics(metrics, step=closed["step"] - 1)
 
     # ---------------------------------------------------------------- run summary
     def summary(self, device: torch.device) -> dict:
