@@ -86,6 +86,7 @@ class Report:
         self.out, self.deadline, self.started = out, time.monotonic() + budget_s, time.monotonic()
         self.rows: list[dict] = []
         self.notes: list[str] = []
+        self.only: list[str] = []  # section names to run (substrings); empty: all
         self.log = (out / "log.txt").open("a")
 
     def left(self) -> float:
@@ -126,6 +127,8 @@ class Report:
         (self.out / "gpu.md").write_text("\n".join([*lines, "", *self.notes]) + "\n")
 
     def section(self, name: str, needs_s: float, fn, *args) -> None:
+        if self.only and not any(key in name for key in self.only):
+            return
         if self.left() < needs_s:
             self.notes.append(f"- skipped {name}: {self.left():.0f} s of the budget left, it needs ~{needs_s:.0f} s")
             self.say(self.notes[-1])
@@ -172,10 +175,10 @@ def _version(name: str) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------- tests
-def gpu_tests(report: Report) -> None:
+def gpu_tests(report: Report, targets: list[str]) -> None:
     timeout = max(60, report.left() - 240)  # leave the figures at least four minutes
     command = [sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider", "-q", "-rs", "--durations=10",
-               str(ROOT / "tests")]  # fmt: skip
+               *targets]  # fmt: skip
     with (report.out / "pytest.log").open("w") as log:
         try:
             proc = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
@@ -288,7 +291,8 @@ def run_bench(overrides: list[str], timeout: float) -> list[dict]:
 
 def overhead(report: Report, name: str, workload: list[str], epochs: int, repeats: int, flops: float | None) -> None:
     rows = run_bench(["mode=overhead", "accelerator=gpu", f"epochs={epochs}", f"repeats={repeats}",
-                      "workload=[" + ",".join(workload) + "]"], timeout=max(30, report.left()))  # fmt: skip
+                      "workload=[" + ",".join(f'"{w}"' for w in workload) + "]"],
+                     timeout=max(30, report.left()))  # fmt: skip
     ours, raw = (float(r["images_per_s"]) for r in rows)
     report.add(name, "cnnfleet", ours, "images/s", f"hand-written loop {raw:,.0f}; median of {repeats}")
     report.add(name, "cnnfleet / hand-written loop", ours / raw, "ratio", "goal >= 0.95")
@@ -417,7 +421,8 @@ def memory(report: Report) -> None:
 
 def profile(report: Report) -> None:
     """Where cnnfleet's ResNet-50 step spends host and device time: torch.profiler over 10 steady
-    steps of the in-process cnnfleet side (bench/harness.py), top operators into profile.txt."""
+    steps inside the first epoch (22 steps) of the in-process cnnfleet side (bench/harness.py), top
+    operators into profile.txt."""
     import torch
     from torch.profiler import ProfilerActivity, schedule
 
@@ -426,12 +431,12 @@ def profile(report: Report) -> None:
 
     register_configs()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose_train(["data=synthetic", "data.image_size=224", "data.num_samples=4096", "data.batch_size=256",
+        cfg = compose_train(["data=synthetic", "data.image_size=224", "data.num_samples=8192", "data.batch_size=256",
                              "data.num_classes=1000", "model=torchvision", "model.name=resnet50", "device=gpu",
                              "device.precision=bf16-mixed", "trainer.channels_last=true", "trainer.max_epochs=1",
                              *IN_PROCESS], tmp)  # fmt: skip
         with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
-                                    schedule=schedule(wait=3, warmup=2, active=10, repeat=1)) as prof:  # fmt: skip
+                                    schedule=schedule(wait=5, warmup=2, active=10, repeat=1)) as prof:  # fmt: skip
             import lightning as L
 
             class Step(L.Callback):
@@ -483,15 +488,18 @@ def main() -> int:
     parser.add_argument("out", type=Path, help="folder for env.json, gpu.csv, gpu.md, gpu.png, pytest.log, log.txt")
     parser.add_argument("--wheels", type=Path, default=ROOT / ".whl", help="wheels for what the machine lacks")
     parser.add_argument("--budget-s", type=float, default=450, help="seconds for the whole check (figures skip)")
+    parser.add_argument("--only", default="", help="comma-separated parts of section names to run (default: all)")
+    parser.add_argument("--pytest-args", default="", help="what pytest -m gpu runs (default: tests/)")
     args = parser.parse_args()
     prepare(args.wheels)
     args.out.mkdir(parents=True, exist_ok=True)
     report = Report(args.out, args.budget_s)
+    report.only = [part for part in args.only.split(",") if part]
     record = environment(args.out)
     report.say(
         f"torch {record['torch']} (CUDA {record['cuda']}), GPU: {record['gpu'] or 'none'}, {record['cpus']} CPUs"
     )
-    report.section("GPU tests", 30, gpu_tests)
+    report.section("GPU tests", 30, gpu_tests, args.pytest_args.split() or [str(ROOT / "tests")])
     if not record["gpu"]:
         report.notes.append("- no CUDA GPU on this machine: the GPU tests skipped and no GPU figure was measured; "
                             "run `make gpu-check` on a GPU machine")  # fmt: skip

@@ -41,7 +41,7 @@ def test_ddp_on_two_gpus_uses_nccl(cli) -> None:
 
 
 def test_out_of_memory_is_one_line_with_the_batch_per_device(cli) -> None:
-    result = cli("device=gpu", "data=synthetic", "data.image_size=512", "data.num_samples=512",
+    result = cli("device=gpu", "data=synthetic", "data.image_size=512", "data.num_samples=1024",
                  "data.batch_size=512", "model=resnet_cifar", "model.width=256", "trainer.max_epochs=1",
                  "logger=csv")  # fmt: skip
     assert result.returncode == 1, result.stderr[-2000:]

@@ -129,6 +129,9 @@ class SyncDebugWindow(HostReadSpy):
 
     on_validation_start = on_train_epoch_end
 
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        torch.cuda.set_sync_debug_mode("default")  # Lightning's teardown copies to the host
+
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

@@ -83,7 +83,8 @@ class Classifier(L.LightningModule):
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams.label_smoothing)
         hard = y.argmax(dim=1) if y.ndim == 2 else y
         self.train_acc.update(logits.detach(), hard)
-        self.train_loss.update(loss.detach(), weight=hard.numel())
+        # the weight as a device tensor: a Python number would be copied to the GPU with a host sync
+        self.train_loss.update(loss.detach(), weight=loss.new_full((), hard.numel()))
         # per step: this rank's loss is logged by training/step_loss.py, read one step late (no host
         # sync, no cross-rank collective); per epoch: Metric objects, reduced over all ranks at the end
         self.log("train/loss_epoch", self.train_loss, on_step=False, on_epoch=True)
