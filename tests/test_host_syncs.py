@@ -16,6 +16,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnnfleet.bench.harness import compose_train
 from cnnfleet.run.record import plain_config
@@ -28,8 +29,35 @@ from cnnfleet.training.device import plan_devices
 HOST_READS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__index__", "__array__")
 
 
+aten = torch.ops.aten
+# ops whose CUDA kernels make the host wait: results sized by data, or values copied to the host
+SYNCING_OPS = {aten.nonzero, aten.masked_select, aten._local_scalar_dense, aten.is_nonzero, aten._unique2,
+               aten.unique_dim, aten.unique_consecutive, aten.repeat_interleave, aten.equal}  # fmt: skip
+MASK_INDEXING = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}
+
+
+class SyncingOps(TorchDispatchMode):
+    """Sees every aten op, the ones called from C++ too (`x[mask] = y` is aten.index_put_ with a
+    boolean index: on a GPU it counts the mask on the host)."""
+
+    def __init__(self, spy: "HostReadSpy") -> None:
+        super().__init__()
+        self.spy = spy
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+        packet = func.overloadpacket
+        if packet in SYNCING_OPS and not (packet is aten._local_scalar_dense and self.spy.is_step_counter(args[0])):
+            self.spy.record(f"aten.{packet.__name__}", None)
+        elif packet in MASK_INDEXING and any(
+            isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in (args[1] or ()) if i is not None
+        ):
+            self.spy.record(f"aten.{packet.__name__} with a boolean mask", None)
+        return func(*args, **(kwargs or {}))
+
+
 class HostReadSpy(L.Callback):
-    """Watches the steps of each epoch but its first and last two batches; records every host read."""
+    """Watches the steps of each epoch but its first and last two batches (and the run's first optimizer
+    step); records every host read and every host value put on the device."""
 
     def __init__(self) -> None:
         self.watching = False
@@ -39,7 +67,8 @@ class HostReadSpy(L.Callback):
         self.optimizers: list = []
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        self.watching = 1 <= batch_idx <= trainer.num_training_batches - 3
+        # steady state: after the first optimizer step (it creates the optimizer's state)
+        self.watching = trainer.global_step >= 1 and 1 <= batch_idx <= trainer.num_training_batches - 3
         self.steps_watched += self.watching
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -48,15 +77,16 @@ class HostReadSpy(L.Callback):
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.watching = False
 
-    def record(self, name: str, tensor: torch.Tensor) -> None:
-        if self.watching and not self.exempt and not self._optimizer_step_counter(tensor):
-            frames = [f for f in traceback.extract_stack()[:-2] if "/torch/" not in f.filename][-4:]
-            self.reads.append(f"Tensor.{name} at " + " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames))
+    def record(self, name: str, tensor: torch.Tensor | None) -> None:
+        if self.watching and not self.exempt and not (tensor is not None and self.is_step_counter(tensor)):
+            stack = traceback.extract_stack()[:-2]
+            frames = [f for f in stack if "/torch/" not in f.filename or "/optim/" in f.filename][-4:]
+            self.reads.append(f"{name} at " + " <- ".join(f"{Path(f.filename).name}:{f.lineno}" for f in frames))
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.optimizers = trainer.optimizers
 
-    def _optimizer_step_counter(self, tensor: torch.Tensor) -> bool:
+    def is_step_counter(self, tensor: torch.Tensor) -> bool:
         """torch's optimizers keep state['step'] on the host (unless capturable or fused): reading it
         is no device read on a GPU either."""
         return any(tensor is state.get("step") for opt in self.optimizers for state in opt.state.values())
@@ -67,10 +97,19 @@ class HostReadSpy(L.Callback):
             original = getattr(torch.Tensor, name)
 
             def spy(tensor, *args, _name=name, _original=original, **kwargs):
-                self.record(_name, tensor)
+                self.record(f"Tensor.{_name}", tensor)
                 return _original(tensor, *args, **kwargs)
 
             monkeypatch.setattr(torch.Tensor, name, spy)
+        for name in ("tensor", "as_tensor"):  # a Python value put on the device: an H2D copy that syncs on GPUs
+            make = getattr(torch, name)
+
+            def spy_make(data, *args, _name=name, _make=make, **kwargs):
+                if kwargs.get("device") is not None and not isinstance(data, torch.Tensor):
+                    self.record(f"{_name}(<host value>, device=...)", None)
+                return _make(data, *args, **kwargs)
+
+            monkeypatch.setattr(torch, name, spy_make)
         take = lagged.LaggedRead.take
 
         def exempt_take(reader):
@@ -81,7 +120,8 @@ class HostReadSpy(L.Callback):
                 self.exempt -= 1
 
         monkeypatch.setattr(lagged.LaggedRead, "take", exempt_take)
-        yield self
+        with SyncingOps(self):
+            yield self
 
 
 def fit_watched(tmp_path: Path, overrides: list[str], spy: L.Callback) -> dict:
@@ -94,14 +134,17 @@ def fit_watched(tmp_path: Path, overrides: list[str], spy: L.Callback) -> dict:
     module = build_classifier(cfg.model, cfg.data, cfg)
     module.run_config = plain_config(cfg)
     loggers = build_loggers(cfg.logger)
-    _, callbacks = training_callbacks(cfg, module, {}, tmp_path, bool(loggers))
+    _, callbacks = training_callbacks(cfg, module, {}, tmp_path)
     trainer = build_trainer(cfg.trainer, plan_devices(cfg.device), [spy, *callbacks], loggers, str(tmp_path))
     trainer.fit(module, datamodule=datamodule)
     return cfg
 
 
-@pytest.mark.parametrize("overrides", [[], ["trainer.accumulate_grad_batches=2", "trainer.ema_decay=0.99"]],
-                         ids=["default", "accumulate+ema"])  # fmt: skip
+VARIANTS = [[], ["trainer.accumulate_grad_batches=2", "trainer.ema_decay=0.99", "data.crop_padding=2",
+                "data.horizontal_flip=true", "optimizer=sgd"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("overrides", VARIANTS, ids=["default", "accumulate+ema+augment+sgd"])
 def test_no_host_reads_inside_steady_state_training_steps(tmp_path: Path, monkeypatch, overrides) -> None:
     spy = HostReadSpy()
     with spy.patched(monkeypatch):
@@ -135,8 +178,7 @@ class SyncDebugWindow(HostReadSpy):
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-@pytest.mark.parametrize("overrides", [[], ["trainer.accumulate_grad_batches=2", "trainer.ema_decay=0.99"]],
-                         ids=["default", "accumulate+ema"])  # fmt: skip
+@pytest.mark.parametrize("overrides", VARIANTS, ids=["default", "accumulate+ema+augment+sgd"])
 def test_no_device_synchronisation_inside_steady_state_gpu_steps(tmp_path: Path, overrides) -> None:
     spy = SyncDebugWindow()
     try:

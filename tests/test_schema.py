@@ -42,8 +42,8 @@ def test_every_option_composes_and_builds(compose_cfg, tmp_path: Path, group: st
     OmegaConf.resolve(cfg.data)
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     module = build_classifier(cfg.model, cfg.data, cfg)
-    loggers = build_loggers(cfg.logger)
-    build_callbacks(cfg.callbacks, has_logger=bool(loggers))
+    build_loggers(cfg.logger)
+    build_callbacks(cfg.callbacks)
     optimizer = instantiate(module.hparams.optimizer)(params=module.parameters())
     if cfg.scheduler is not None:
         instantiate(cfg.scheduler)(optimizer=optimizer, total_steps=100)

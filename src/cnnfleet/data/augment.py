@@ -1,7 +1,7 @@
 """Augmentations as pure functions of a batch tensor (B, C, H, W), run on the batch's device.
 
-Whole-batch ops, no per-image Python loop (the airbench technique): a random crop is two
-passes of masked copies, one per possible row shift and one per possible column shift.
+Whole-batch ops, no per-image Python loop and no host synchronisation (the airbench technique):
+a random crop is one gather of each image's window.
 """
 
 import torch
@@ -12,21 +12,19 @@ from cnnfleet.errors import ConfigError
 
 
 def random_crop(images: Tensor, padding: int) -> Tensor:
-    """Reflect-pad by `padding` pixels, then cut a random HxW window per image."""
+    """Reflect-pad by `padding` pixels, then cut a random HxW window per image.
+
+    One gather with integer indices: boolean-mask indexing (`x[mask] = ...`) would count the mask
+    on the host, a GPU synchronisation per shift (18 per batch at padding 4, seen on an H100)."""
     if padding <= 0:
         return images
     b, _, h, w = images.shape
     padded = F.pad(images, (padding,) * 4, mode="reflect")
     shifts = torch.randint(0, 2 * padding + 1, (2, b), device=images.device)
-    rows = torch.empty_like(padded[:, :, :h, :])
-    for shift in range(2 * padding + 1):
-        mask = shifts[0] == shift
-        rows[mask] = padded[mask, :, shift : shift + h, :]
-    out = torch.empty_like(images)
-    for shift in range(2 * padding + 1):
-        mask = shifts[1] == shift
-        out[mask] = rows[mask, :, :, shift : shift + w]
-    return out
+    rows = (shifts[0, :, None] + torch.arange(h, device=images.device))[:, :, None]  # (B, H, 1)
+    cols = (shifts[1, :, None] + torch.arange(w, device=images.device))[:, None, :]  # (B, 1, W)
+    batch = torch.arange(b, device=images.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)  # (B, C, H, W), NHWC in memory
 
 
 def random_flip(images: Tensor) -> Tensor:

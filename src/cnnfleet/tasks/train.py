@@ -141,12 +141,12 @@ def _record_failure(output_dir: Path, exc: Exception) -> None:
         write_text_atomic(output_dir / "traceback.txt", "".join(traceback.format_exception(exc)))
 
 
-def training_callbacks(cfg: DictConfig, module: Classifier, environment: dict, output_dir: Path,
-                       has_logger: bool) -> tuple[ThroughputMonitor, list[L.Callback]]:  # fmt: skip
+def training_callbacks(cfg: DictConfig, module: Classifier, environment: dict,
+                       output_dir: Path) -> tuple[ThroughputMonitor, list[L.Callback]]:  # fmt: skip
     """Every callback of a training run (build_trainer adds the finite-loss check and the loss logger)."""
     throughput = ThroughputMonitor()
     return throughput, [
-        *build_callbacks(cfg.callbacks, has_logger=has_logger),
+        *build_callbacks(cfg.callbacks),
         throughput,
         ConfusionMatrixCallback(cfg.data.num_classes, str(output_dir)),
         LogRunConfig({**module.run_config, "run_env": environment}),
@@ -179,7 +179,7 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
     if rank == 0:
         log.info("model %s: %s parameters", _model_name(cfg.model), f"{count_parameters(module.net):,}")
     loggers.extend(build_loggers(cfg.logger))
-    throughput, callbacks = training_callbacks(cfg, module, environment, output_dir, bool(loggers))
+    throughput, callbacks = training_callbacks(cfg, module, environment, output_dir)
     trainer = build_trainer(cfg.trainer, plan.devices, callbacks, loggers, str(output_dir))
 
     final_val: dict[str, float] = {}

@@ -6,7 +6,7 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, RichProgressBar
+from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from cnnfleet.data.in_memory import InMemoryDataModule
@@ -89,12 +89,10 @@ def build_loggers(logger_cfg: DictConfig | None) -> list[L.pytorch.loggers.Logge
     return [_instantiate(node, f"logger.{name}") for name, node in logger_cfg.items() if node is not None]
 
 
-def build_callbacks(callbacks_cfg: DictConfig | None, has_logger: bool) -> list[L.Callback]:
+def build_callbacks(callbacks_cfg: DictConfig | None) -> list[L.Callback]:
     if callbacks_cfg is None:
         return []
-    callbacks = [_instantiate(node, f"callbacks.{name}") for name, node in callbacks_cfg.items() if node is not None]
-    # LearningRateMonitor refuses to run without a logger; with logger=none it has nothing to do
-    return [cb for cb in callbacks if has_logger or not isinstance(cb, LearningRateMonitor)]
+    return [_instantiate(node, f"callbacks.{name}") for name, node in callbacks_cfg.items() if node is not None]
 
 
 MODULE_KEYS = ("channels_last", "compile", "compile_mode", "ema_decay")  # trainer keys that are not Lightning's
