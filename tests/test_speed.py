@@ -116,9 +116,10 @@ def test_bench_overhead_compares_against_the_hand_written_loop(tmp_path: Path) -
     assert result.returncode == 0, result.stderr[-3000:]
     folder = bench_folder(tmp_path)
     loops = rows(folder)
-    assert [r["loop"].split()[0] for r in loops] == ["cnnfleet", "hand-written"]
+    assert [r["loop"].split()[0] for r in loops] == ["cnnfleet", "bare", "hand-written"]
     assert all(float(r["images_per_s"]) > 0 for r in loops)
-    assert "ratio cnnfleet / hand-written" in (folder / "bench.md").read_text()
+    report = (folder / "bench.md").read_text()
+    assert "ratio cnnfleet / hand-written" in report and "+ Lightning's loop" in report
     assert json.loads((folder / "env.json").read_text())["hardware"]["cpus"] >= 1
 
 

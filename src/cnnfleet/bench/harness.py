@@ -10,6 +10,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
+import torch.nn.functional as F
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from cnnfleet.bench.raw_loop import raw_train
@@ -62,6 +64,49 @@ def cnnfleet_in_process(cfg: DictConfig, workdir: str) -> list[tuple[int, float]
     compile_network(module, cfg.trainer)
     throughput = ThroughputMonitor()
     trainer = build_trainer(cfg.trainer, plan, [throughput], [], workdir)
+    trainer.fit(module, datamodule=datamodule)
+    return [(e["images"], e["train_seconds"]) for e in throughput.epochs]
+
+
+class BareModule(L.LightningModule):
+    """What Lightning itself costs: the same network, loss, optimizer and schedule in the smallest
+    LightningModule, with none of cnnfleet's metrics, callbacks or logging."""
+
+    def __init__(self, net: torch.nn.Module, optimizer: dict, scheduler: dict | None, channels_last: bool) -> None:
+        super().__init__()
+        self.net, self.optimizer_cfg, self.scheduler_cfg = net, optimizer, scheduler
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.net.to(memory_format=self.memory_format)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.net(x.contiguous(memory_format=self.memory_format)), y)
+
+    def configure_optimizers(self) -> dict:
+        optimizer = instantiate(self.optimizer_cfg)(params=self.parameters())
+        if self.scheduler_cfg is None:
+            return {"optimizer": optimizer}
+        total = int(self.trainer.estimated_stepping_batches)
+        scheduler = instantiate(self.scheduler_cfg)(optimizer=optimizer, total_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+
+def lightning_in_process(cfg: DictConfig, workdir: str) -> list[tuple[int, float]]:
+    """A bare Lightning loop (BareModule, Lightning's defaults minus logging and checkpoints) on the
+    same data path; timed by the same ThroughputMonitor."""
+    plan = plan_devices(cfg.device)
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule = build_datamodule(cfg.data, seed=cfg.seed)
+    classifier = build_classifier(cfg.model, cfg.data, cfg)  # the resolved optimizer and schedule
+    module = BareModule(classifier.net, classifier.hparams.optimizer, classifier.hparams.scheduler,
+                        cfg.trainer.channels_last)  # fmt: skip
+    compile_network(module, cfg.trainer)
+    throughput = ThroughputMonitor()
+    trainer = L.Trainer(accelerator=plan.accelerator, devices=1, precision=plan.precision,
+                        max_epochs=cfg.trainer.max_epochs, logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
+                        num_sanity_val_steps=0, callbacks=[throughput], default_root_dir=workdir,
+                        benchmark=plan.accelerator == "gpu", use_distributed_sampler=False)  # fmt: skip
     trainer.fit(module, datamodule=datamodule)
     return [(e["images"], e["train_seconds"]) for e in throughput.epochs]
 

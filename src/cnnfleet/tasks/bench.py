@@ -15,7 +15,15 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from cnnfleet.bench.harness import IN_PROCESS, cnnfleet_in_process, compose_train, raw_in_process, run_train, steady
+from cnnfleet.bench.harness import (
+    IN_PROCESS,
+    cnnfleet_in_process,
+    compose_train,
+    lightning_in_process,
+    raw_in_process,
+    run_train,
+    steady,
+)
 from cnnfleet.bench.report import write_report
 from cnnfleet.errors import ConfigError
 from cnnfleet.run.record import environment_record, write_run_record
@@ -47,26 +55,35 @@ def _device_overrides(accelerator: str) -> list[str]:
 
 
 def overhead(cfg: DictConfig, folder: Path) -> dict:
-    ours, raw = [], []
+    ours, bare, raw = [], [], []
     with tempfile.TemporaryDirectory() as workdir:
         train_cfg = compose_train([*cfg.workload, *_device_overrides(cfg.accelerator), *IN_PROCESS,
                                    f"trainer.max_epochs={cfg.epochs}"], output_dir=workdir)  # fmt: skip
-        for _ in range(cfg.repeats):  # interleaved: a slow moment of the machine hits both sides
+        for _ in range(cfg.repeats):  # interleaved: a slow moment of the machine hits every side
             ours.append(steady(cnnfleet_in_process(train_cfg, workdir)))
+            bare.append(steady(lightning_in_process(train_cfg, workdir)))
             raw.append(steady(raw_in_process(train_cfg)))
-    mine, theirs = statistics.median(ours), statistics.median(raw)
-    setting = f"{train_cfg.device.accelerator}, {train_cfg.data.batch_size} images/batch"
+    mine, lightning, theirs = statistics.median(ours), statistics.median(bare), statistics.median(raw)
+    batch = train_cfg.data.batch_size
+    setting = f"{train_cfg.device.accelerator}, {batch} images/batch"
     rows = [
         {"loop": "cnnfleet (Lightning, callbacks, metrics)", "images_per_s": mine, "runs": _list(ours)},
+        {"loop": "bare Lightning (same network, no callbacks or metrics)", "images_per_s": lightning,
+         "runs": _list(bare)},
         {"loop": "hand-written PyTorch (bench/raw_loop.py)", "images_per_s": theirs, "runs": _list(raw)},
-    ]
+    ]  # fmt: skip
     ratio = mine / theirs
+    step_ms = {name: 1000 * batch / speed for name, speed in (("cnnfleet", mine), ("lightning", lightning),
+                                                                ("raw", theirs))}  # fmt: skip
     notes = [
         f"ratio cnnfleet / hand-written = {ratio:.3f} (goal >= 0.98); median of {cfg.repeats} interleaved runs of "
-        f"{cfg.epochs} epochs, first epoch excluded; {setting}; workload: {' '.join(cfg.workload)}"
+        f"{cfg.epochs} epochs, first epoch excluded; {setting}; workload: {' '.join(cfg.workload)}",
+        f"per step: hand-written {step_ms['raw']:.2f} ms, + Lightning's loop "
+        f"{step_ms['lightning'] - step_ms['raw']:+.2f} ms, + cnnfleet's metrics and callbacks "
+        f"{step_ms['cnnfleet'] - step_ms['lightning']:+.2f} ms",
     ]
     write_report(folder, "cnnfleet-bench overhead", rows, notes, chart=("loop", "images_per_s"))
-    return {"ratio": ratio, "cnnfleet": mine, "raw": theirs}
+    return {"ratio": ratio, "cnnfleet": mine, "lightning": lightning, "raw": theirs}
 
 
 def _list(values: list[float]) -> str:
