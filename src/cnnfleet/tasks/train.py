@@ -168,6 +168,7 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
     attempt.open(cfg, environment, resumed["global_step"] if resumed else None)
     if plan.world_size == 1:  # DDP ranks have not met yet: their first collective check acts (preemption.py)
         stop_if_requested("start-up", resumed["global_step"] if resumed else 0, rank == 0)
+    loggers.extend(build_loggers(cfg.logger))  # after every check: W&B starts writing into the run folder
     if rank == 0:
         log.info("run folder %s: %s", output_dir, plan.reason)
         log.info("device plan: %s; batch %d global = %d per device", plan.devices.describe(), cfg.data.batch_size,
@@ -178,7 +179,6 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
     compile_network(module, cfg.trainer)
     if rank == 0:
         log.info("model %s: %s parameters", _model_name(cfg.model), f"{count_parameters(module.net):,}")
-    loggers.extend(build_loggers(cfg.logger))
     throughput, callbacks = training_callbacks(cfg, module, environment, output_dir)
     trainer = build_trainer(cfg.trainer, plan.devices, callbacks, loggers, str(output_dir))
 

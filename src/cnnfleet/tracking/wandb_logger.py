@@ -5,9 +5,11 @@ The run's files live in the run folder (`<run>/wandb/`); the run id is kept in
 same W&B run. Lightning creates the W&B run on global rank 0 only.
 """
 
+import contextlib
 import logging
 import netrc
 import os
+import threading
 import uuid
 from pathlib import Path
 
@@ -57,6 +59,44 @@ def sweep_group() -> str | None:
     return f"sweep-{Path(sweep_dir).name}" if sweep_dir else None
 
 
+class EarlyStartWandbLogger(WandbLogger):
+    """Starts the W&B run in a background thread as soon as it is built (rank 0): wandb.init waits
+    ~1-2 s for W&B's service process, and the model, trainer and data set-up run meanwhile. Any use
+    of the run from another thread first waits for that start (and re-raises its error)."""
+
+    def start_in_background(self) -> None:
+        def start() -> None:
+            try:
+                WandbLogger.experiment.fget(self)
+            except BaseException as exc:  # re-raised where the run is first used
+                self._start_error = exc
+
+        self._start_error: BaseException | None = None
+        self._starter = threading.Thread(target=start, name="wandb-start", daemon=True)
+        self._starter.start()
+
+    def wait_for_start(self) -> None:
+        starter = getattr(self, "_starter", None)
+        if starter is None or threading.current_thread() is starter:
+            return
+        starter.join()
+        self._starter = None
+        if self._start_error is not None:
+            error, self._start_error = self._start_error, None
+            raise error
+
+    @property
+    def experiment(self):  # noqa: ANN201 (Lightning's type)
+        self.wait_for_start()
+        return super().experiment
+
+    def __getstate__(self) -> dict:
+        self.wait_for_start()
+        state = super().__getstate__()
+        state.pop("_starter", None)
+        return state
+
+
 def build_wandb_logger(
     save_dir: str,
     project: str,
@@ -78,13 +118,15 @@ def build_wandb_logger(
     group = group if group is not None else sweep_group()
     if offline and log_model:
         log.info("W&B is offline: logger.wandb.log_model=true is ignored (checkpoints stay in the run folder)")
-    logger = WandbLogger(
+    logger = EarlyStartWandbLogger(
         save_dir=save_dir, project=project, entity=entity, group=group, name=name, tags=list(tags or []),
         id=run_id(save_dir), resume="allow", offline=offline, log_model=log_model and not offline,
         settings=wandb.Settings(silent=True),  # our log says what matters; errors stay one line
     )  # fmt: skip
-    if offline and global_rank() == 0:
-        log.info("W&B offline (no API key found); upload later with: wandb sync %s/wandb/offline-run-*", save_dir)
+    if global_rank() == 0:
+        logger.start_in_background()
+        if offline:
+            log.info("W&B offline (no API key found); upload later with: wandb sync %s/wandb/offline-run-*", save_dir)
     return logger
 
 
@@ -93,6 +135,12 @@ def finish_wandb_runs(loggers: list, failed: bool) -> None:
     multirun would otherwise log into the same W&B run."""
     if not any(isinstance(logger, WandbLogger) for logger in loggers):
         return
+    for logger in loggers:
+        if isinstance(logger, EarlyStartWandbLogger):
+            # a run that failed early still has its W&B start to close; the start's own error was
+            # reported where the run was used, or is moot
+            with contextlib.suppress(Exception):
+                logger.wait_for_start()
     import wandb
 
     if wandb.run is not None:

@@ -47,19 +47,20 @@ class StopOnNonFiniteLoss(L.Callback):
             self._first_bad = torch.full((), NONE, dtype=torch.long, device=loss.device)
             self._value = torch.zeros((), dtype=loss.dtype, device=loss.device)
         # global_step has already counted this batch's optimizer step: the bad step is global_step
-        bad = ~torch.isfinite(loss) & (self._first_bad == NONE)
-        self._first_bad = torch.where(bad, torch.full_like(self._first_bad, trainer.global_step), self._first_bad)
-        self._value = torch.where(bad, loss, self._value)
         step = trainer.global_step
+        keep = torch.isfinite(loss) | (self._first_bad != NONE)  # a few kernels, no host read
+        self._first_bad = torch.where(keep, self._first_bad, step)
+        self._value = torch.where(keep, self._value, loss)
         if step % self.every == 0 and step != self._exchanged_at:
             self._exchanged_at = step
             self._raise_if_bad(trainer, pl_module, self._lagged.take())
             self._lagged.start(self._agreed())
 
     def _agreed(self) -> torch.Tensor:
+        if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+            return self._first_bad  # never changed in place: each step makes a new tensor
         first_bad = self._first_bad.clone()
-        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-            dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)  # one collective (no barrier: every rank is here)
+        dist.all_reduce(first_bad, op=dist.ReduceOp.MIN)  # one collective (no barrier: every rank is here)
         return first_bad
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
