@@ -23,7 +23,7 @@ from cnnfleet.run.record import environment_record, plain_config
 from cnnfleet.run.state import COMPLETED, FAILED, STOPPED
 from cnnfleet.run.summary import print_table, summary_rows, write_summary
 from cnnfleet.sweeps.trial import in_multirun, needs_own_process, one_line, run_in_own_process, write_failure
-from cnnfleet.tracking.wandb_logger import finish_wandb_runs
+from cnnfleet.tracking.wandb_logger import finish_wandb_runs, start_wandb_runs
 from cnnfleet.training.builders import (
     build_callbacks,
     build_classifier,
@@ -168,7 +168,6 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
     attempt.open(cfg, environment, resumed["global_step"] if resumed else None)
     if plan.world_size == 1:  # DDP ranks have not met yet: their first collective check acts (preemption.py)
         stop_if_requested("start-up", resumed["global_step"] if resumed else 0, rank == 0)
-    loggers.extend(build_loggers(cfg.logger))  # after every check: W&B starts writing into the run folder
     if rank == 0:
         log.info("run folder %s: %s", output_dir, plan.reason)
         log.info("device plan: %s; batch %d global = %d per device", plan.devices.describe(), cfg.data.batch_size,
@@ -179,8 +178,10 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
     compile_network(module, cfg.trainer)
     if rank == 0:
         log.info("model %s: %s parameters", _model_name(cfg.model), f"{count_parameters(module.net):,}")
+    loggers.extend(build_loggers(cfg.logger))
     throughput, callbacks = training_callbacks(cfg, module, environment, output_dir)
     trainer = build_trainer(cfg.trainer, plan.devices, callbacks, loggers, str(output_dir))
+    start_wandb_runs(loggers)  # every check of the input has passed: W&B may write into the run folder
 
     final_val: dict[str, float] = {}
     try:

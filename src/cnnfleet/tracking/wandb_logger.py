@@ -60,9 +60,16 @@ def sweep_group() -> str | None:
 
 
 class EarlyStartWandbLogger(WandbLogger):
-    """Starts the W&B run in a background thread as soon as it is built (rank 0): wandb.init waits
-    ~1-2 s for W&B's service process, and the model, trainer and data set-up run meanwhile. Any use
-    of the run from another thread first waits for that start (and re-raises its error)."""
+    """Starts the W&B run in a background thread (rank 0, once every check has passed and the
+    trainer is built): wandb.init waits ~1-2 s for W&B's service process, and Lightning's set-up
+    (strategy, data) runs meanwhile. Any use of the run from another thread first waits for that
+    start (and re-raises its error)."""
+
+    def __init__(self, **kwargs: object) -> None:
+        super().__init__(**kwargs)
+        # Lightning always passes anonymous=None, and wandb 0.31 warns on stderr that the setting has
+        # no effect: one line too many under every error message
+        self._wandb_init.pop("anonymous", None)
 
     def start_in_background(self) -> None:
         def start() -> None:
@@ -123,11 +130,17 @@ def build_wandb_logger(
         id=run_id(save_dir), resume="allow", offline=offline, log_model=log_model and not offline,
         settings=wandb.Settings(silent=True),  # our log says what matters; errors stay one line
     )  # fmt: skip
-    if global_rank() == 0:
-        logger.start_in_background()
-        if offline:
-            log.info("W&B offline (no API key found); upload later with: wandb sync %s/wandb/offline-run-*", save_dir)
+    if offline and global_rank() == 0:
+        log.info("W&B offline (no API key found); upload later with: wandb sync %s/wandb/offline-run-*", save_dir)
     return logger
+
+
+def start_wandb_runs(loggers: list) -> None:
+    """Rank 0: start the W&B run now, in the background (after the last check of the input)."""
+    if global_rank() == 0:
+        for logger in loggers:
+            if isinstance(logger, EarlyStartWandbLogger):
+                logger.start_in_background()
 
 
 def finish_wandb_runs(loggers: list, failed: bool) -> None:

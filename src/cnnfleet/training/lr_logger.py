@@ -9,6 +9,8 @@ same step (the LR used by optimizer step k is logged at step k - 1, Lightning's 
 
 import lightning as L
 
+from cnnfleet.training.log_rows import log_rows
+
 
 class LearningRateLogger(L.Callback):
     def __init__(self, log_momentum: bool = False) -> None:
@@ -31,5 +33,4 @@ class LearningRateLogger(L.Callback):
                 if self.log_momentum:
                     momentum = group.get("betas", (group.get("momentum", 0.0),))[0]
                     stats[f"{key}-momentum"] = float(momentum)
-        for logger in trainer.loggers:  # rank-zero-only inside each logger
-            logger.log_metrics(stats, step=step)
+        log_rows(trainer, stats, step=step)

@@ -12,6 +12,7 @@ from typing import Any
 import lightning as L
 
 from cnnfleet.training.lagged import LaggedRead
+from cnnfleet.training.log_rows import log_rows
 from cnnfleet.training.preemption import ends_optimizer_step
 
 
@@ -42,5 +43,4 @@ class TrainLossLogger(L.Callback):
             return
         value, step = read
         self.latest = value
-        for logger in trainer.loggers:  # rank-zero-only inside each logger
-            logger.log_metrics({"train/loss": self.latest}, step=step - 1)
+        log_rows(trainer, {"train/loss": self.latest}, step=step - 1)

@@ -14,6 +14,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from cnnfleet.training.log_rows import log_rows
+
 
 def _sync(pl_module: L.LightningModule) -> float:
     if pl_module.device.type == "cuda":
@@ -131,8 +133,7 @@ class ThroughputMonitor(L.Callback):
             metrics["perf/peak_mem_gb"] = closed["peak_mem_gb"]
         # Lightning's convention: the k-th optimizer step's rows carry step k - 1 (train/loss, the LR
         # monitor), so a resume from global_step k drops exactly the rows at step >= k (run/attempt.py)
-        for logger in trainer.loggers:  # rank-zero-only inside each logger
-            logger.log_metrics(metrics, step=closed["step"] - 1)
+        log_rows(trainer, metrics, step=closed["step"] - 1)
 
     # ---------------------------------------------------------------- run summary
     def summary(self, device: torch.device) -> dict:
