@@ -264,18 +264,6 @@ def cifar_format(root: Path, per_batch: int = 10000) -> Path:
 
 
 # ---------------------------------------------------------------------------------------- figures
-def run_train(overrides: list[str], timeout: float) -> dict:
-    """One real `cnnfleet-train` run; its summary.json."""
-    with tempfile.TemporaryDirectory() as root:
-        env = {**os.environ, "CNNFLEET_ROOT": root}
-        proc = subprocess.run(["cnnfleet-train", *overrides, "logger=none"], cwd=root, env=env, capture_output=True,
-                              text=True, timeout=timeout)  # fmt: skip
-        if proc.returncode != 0:
-            raise RuntimeError((proc.stderr.strip().splitlines() or ["no output"])[-1])
-        (summary,) = Path(root).glob("logs/train/runs/*/summary.json")
-        return json.loads(summary.read_text())
-
-
 def run_bench(overrides: list[str], timeout: float) -> list[dict]:
     """One real `cnnfleet-bench` run; the rows of its bench.csv."""
     with tempfile.TemporaryDirectory() as root:
@@ -363,10 +351,12 @@ def cifar(report: Report, data_root: Path, model: list[str], name: str, compile_
 
 def founding(report: Report, name: str, data: "Callable[[], list[str]]", epochs: int, target: float) -> None:
     """CPU (all cores) against one GPU on the same cnnfleet-train command."""
+    from cnnfleet.bench.harness import run_train  # the bench's own runner (importable after prepare())
+
     workload, results = data(), {}
     for device in ("cpu", "gpu"):
-        summary = run_train([*workload, f"device={device}", f"trainer.max_epochs={epochs}", "test=false"],
-                            timeout=max(30, report.left()))  # fmt: skip
+        overrides = [*workload, f"device={device}", f"trainer.max_epochs={epochs}", "test=false", "logger=none"]
+        summary = run_train(overrides, timeout=max(30, report.left()))
         log = summary["fit"]["epoch_log"]
         per_epoch = sum(e["train_seconds"] for e in log[1:]) / max(1, len(log) - 1)
         reached = next((e["train_seconds_total"] for e in log if (e["val_acc"] or 0) >= target), None)

@@ -128,12 +128,12 @@ def raw_in_process(cfg: DictConfig) -> list[tuple[int, float]]:
                      channels_last=cfg.trainer.channels_last, seed=cfg.seed)  # fmt: skip
 
 
-def run_train(overrides: list[str], env: dict | None = None) -> dict:
+def run_train(overrides: list[str], env: dict | None = None, timeout: float | None = None) -> dict:
     """One real `cnnfleet-train` run in a subprocess; its summary.json."""
     with tempfile.TemporaryDirectory() as root:
         env = {**os.environ, "CNNFLEET_ROOT": root, **(env or {})}
         command = [sys.executable, "-m", "cnnfleet.train", *overrides]
-        proc = subprocess.run(command, env=env, capture_output=True, text=True)
+        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
             raise CnnfleetError(f"benchmark run failed ({' '.join(overrides)}): {last}")
