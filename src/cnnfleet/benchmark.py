@@ -17,7 +17,7 @@ def hydra_app(cfg: DictConfig) -> dict:
 
 
 def main() -> None:
-    launch(hydra_app, config_name="bench", prog=PROG)
+    launch(hydra_app, config_name="bench", prog=PROG, check="cnnfleet.tasks.check:bench")
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnfleet.conf_dir import conf_dir
 from cnnfleet.config_errors import COMPOSE_ERRORS, explain
+from cnnfleet.domains import check_config as check_domains
+from cnnfleet.domains import creatable_problem, nearest_existing, path_text_problem
 from cnnfleet.errors import CnnfleetError, ConfigError, user_message
 from cnnfleet.launch import signals
 from cnnfleet.launch.env import slurm_task_id
@@ -51,17 +53,24 @@ def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
 
 
 def check_writable(cfg: DictConfig) -> None:
-    """The run folder can be created: its nearest existing ancestor is a writable folder."""
+    """The run folder can be created: a path the filesystem takes, under a writable real folder."""
     run_dir = Path(str(cfg.hydra.run.dir)).absolute()
-    ancestor = run_dir
-    while not ancestor.exists():
-        ancestor = ancestor.parent
-    if not ancestor.is_dir() or not os.access(ancestor, os.W_OK | os.X_OK):
-        what = "is a file, not a folder" if not ancestor.is_dir() else "is not writable"
+    problem = path_text_problem(str(run_dir))
+    if problem is None:
+        ancestor = nearest_existing(run_dir)
+        problem = f"{ancestor} is a file, not a folder" if not ancestor.is_dir() else creatable_problem(run_dir)
+    if problem:
+        problem = problem.removeprefix("cannot be created: ")
         raise ConfigError(
-            f"cannot create the run folder {run_dir}: {ancestor} {what}; set CNNFLEET_ROOT or paths.root_dir "
+            f"cannot create the run folder {run_dir}: {problem}; set CNNFLEET_ROOT or paths.root_dir "
             "(or hydra.run.dir) to a writable place"
         )
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Every key inside its domain (domains.py), then the run folder creatable."""
+    check_domains(cfg)
+    check_writable(cfg)
 
 
 def _run_overrides(cfg: DictConfig, overrides: list[str], plans_run: bool) -> list[str]:
@@ -79,24 +88,36 @@ def _run_overrides(cfg: DictConfig, overrides: list[str], plans_run: bool) -> li
     return [*kept, f"ckpt_path={quote_value(str(checkpoint_file(str(cfg.ckpt_path))))}"]
 
 
-def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, plans_run: bool = False) -> None:
+CHECK_FLAG = "--check"
+
+
+def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, plans_run: bool = False,
+           check: str | None = None, check_first: bool = False) -> None:  # fmt: skip
     """Validate the command line, then hand it to the Hydra app (which parses sys.argv).
 
-    `plans_run` (cnnfleet-train): compute the RunPlan first; rank 0 holds its folder's lock from here on."""
+    `plans_run` (cnnfleet-train): compute the RunPlan first; rank 0 holds its folder's lock from here on.
+    `check` ("module:function"): what `--check` runs instead of the task (tasks/check.py); with
+    `check_first` it also runs before the task (cnnfleet-submit checks the job before sbatch)."""
     register_configs()
     die_with_parent()  # a rank started by Lightning's launcher does not outlive rank 0
     signals.install(requeue=slurm_task_id() is not None)  # before anything slow: no signal kills us unasked
     # torch's C++ layer prints its own warnings with 50-frame stack traces straight to stderr
     # (e.g. every TCPStore connect retry); our errors say what failed. Users can still set it.
     os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "FATAL")
+    check_only = CHECK_FLAG in sys.argv[1:] and check is not None
+    sys.argv = [a for a in sys.argv if a != CHECK_FLAG] if check_only else sys.argv
     argv = sys.argv[1:]
     args = get_args_parser().parse_args(argv)  # argparse exits 2 on a malformed flag
+    if check_only and args.multirun:
+        fail(prog, f"{CHECK_FLAG} checks one run: leave out -m (or check one combination of the sweep)")
     skip = args.help or args.hydra_help or args.shell_completion or args.multirun or args.info
     if not skip:
         name = args.config_name or config_name
         try:
             cfg = compose_config(name, list(args.overrides))
-            check_writable(cfg)
+            check_config(cfg)
+            if check_only or check_first:
+                run_check(check, cfg, list(args.overrides), prog, exit_after=check_only)
             new_overrides = _run_overrides(cfg, list(args.overrides), plans_run and not args.cfg)
         except COMPOSE_ERRORS as exc:
             fail(prog, explain(exc, conf_dir()))
@@ -116,6 +137,51 @@ def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, plans_run:
         finished = True
     finally:  # also after Ctrl-C or a sweeper error: the table shows what finished
         _summarize_sweeps(prog, check=finished)
+
+
+def run_check(check: str, cfg: DictConfig, overrides: list[str], prog: str, exit_after: bool) -> None:
+    """Build every part of the command without running it (tasks/check.py); print the report.
+    `exit_after`: `--check` alone, exit 0 here; otherwise the command goes on (cnnfleet-submit)."""
+    import importlib
+    import logging
+    import warnings
+
+    module_name, _, function = check.partition(":")
+    checker = getattr(importlib.import_module(module_name), function)
+    importlib.import_module("lightning.pytorch")  # it sets its loggers' levels on import
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):  # their set-up chatter is not a finding
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            lines = checker(cfg, overrides)
+    except CnnfleetError as exc:
+        fail(prog, user_message(exc), exc.exit_code)
+    except Exception as exc:
+        _internal_fault(prog, exc, None)
+    if exit_after:
+        print(f"{prog} --check: ok")
+        for line in lines:
+            print(f"  {line}")
+        raise SystemExit(0)
+
+
+def _internal_fault(prog: str, exc: BaseException, folder: Path | None) -> NoReturn:
+    """A bug in cnnfleet (not the user's input): one line pointing at the full traceback."""
+    from cnnfleet.guard import first_line, write_traceback
+    from cnnfleet.launch.env import global_rank
+
+    path = None
+    if folder is not None and global_rank(os.environ) == 0:
+        path = folder / "traceback.txt"
+        if not path.is_file():
+            path = write_traceback(folder, exc)
+    if path is None:
+        import tempfile
+
+        path = write_traceback(Path(tempfile.mkdtemp(prefix="cnnfleet-fault-")), exc)
+    fail(prog, f"internal error ({type(exc).__name__}: {first_line(exc)}); this is a cnnfleet bug, please report "
+               f"it with {path}", 1)  # fmt: skip
 
 
 def _summarize_sweeps(prog: str, check: bool) -> None:
@@ -142,11 +208,22 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig, prog: str) -> A
 
     if in_multirun():
         try:
+            check_domains(cfg)
+        except CnnfleetError as exc:  # this trial's values: recorded like any failed trial, the sweep goes on
+            from cnnfleet.sweeps.trial import write_failure
+
+            write_failure(HydraConfig.get().runtime.output_dir, one_line(exc))
+            sys.stderr.write(f"{prog}: error: trial {HydraConfig.get().job.num} failed: {one_line(exc)}\n")
+            return None
+        try:
             return task(cfg)
         except Exception as exc:
             sys.stderr.write(f"{prog}: error: trial {HydraConfig.get().job.num} failed: {one_line(exc)}\n")
             return None
     try:
+        check_domains(cfg)  # the Hydra app may be called without launch() (tests, other entry points)
         return task(cfg)
     except CnnfleetError as exc:
         fail(prog, user_message(exc), exc.exit_code)
+    except Exception as exc:  # a bug: the traceback goes to the run folder, one line to the user
+        _internal_fault(prog, exc, Path(HydraConfig.get().runtime.output_dir))

@@ -46,7 +46,33 @@ def _unknown_option(exc: MissingConfigException, conf_root: str) -> str:
     )
 
 
-def _unknown_key(cause: ConfigKeyError | ConfigAttributeError) -> str:
+def _schema_of_option(conf_root: str, group: str, option: str) -> str | None:
+    """The `*_schema` an option's YAML starts its defaults list with."""
+    text = (Path(conf_root) / group / f"{option}.yaml").read_text()
+    found = re.search(r"^\s*-\s*(\w+_schema)\s*$", text, re.M)
+    return found.group(1) if found else None
+
+
+def key_homes(conf_root: str, leaf: str) -> list[str]:
+    """Where a key named `leaf` is defined: `device.precision`, or `data.root (data=imagefolder, ...)`."""
+    from dataclasses import fields
+
+    from cnnfleet.schema import GROUP_SCHEMAS, TrainConfig
+
+    homes = [f.name for f in fields(TrainConfig) if f.name == leaf and f.name not in GROUP_SCHEMAS]
+    for group, schemas in GROUP_SCHEMAS.items():
+        owners = {name for name, cls in schemas.items() if leaf in {f.name for f in fields(cls)}}
+        if not owners:
+            continue
+        if len(schemas) == 1:
+            homes.append(f"{group}.{leaf}")
+            continue
+        options = [o for o in group_options(conf_root, group) if _schema_of_option(conf_root, group, o) in owners]
+        homes.append(f"{group}.{leaf} (with {', '.join(f'{group}={o}' for o in options)})")
+    return homes
+
+
+def _unknown_key(cause: ConfigKeyError | ConfigAttributeError, conf_root: str) -> str:
     key = cause.full_key or str(cause.key)
     siblings: list[str] = []
     parent = cause.parent_node
@@ -56,6 +82,9 @@ def _unknown_key(cause: ConfigKeyError | ConfigAttributeError) -> str:
     hint = _close(leaf, siblings)
     prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
     hint = hint.replace("mean '", f"mean '{prefix}")
+    homes = [h for h in key_homes(conf_root, leaf) if h != key] if "." in key or key != leaf else []
+    if homes:  # a key of another group (or another option): say where it lives, never suggest +key
+        return f"unknown config key '{key}'; '{leaf}' is set as {' or '.join(homes)}"
     return f"unknown config key '{key}'{hint} (to add a new key on purpose use +{key}=...)"
 
 
@@ -69,7 +98,7 @@ def explain(exc: BaseException, conf_root: str) -> str:
         return f"cannot parse override: {_first_line(exc)} (write key=value, quote values with spaces)"
     cause = exc.__cause__ if exc.__cause__ is not None else exc
     if isinstance(cause, (ConfigKeyError, ConfigAttributeError)) and " not in " in str(cause):
-        return _unknown_key(cause)
+        return _unknown_key(cause, conf_root)
     if isinstance(cause, ValidationError):
         return f"wrong type for '{cause.full_key}': {_first_line(cause.msg or cause)}"
     if isinstance(cause, OmegaConfBaseException) and cause.full_key:

@@ -18,7 +18,7 @@ def hydra_app(cfg: DictConfig) -> dict:
 
 def main() -> None:
     # the checkpoint belongs to a training run; the evaluation gets its own folder under logs/eval
-    launch(hydra_app, config_name="eval", prog=PROG)
+    launch(hydra_app, config_name="eval", prog=PROG, check="cnnfleet.tasks.check:evaluate")
 
 
 if __name__ == "__main__":

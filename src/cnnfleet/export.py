@@ -17,7 +17,7 @@ def hydra_app(cfg: DictConfig) -> dict:
 
 
 def main() -> None:
-    launch(hydra_app, config_name="export", prog=PROG)
+    launch(hydra_app, config_name="export", prog=PROG, check="cnnfleet.tasks.check:export")
 
 
 if __name__ == "__main__":

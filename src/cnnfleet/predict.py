@@ -17,7 +17,7 @@ def hydra_app(cfg: DictConfig) -> list:
 
 
 def main() -> None:
-    launch(hydra_app, config_name="predict", prog=PROG)
+    launch(hydra_app, config_name="predict", prog=PROG, check="cnnfleet.tasks.check:predict")
 
 
 if __name__ == "__main__":

@@ -7,11 +7,42 @@ the rest have one schema for the group. Field comments are the reference for eac
 """
 
 import os
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal, Union
 
+from annotated_types import Ge, Gt, Le, Len, Lt, MaxLen
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from cnnfleet.domains import TARGET_SCHEMAS, Each, OneOf, PathRule, Pattern, Typed, key
+
+# reusable domains
+WIDTH = (Ge(1), Le(16384))  # channels of a layer
+PIXELS = (Ge(1), Le(4096))  # side of an image
+BATCH = (Ge(1), Le(1 << 20))
+WORKERS = (Ge(0), Le(256))
+FRACTION = (Ge(0), Lt(1))
+ALPHA = (Ge(0), Le(100))  # Beta(alpha, alpha) of MixUp/CutMix
+NORM_STATS = Len(1, 4)  # one per channel (checked against data.channels)
+AUGMENT = OneOf("none", "randaugment", "trivialaugment")
+SHARE_OR_COUNT = Typed(
+    Union[Annotated[int, Ge(0)], Annotated[float, Ge(0), Le(1)]],  # noqa: UP007
+    "a count of batches (int >= 0) or a share (float in [0, 1])",
+)
+SLURM_WORD = Pattern(r"[^\s'\"\\]{1,256}", "one word without spaces or quotes (at most 256 characters)")
+
+
+def _per_channel(node: DictConfig) -> list[str]:
+    """mean and std give one value per image channel, std values are positive."""
+    out = []
+    for name in ("mean", "std"):
+        if len(node[name]) != node.channels:
+            out.append(f"{name}={list(node[name])}: has {len(node[name])} values but data.channels={node.channels} "
+                       f"(expected one per channel)")  # fmt: skip
+    if not out and any(v <= 0 for v in node.std):
+        out.append(f"std={list(node.std)}: every value must be > 0")
+    return out
+
 
 # ---------------------------------------------------------------- data
 
@@ -21,22 +52,34 @@ class InMemoryDataConfig:
     """Fields shared by data sets that fit in memory as one tensor per split."""
 
     _target_: str = MISSING
-    batch_size: int = 64  # GLOBAL batch (all ranks together); per-device = batch_size / world size
-    num_classes: int = 10  # classes in the data set; the model's head follows it
-    channels: int = 1  # image channels; the model's stem follows it
-    image_size: int = 8  # side of the square image, pixels
-    mean: list[float] = field(default_factory=lambda: [0.5])  # per-channel normalisation mean (0..1 scale)
-    std: list[float] = field(default_factory=lambda: [0.5])  # per-channel normalisation std (0..1 scale)
-    val_fraction: float = 0.1  # share of all samples held out for validation
-    test_fraction: float = 0.2  # share of all samples held out for the final test
-    split_seed: int = 0  # seed of the fixed, stratified train/val/test split (independent of `seed`)
-    num_workers: int = 0  # DataLoader workers (on_device=false only); 0 = the main process
-    on_device: Any = "auto"  # auto | true | false: splits live on the training device, batches are slices
-    crop_padding: int = 0  # training augmentation: reflect-pad by N pixels, random crop back (0 = off)
+    batch_size: int = key(64, *BATCH)  # GLOBAL batch (all ranks together); per-device = batch_size / world size
+    num_classes: int = key(10, Ge(2), Le(100000))  # classes in the data set; the model's head follows it
+    channels: int = key(1, OneOf(1, 3))  # image channels; the model's stem follows it
+    image_size: int = key(8, *PIXELS)  # side of the square image, pixels
+    mean: list[float] = key(factory=lambda: [0.5], rules=(NORM_STATS,))  # per-channel normalisation mean (0..1)
+    std: list[float] = key(factory=lambda: [0.5], rules=(NORM_STATS,))  # per-channel normalisation std (0..1)
+    val_fraction: float = key(0.1, Gt(0), Lt(1))  # share of all samples held out for validation
+    test_fraction: float = key(0.2, *FRACTION)  # share of all samples held out for the final test
+    split_seed: int = key(0, Ge(0), Lt(2**32))  # seed of the fixed, stratified train/val/test split
+    num_workers: int = key(0, *WORKERS)  # DataLoader workers (on_device=false only); 0 = the main process
+    # auto | true | false: splits live on the training device, batches are slices
+    on_device: Any = key("auto", Typed(Union[Literal["auto"], bool], "auto | true | false"))  # noqa: UP007
+    crop_padding: int = key(0, Ge(0), Le(64))  # augmentation: reflect-pad by N pixels, random crop back (0 = off)
     horizontal_flip: bool = False  # training augmentation: mirror half the images (not for digits!)
-    auto_augment: str = "none"  # none | randaugment | trivialaugment (torchvision, per image)
-    mixup_alpha: float = 0.0  # MixUp Beta(alpha, alpha) mixing of image pairs (0 = off)
-    cutmix_alpha: float = 0.0  # CutMix (0 = off); with both on, each batch uses one of them
+    auto_augment: str = key("none", AUGMENT)  # torchvision's policies, per image
+    mixup_alpha: float = key(0.0, *ALPHA)  # MixUp Beta(alpha, alpha) mixing of image pairs (0 = off)
+    cutmix_alpha: float = key(0.0, *ALPHA)  # CutMix (0 = off); with both on, each batch uses one of them
+
+    @staticmethod
+    def cross_check(node: DictConfig) -> list[str]:
+        out = _per_channel(node)
+        if node.val_fraction + node.test_fraction >= 1:
+            out.append(f"val_fraction + test_fraction = {node.val_fraction + node.test_fraction:g}: "
+                       "leaves no training samples (expected a sum < 1)")  # fmt: skip
+        if node.crop_padding and node.crop_padding >= node.image_size:
+            out.append(f"crop_padding={node.crop_padding}: reflect padding needs crop_padding < "
+                       f"data.image_size={node.image_size}")  # fmt: skip
+        return out
 
 
 @dataclass
@@ -51,9 +94,30 @@ class SyntheticDataConfig(InMemoryDataConfig):
     """Class-conditional random images of any shape: prototypes plus noise, learnable on purpose."""
 
     _target_: str = "cnnfleet.data.synthetic.SyntheticDataModule"
-    num_samples: int = 2048  # images in all splits together
-    noise: float = 0.5  # std of the per-pixel noise added to each class prototype
-    seed: int = 0  # seed of the generated images (independent of `seed`)
+    num_samples: int = key(2048, Ge(10), Le(10_000_000))  # images in all splits together
+    noise: float = key(0.5, Ge(0), Le(100))  # std of the per-pixel noise added to each class prototype
+    seed: int = key(0, Ge(0), Lt(2**32))  # seed of the generated images (independent of `seed`)
+
+    @staticmethod
+    def cross_check(node: DictConfig) -> list[str]:
+        out = InMemoryDataConfig.cross_check(node)
+        size = node.num_samples * node.channels * node.image_size**2 * 4
+        limit = _memory_bytes() // 4
+        if not out and size > limit:
+            out.append(f"num_samples={node.num_samples}: {node.num_samples} images of {node.channels}x"
+                       f"{node.image_size}x{node.image_size} need {size / 2**30:.1f} GiB, more than a quarter of this "
+                       f"machine's memory ({limit / 2**30:.1f} GiB); use fewer or smaller images")  # fmt: skip
+        if not out and node.num_samples < node.num_classes * 3:
+            out.append(f"num_samples={node.num_samples}: fewer than 3 per class for "
+                       f"data.num_classes={node.num_classes} (train, val and test each need one)")  # fmt: skip
+        return out
+
+
+def _memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 16 << 30
 
 
 @dataclass
@@ -61,8 +125,8 @@ class TorchvisionDataConfig(InMemoryDataConfig):
     """MNIST / Fashion-MNIST / CIFAR-10 / CIFAR-100 read by torchvision's own dataset classes."""
 
     _target_: str = "cnnfleet.data.torchvision_sets.TorchvisionDataModule"
-    name: str = MISSING  # mnist | fashion_mnist | cifar10 | cifar100
-    root: str = MISSING  # folder holding the data set's files (torchvision's layout)
+    name: str = key(MISSING, OneOf("mnist", "fashion_mnist", "cifar10", "cifar100"))
+    root: str = key(MISSING, PathRule("dir_or_new"))  # folder holding the data set's files (torchvision's layout)
     download: bool = True  # fetch missing files from the official mirrors
     verify_checksums: bool = True  # CIFAR: check files against the official MD5s (false: presence only)
 
@@ -72,21 +136,29 @@ class ImageFolderDataConfig:
     """Image files in the ImageNet layout (<root>/train/<class>/..., <root>/val/<class>/...)."""
 
     _target_: str = "cnnfleet.data.image_folder.ImageFolderDataModule"
-    root: str = MISSING  # folder holding train/ and val/ (and optionally test/)
-    batch_size: int = 256  # GLOBAL batch (all ranks together)
-    num_classes: int = 1000  # class folders under train/ (checked)
-    channels: int = 3  # 3 = RGB, 1 = grayscale
-    image_size: int = 224  # training crop and evaluation center crop, pixels
-    resize_size: int = 256  # evaluation: resize the short side to this, then center-crop image_size
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])  # ImageNet statistics
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
-    num_workers: int | None = None  # decode workers per rank; null = cores per rank - 1, at most 8
+    root: str = key(MISSING, PathRule("dir", hint="holding train/ and val/"))  # the data set's folder
+    batch_size: int = key(256, *BATCH)  # GLOBAL batch (all ranks together)
+    num_classes: int = key(1000, Ge(2), Le(100000))  # class folders under train/ (checked)
+    channels: int = key(3, OneOf(1, 3))  # 3 = RGB, 1 = grayscale
+    image_size: int = key(224, *PIXELS)  # training crop and evaluation center crop, pixels
+    resize_size: int = key(256, *PIXELS)  # evaluation: resize the short side to this, then center-crop image_size
+    mean: list[float] = key(factory=lambda: [0.485, 0.456, 0.406], rules=(NORM_STATS,))  # ImageNet statistics
+    std: list[float] = key(factory=lambda: [0.229, 0.224, 0.225], rules=(NORM_STATS,))
+    num_workers: int | None = key(None, *WORKERS)  # decode workers per rank; null = cores per rank - 1, at most 8
     pin_memory: bool | None = None  # null = on when CUDA is available
-    crop_scale_min: float = 0.08  # RandomResizedCrop's smallest area share
+    crop_scale_min: float = key(0.08, Gt(0), Le(1))  # RandomResizedCrop's smallest area share
     horizontal_flip: bool = True
-    auto_augment: str = "none"  # none | randaugment | trivialaugment
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
+    auto_augment: str = key("none", AUGMENT)
+    mixup_alpha: float = key(0.0, *ALPHA)
+    cutmix_alpha: float = key(0.0, *ALPHA)
+
+    @staticmethod
+    def cross_check(node: DictConfig) -> list[str]:
+        out = _per_channel(node)
+        if node.resize_size < node.image_size:
+            out.append(f"resize_size={node.resize_size}: smaller than data.image_size={node.image_size} "
+                       "(the evaluation center crop must fit inside the resized image)")  # fmt: skip
+        return out
 
 
 # ---------------------------------------------------------------- model
@@ -97,9 +169,9 @@ class SimpleCNNConfig:
     """A small VGG-style CNN (conv-BN-ReLU blocks) sized for 8x8 to 32x32 images."""
 
     _target_: str = "cnnfleet.models.simple_cnn.SimpleCNN"
-    widths: list[int] = field(default_factory=lambda: [32, 64, 128])  # channels per conv block
-    dropout: float = 0.0  # dropout before the classifier head
-    norm: str = "batch"  # batch | none (BatchNorm after each conv, or nothing)
+    widths: list[int] = key(factory=lambda: [32, 64, 128], rules=(Len(1, 32), Each(*WIDTH)))  # channels per block
+    dropout: float = key(0.0, *FRACTION)  # dropout before the classifier head
+    norm: str = key("batch", OneOf("batch", "none"))  # BatchNorm after each conv, or nothing
 
 
 @dataclass
@@ -107,8 +179,8 @@ class ResNetCifarConfig:
     """ResNet-18/34 adapted to small images: 3x3 stem, no max-pool."""
 
     _target_: str = "cnnfleet.models.resnet_cifar.ResNetCifar"
-    depth: int = 18  # 18 or 34
-    width: int = 64  # channels of the first stage; stages use width x (1, 2, 4, 8)
+    depth: int = key(18, OneOf(18, 34))
+    width: int = key(64, Ge(1), Le(2048))  # channels of the first stage; stages use width x (1, 2, 4, 8)
 
 
 @dataclass
@@ -116,10 +188,13 @@ class AirbenchConfig:
     """airbench-style fast CIFAR net: 2x2 patch stem, three conv groups, scaled linear head."""
 
     _target_: str = "cnnfleet.models.airbench.AirbenchNet"
-    stem_width: int = 24  # channels of the 2x2 patch stem
-    widths: list[int] = field(default_factory=lambda: [64, 256, 256])  # conv group widths
-    bn_momentum: float = 0.4  # BatchNorm running-stat momentum (torch convention)
-    logit_scale: float = 0.1111111111111111  # head output x 1/9, as in airbench
+    stem_width: int = key(24, *WIDTH)  # channels of the 2x2 patch stem
+    widths: list[int] = key(factory=lambda: [64, 256, 256], rules=(Len(3, 3), Each(*WIDTH)))  # conv group widths
+    bn_momentum: float = key(0.4, Gt(0), Le(1))  # BatchNorm running-stat momentum (torch convention)
+    logit_scale: float = key(0.1111111111111111, Gt(0), Le(1000))  # head output x 1/9, as in airbench
+
+
+MODEL_NAME = Pattern(r"[A-Za-z0-9_.]{1,128}", "a model name: letters, digits, _ and . (at most 128 characters)")
 
 
 @dataclass
@@ -127,8 +202,9 @@ class TorchvisionModelConfig:
     """Any torchvision classification model by name; head and input channels follow the data set."""
 
     _target_: str = "cnnfleet.models.torchvision_models.TorchvisionNet"
-    name: str = "resnet18"  # torchvision.models.list_models(): resnet50, convnext_tiny, efficientnet_b0, ...
-    weights: str | None = None  # null = random init; DEFAULT or a weights name, only if already in the hub cache
+    name: str = key("resnet18", MODEL_NAME)  # torchvision.models.list_models(): resnet50, convnext_tiny, ...
+    # null = random init; DEFAULT or a weights name, only if already in the hub cache
+    weights: str | None = key(None, Pattern(r"[A-Za-z0-9_.]{1,128}", "DEFAULT or a weights name such as IMAGENET1K_V1"))
 
 
 @dataclass
@@ -136,11 +212,13 @@ class TimmModelConfig:
     """Any timm model by name (pip install 'cnnfleet[timm]')."""
 
     _target_: str = "cnnfleet.models.timm_models.TimmNet"
-    name: str = "resnet18"  # timm.list_models()
+    name: str = key("resnet18", MODEL_NAME)  # timm.list_models()
     pretrained: bool = False  # only when the weights are already in the Hugging Face cache
 
 
 # ---------------------------------------------------------------- optimizer (completed in the module)
+
+LR = (Gt(0), Le(1e6))
 
 
 @dataclass
@@ -150,26 +228,32 @@ class OptimizerConfig:
     # linear scaling rule (Goyal et al. 2017): effective lr = lr * data.batch_size / base_batch_size;
     # pair it with a warm-up (scheduler=onecycle or cosine)
     scale_lr_with_batch: bool = False
-    base_batch_size: int = 256  # global batch that `lr` was tuned for when scaling
+    base_batch_size: int = key(256, *BATCH)  # global batch that `lr` was tuned for when scaling
 
 
 @dataclass
 class SGDConfig(OptimizerConfig):
     _target_: str = "torch.optim.SGD"
     _partial_: bool = True  # parameters are passed by the module
-    lr: float = 0.05  # peak learning rate for the GLOBAL batch
-    momentum: float = 0.9
+    lr: float = key(0.05, *LR)  # peak learning rate for the GLOBAL batch
+    momentum: float = key(0.9, *FRACTION)
     nesterov: bool = True
-    weight_decay: float = 5e-4
+    weight_decay: float = key(5e-4, Ge(0), Le(10))
+
+    @staticmethod
+    def cross_check(node: DictConfig) -> list[str]:
+        if node.nesterov and node.momentum == 0:
+            return ["nesterov=true: Nesterov momentum needs optimizer.momentum > 0 (or set optimizer.nesterov=false)"]
+        return []
 
 
 @dataclass
 class AdamWConfig(OptimizerConfig):
     _target_: str = "torch.optim.AdamW"
     _partial_: bool = True
-    lr: float = 3e-3  # peak learning rate for the GLOBAL batch
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    weight_decay: float = 0.05
+    lr: float = key(3e-3, *LR)  # peak learning rate for the GLOBAL batch
+    betas: list[float] = key(factory=lambda: [0.9, 0.999], rules=(Len(2, 2), Each(*FRACTION)))  # (beta1, beta2)
+    weight_decay: float = key(0.05, Ge(0), Le(10))
 
 
 # ---------------------------------------------------------------- scheduler (stepped every optimizer step)
@@ -179,96 +263,121 @@ class AdamWConfig(OptimizerConfig):
 class OneCycleConfig:
     _target_: str = "cnnfleet.training.schedulers.one_cycle"
     _partial_: bool = True  # optimizer and total_steps are filled in by the module; peak = optimizer.lr
-    pct_start: float = 0.25  # share of steps spent warming up
-    div_factor: float = 25.0  # initial lr = max_lr / div_factor
-    final_div_factor: float = 1e4  # final lr = initial lr / final_div_factor
-    anneal_strategy: str = "cos"
+    pct_start: float = key(0.25, Gt(0), Lt(1))  # share of steps spent warming up
+    div_factor: float = key(25.0, Ge(1), Le(1e8))  # initial lr = max_lr / div_factor
+    final_div_factor: float = key(1e4, Ge(1), Le(1e12))  # final lr = initial lr / final_div_factor
+    anneal_strategy: str = key("cos", OneOf("cos", "linear"))
 
 
 @dataclass
 class CosineConfig:
     _target_: str = "cnnfleet.training.schedulers.warmup_cosine"
     _partial_: bool = True  # total_steps is filled in by the module
-    warmup_fraction: float = 0.05  # share of steps with a linear warm-up from 0
-    min_lr_ratio: float = 0.0  # final lr as a fraction of the peak
+    warmup_fraction: float = key(0.05, *FRACTION)  # share of steps with a linear warm-up from 0
+    min_lr_ratio: float = key(0.0, Ge(0), Le(1))  # final lr as a fraction of the peak
 
 
 # ---------------------------------------------------------------- single-schema groups
+
+STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_true", "fsdp",
+              "single_device")  # fmt: skip
+PRECISIONS = ("auto", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "bf16-true", "16-true", "64-true", "64",
+              "transformer-engine", "transformer-engine-float16")  # fmt: skip
 
 
 @dataclass
 class DeviceConfig:
     """Where and how the run computes: Lightning's accelerator/devices/strategy/precision."""
 
-    accelerator: str = "auto"  # auto | cpu | gpu
-    devices: Any = 1  # devices per node: an int, or "auto" for all visible
-    num_nodes: int = 1  # nodes (machines) in the run
-    strategy: str = "auto"  # auto (ddp when more than one process) | ddp | ddp_spawn ...
+    accelerator: str = key("auto", OneOf("auto", "cpu", "gpu", "cuda"))
+    # devices per node: a count, or "auto" for all visible
+    devices: Any = key(1, Typed(Union[Literal["auto"], Annotated[int, Ge(1), Le(1024)]], "a count >= 1 or auto"))  # noqa: UP007
+    num_nodes: int = key(1, Ge(1), Le(4096))  # nodes (machines) in the run
+    # auto (ddp when more than one process) | ddp | ddp_spawn ...
+    strategy: str = key(
+        "auto", OneOf("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "single_device")
+    )
     # auto = bf16-mixed on GPUs with bf16, 16-mixed on older GPUs, 32-true on CPU; or any Lightning precision
-    precision: str = "auto"
-    timeout_s: int = 600  # wait this long for other ranks (rendezvous, collectives) before failing
+    precision: str = key("auto", OneOf(*PRECISIONS))
+    timeout_s: int = key(600, Ge(10), Le(86400))  # wait this long for other ranks (rendezvous, collectives)
 
 
 @dataclass
 class TrainerConfig:
     """Keys passed one to one to lightning.Trainer, except those marked cnnfleet."""
 
-    max_epochs: int = 20  # epochs to train (one epoch = every training sample once)
-    accumulate_grad_batches: int = 1  # optimizer step every N batches
-    gradient_clip_val: float | None = None  # clip gradient norm to this value; null = off
-    log_every_n_steps: int = 10  # logging interval, optimizer steps
-    check_val_every_n_epoch: int = 1  # validate every N epochs
+    max_epochs: int = key(20, Ge(0), Le(1_000_000))  # epochs to train (one epoch = every training sample once)
+    accumulate_grad_batches: int = key(1, Ge(1), Le(4096))  # optimizer step every N batches
+    gradient_clip_val: float | None = key(None, Gt(0))  # clip gradient norm to this value; null = off
+    log_every_n_steps: int = key(10, Ge(1), Le(10_000_000))  # logging interval, optimizer steps
+    check_val_every_n_epoch: int = key(1, Ge(1), Le(1_000_000))  # validate every N epochs
     deterministic: bool = False  # torch deterministic algorithms (slower on GPU)
     benchmark: bool | None = None  # cudnn.benchmark; null = Lightning's default
     sync_batchnorm: bool = False  # BatchNorm statistics over the global batch (GPUs only)
-    fast_dev_run: Any = False  # true or N: run N batches of train/val/test as a smoke test
+    # true or N: run N batches of train/val/test as a smoke test
+    fast_dev_run: Any = key(False, Typed(Union[bool, Annotated[int, Ge(0)]], "true | false | a count of batches"))  # noqa: UP007
     # The next four take an int (a count of batches) or a float (a share), as in Lightning.
-    overfit_batches: Any = 0.0  # train (and validate) on these batches only
-    limit_train_batches: Any = None  # cap training batches per epoch; null = all
-    limit_val_batches: Any = None
-    limit_test_batches: Any = None
-    num_sanity_val_steps: int = 0  # validation batches run before training (0 = skip)
+    overfit_batches: Any = key(0.0, SHARE_OR_COUNT)  # train (and validate) on these batches only
+    limit_train_batches: Any = key(None, SHARE_OR_COUNT)  # cap training batches per epoch; null = all
+    limit_val_batches: Any = key(None, SHARE_OR_COUNT)
+    limit_test_batches: Any = key(None, SHARE_OR_COUNT)
+    num_sanity_val_steps: int = key(0, Ge(-1), Le(1_000_000))  # validation batches run before training (0 = skip)
     enable_progress_bar: bool | None = None  # null = on only when stdout is a terminal
     # cnnfleet: stop at the first NaN/inf loss; checked every N steps (each check is one host sync)
     # and always before validation and before any checkpoint is written
-    check_finite_every_n_steps: int = 1
+    check_finite_every_n_steps: int = key(1, Ge(1), Le(1_000_000))
     # cnnfleet speed options (see README "Speed")
     channels_last: bool = False  # NHWC tensors: faster convolutions on tensor-core GPUs with mixed precision
     compile: bool = False  # torch.compile the network (first steps slower: compilation)
-    compile_mode: str | None = None  # null (default) | reduce-overhead | max-autotune
-    ema_decay: float | None = None  # exponential moving average of the weights for val/test; e.g. 0.999
+    compile_mode: str | None = key(None, OneOf("default", "reduce-overhead", "max-autotune",
+                                                "max-autotune-no-cudagraphs"))  # fmt: skip
+    ema_decay: float | None = key(None, Gt(0), Lt(1))  # moving average of the weights for val/test; e.g. 0.999
+
+
+ANY_PATH = PathRule("text")
 
 
 @dataclass
 class PathsConfig:
-    root_dir: str = MISSING  # where logs/ and data/ live (default: the working directory)
-    data_dir: str = MISSING  # downloaded data sets
-    log_dir: str = MISSING  # run folders: <log_dir>/<task_name>/runs/<time>
-    output_dir: str = MISSING  # this run's folder (Hydra's run dir)
+    root_dir: str = key(MISSING, PathRule("dir_or_new"))  # where logs/ and data/ live (default: the working directory)
+    data_dir: str = key(MISSING, ANY_PATH)  # downloaded data sets
+    log_dir: str = key(MISSING, PathRule("dir_or_new"))  # run folders: <log_dir>/<task_name>/runs/<time>
+    output_dir: str = key(MISSING, ANY_PATH)  # this run's folder (Hydra's run dir)
+
+
+SLURM_TIME = Pattern(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}",
+                     "a SLURM time: MM, HH:MM:SS or D-HH:MM:SS")  # fmt: skip
 
 
 @dataclass
 class ClusterConfig:
     """SLURM resources for cnnfleet-submit (and, later, launcher=slurm). One task per device."""
 
-    partition: str | None = None  # sbatch --partition; null = the cluster's default
-    account: str | None = None  # sbatch --account
-    qos: str | None = None  # sbatch --qos
-    time: str = "01:00:00"  # wall-clock limit, HH:MM:SS or D-HH:MM:SS
-    nodes: int = 1  # sbatch --nodes = device.num_nodes
-    tasks_per_node: int = 1  # processes per node = device.devices (= gpus_per_node on GPU nodes)
-    gpus_per_node: int = 0  # sbatch --gpus-per-node; 0 = a CPU job
-    cpus_per_task: int = 4  # CPU cores per process (data loading, threads)
-    mem: str | None = None  # sbatch --mem per node, e.g. 64G; null = the cluster's default
-    constraint: str | None = None  # sbatch --constraint, e.g. a100
-    job_name: str = "cnnfleet"
-    signal_seconds: int = 90  # SIGUSR1 this long before the time limit: save an hpc checkpoint, requeue
+    partition: str | None = key(None, SLURM_WORD)  # sbatch --partition; null = the cluster's default
+    account: str | None = key(None, SLURM_WORD)  # sbatch --account
+    qos: str | None = key(None, SLURM_WORD)  # sbatch --qos
+    time: str = key("01:00:00", SLURM_TIME)  # wall-clock limit, HH:MM:SS or D-HH:MM:SS
+    nodes: int = key(1, Ge(1), Le(4096))  # sbatch --nodes = device.num_nodes
+    tasks_per_node: int = key(1, Ge(1), Le(1024))  # processes per node = device.devices (= GPUs per node)
+    gpus_per_node: int = key(0, Ge(0), Le(64))  # sbatch --gpus-per-node; 0 = a CPU job
+    cpus_per_task: int = key(4, Ge(1), Le(1024))  # CPU cores per process (data loading, threads)
+    # sbatch --mem per node, e.g. 64G; null = the cluster's default
+    mem: str | None = key(None, Pattern(r"\d+[KMGT]?", "a size such as 64G, 4096M or 0 (all of the node)"))
+    constraint: str | None = key(None, SLURM_WORD)  # sbatch --constraint, e.g. a100
+    job_name: str = key("cnnfleet", SLURM_WORD)
+    signal_seconds: int = key(90, Ge(10), Le(65535))  # SIGUSR1 this long before the time limit: checkpoint, requeue
     requeue: bool = True  # let SLURM (and Lightning on SIGUSR1) requeue the job
-    extra_sbatch: list[str] = field(default_factory=list)  # more "#SBATCH ..." options, e.g. ["--exclusive"]
-    setup: list[str] = field(default_factory=list)  # shell lines before srun, e.g. ["module load cuda"]
+    # more "#SBATCH ..." options, e.g. ["--exclusive"]
+    extra_sbatch: list[str] = key(factory=list, rules=(Each(Pattern(r"--?[A-Za-z].{0,500}", "an sbatch option such "
+                                                                     "as --exclusive")),))  # fmt: skip
+    setup: list[str] = key(factory=list, rules=(Each(MaxLen(4096)),))  # shell lines before srun (module load cuda)
 
 
 # ---------------------------------------------------------------- primary configs
+
+TASK_NAME = Pattern(r"(?!\.\.?$)[^/\x00]{1,100}", "a folder name: 1 to 100 characters, no /, not . or ..")
+SEED = (Ge(0), Lt(2**32))  # numpy's seed range
+CKPT = PathRule("file", also=("last",))
 
 
 @dataclass
@@ -283,13 +392,14 @@ class TrainConfig:
     callbacks: Any = None  # dict of named Lightning callbacks; null = none
     paths: PathsConfig = MISSING
     cluster: ClusterConfig = MISSING
-    task_name: str = "train"  # first level of the run folder under paths.log_dir
-    tags: list[str] = field(default_factory=list)  # free-form labels recorded with the run
-    seed: int = 42  # seeds torch, numpy and python in every rank
-    ckpt_path: str | None = None  # resume: `last` (latest run of this task) or a checkpoint path
-    label_smoothing: float = 0.0  # cross-entropy label smoothing
-    optimized_metric: str = "val/acc"  # metric a sweeper optimizes (any val/* or test/* metric)
-    optimized_direction: str = "maximize"  # maximize | minimize: how sweeps rank trials
+    task_name: str = key("train", TASK_NAME)  # first level of the run folder under paths.log_dir
+    # free-form labels recorded with the run (W&B: 1 to 64 characters each)
+    tags: list[str] = key(factory=list, rules=(Each(Len(1, 64)),))
+    seed: int = key(42, *SEED)  # seeds torch, numpy and python in every rank
+    ckpt_path: str | None = key(None, CKPT)  # resume: `last` (latest run of this task) or a checkpoint path
+    label_smoothing: float = key(0.0, *FRACTION)  # cross-entropy label smoothing
+    optimized_metric: str = key("val/acc", Pattern(r"(val|test)/[A-Za-z0-9_./-]{1,100}", "a val/* or test/* metric"))
+    optimized_direction: str = key("maximize", OneOf("maximize", "minimize"))  # how sweeps rank trials
     train: bool = True  # run fit()
     test: bool = True  # run test() on the best checkpoint after fit
 
@@ -298,81 +408,103 @@ class TrainConfig:
 class EvalConfig:
     device: DeviceConfig = MISSING
     paths: PathsConfig = MISSING
-    task_name: str = "eval"
-    ckpt_path: str = MISSING  # checkpoint to evaluate (a run's checkpoints/best.ckpt)
-    split: str = "test"  # train | val | test
-    batch_size: int | None = None  # null = the batch size the checkpoint was trained with
-    seed: int = 42
+    task_name: str = key("eval", TASK_NAME)
+    ckpt_path: str = key(MISSING, PathRule("file"))  # checkpoint to evaluate (a run's checkpoints/best.ckpt)
+    split: str = key("test", OneOf("train", "val", "test"))
+    batch_size: int | None = key(None, *BATCH)  # null = the batch size the checkpoint was trained with
+    seed: int = key(42, *SEED)
 
 
 @dataclass
 class PredictConfig:
     paths: PathsConfig = MISSING
-    task_name: str = "predict"
-    ckpt_path: str = MISSING  # a checkpoint written by cnnfleet-train
-    inputs: str = MISSING  # image file, folder (recursive) or glob pattern
-    top_k: int = 3  # classes listed per image
-    batch_size: int = 64  # images per forward pass
+    task_name: str = key("predict", TASK_NAME)
+    ckpt_path: str = key(MISSING, PathRule("file"))  # a checkpoint written by cnnfleet-train
+    inputs: str = key(MISSING, ANY_PATH)  # image file, folder (recursive) or glob pattern
+    top_k: int = key(3, Ge(1), Le(100000))  # classes listed per image
+    batch_size: int = key(64, *BATCH)  # images per forward pass
 
 
 @dataclass
 class ExportConfig:
     paths: PathsConfig = MISSING
-    task_name: str = "export"
-    ckpt_path: str = MISSING  # a checkpoint written by cnnfleet-train
-    check_batch: int = 8  # random images used to compare exported and original logits
-    tolerance: float = 1e-4  # largest allowed absolute logit difference
+    task_name: str = key("export", TASK_NAME)
+    ckpt_path: str = key(MISSING, PathRule("file"))  # a checkpoint written by cnnfleet-train
+    check_batch: int = key(8, Ge(1), Le(4096))  # random images used to compare exported and original logits
+    tolerance: float = key(1e-4, Gt(0), Le(1))  # largest allowed absolute logit difference
 
 
 @dataclass
 class BenchConfig:
     paths: PathsConfig = MISSING
-    task_name: str = "bench"
-    mode: str = "overhead"  # overhead | devices | scaling
-    workload: list[str] = field(default_factory=list)  # cnnfleet-train overrides of the measured job
-    epochs: int = 3  # per measurement; the first is warm-up
-    repeats: int = 3  # interleaved runs; medians are reported
-    accelerator: str = "auto"  # overhead/scaling: auto | cpu | gpu
-    target_accuracy: float = 0.9  # devices: time to this val/acc
-    precisions: list[str] = field(default_factory=lambda: ["32-true", "bf16-mixed"])  # devices, on GPUs
-    channels_last: list[bool] = field(default_factory=lambda: [False, True])  # devices, on GPUs
-    gpu_counts: list[int] | None = None  # devices: null = 1, 2, 4, ... every GPU
-    processes: list[int] = field(default_factory=lambda: [1, 2])  # scaling: world sizes
-    threads_per_process: int = 1  # scaling on CPU
+    task_name: str = key("bench", TASK_NAME)
+    mode: str = key("overhead", OneOf("overhead", "devices", "scaling"))
+    workload: list[str] = key(factory=list, rules=(Each(Len(1, 4096)),))  # cnnfleet-train overrides of the measured job
+    epochs: int = key(3, Ge(2), Le(1000))  # per measurement; the first is warm-up
+    repeats: int = key(3, Ge(1), Le(100))  # interleaved runs; medians are reported
+    accelerator: str = key("auto", OneOf("auto", "cpu", "gpu"))  # overhead/scaling
+    target_accuracy: float = key(0.9, Gt(0), Le(1))  # devices: time to this val/acc
+    precisions: list[str] = key(factory=lambda: ["32-true", "bf16-mixed"], rules=(Len(1, 16), Each(OneOf(*PRECISIONS))))
+    channels_last: list[bool] = key(factory=lambda: [False, True], rules=(Len(1, 2),))  # devices, on GPUs
+    gpu_counts: list[int] | None = key(None, Len(1, 64), Each(Ge(1), Le(1024)))  # devices: null = 1, 2, 4, ...
+    processes: list[int] = key(factory=lambda: [1, 2], rules=(Len(1, 16), Each(Ge(1), Le(64))))  # scaling: world sizes
+    threads_per_process: int = key(1, Ge(1), Le(256))  # scaling on CPU
+
+
+# ---------------------------------------------------------------- loggers (validated by _target_)
+
+WANDB_NAME = Pattern(r"[^/\\#?%:]{1,128}", "1 to 128 characters without / \\ # ? % :")
+
+
+@dataclass
+class WandbLoggerConfig:
+    """logger.wandb: W&B's own rules for names (wandb_settings.validate_project) and tags."""
+
+    project: str = key("cnnfleet", WANDB_NAME)
+    entity: str | None = key(None, Pattern(r"[A-Za-z0-9_-]{1,128}", "a W&B user or team: letters, digits, - and _"))
+    group: str | None = key(None, Len(1, 128))  # null = the sweep folder name in a multirun
+    name: str | None = key(None, Len(1, 128))  # null = W&B's generated name
+    tags: list[str] = key(factory=list, rules=(Each(Len(1, 64)),))
+    log_model: bool = False
+
+
+TARGET_SCHEMAS["cnnfleet.tracking.wandb_logger.build_wandb_logger"] = WandbLoggerConfig
+
+
+GROUP_SCHEMAS: dict[str, dict[str, type]] = {
+    "data": {
+        "digits_schema": DigitsDataConfig,
+        "synthetic_schema": SyntheticDataConfig,
+        "torchvision_schema": TorchvisionDataConfig,
+        "imagefolder_schema": ImageFolderDataConfig,
+    },
+    "model": {
+        "simple_cnn_schema": SimpleCNNConfig,
+        "resnet_cifar_schema": ResNetCifarConfig,
+        "airbench_schema": AirbenchConfig,
+        "torchvision_schema": TorchvisionModelConfig,
+        "timm_schema": TimmModelConfig,
+    },
+    "optimizer": {"sgd_schema": SGDConfig, "adamw_schema": AdamWConfig},
+    "scheduler": {"onecycle_schema": OneCycleConfig, "cosine_schema": CosineConfig},
+    "device": {"device_schema": DeviceConfig},
+    "trainer": {"trainer_schema": TrainerConfig},
+    "paths": {"paths_schema": PathsConfig},
+    "cluster": {"cluster_schema": ClusterConfig},
+}
+PRIMARY_SCHEMAS: dict[str, type] = {"train_schema": TrainConfig, "eval_schema": EvalConfig,
+                                    "predict_schema": PredictConfig, "export_schema": ExportConfig,
+                                    "bench_schema": BenchConfig}  # fmt: skip
 
 
 def register_configs() -> None:
     """Register every schema; idempotent (the ConfigStore is a process-wide singleton)."""
     cs = ConfigStore.instance()
-    groups: dict[str, dict[str, type]] = {
-        "data": {
-            "digits_schema": DigitsDataConfig,
-            "synthetic_schema": SyntheticDataConfig,
-            "torchvision_schema": TorchvisionDataConfig,
-            "imagefolder_schema": ImageFolderDataConfig,
-        },
-        "model": {
-            "simple_cnn_schema": SimpleCNNConfig,
-            "resnet_cifar_schema": ResNetCifarConfig,
-            "airbench_schema": AirbenchConfig,
-            "torchvision_schema": TorchvisionModelConfig,
-            "timm_schema": TimmModelConfig,
-        },
-        "optimizer": {"sgd_schema": SGDConfig, "adamw_schema": AdamWConfig},
-        "scheduler": {"onecycle_schema": OneCycleConfig, "cosine_schema": CosineConfig},
-        "device": {"device_schema": DeviceConfig},
-        "trainer": {"trainer_schema": TrainerConfig},
-        "paths": {"paths_schema": PathsConfig},
-        "cluster": {"cluster_schema": ClusterConfig},
-    }
-    for group, nodes in groups.items():
+    for group, nodes in GROUP_SCHEMAS.items():
         for name, node in nodes.items():
             cs.store(group=group, name=name, node=node)
-    cs.store(name="train_schema", node=TrainConfig)
-    cs.store(name="eval_schema", node=EvalConfig)
-    cs.store(name="predict_schema", node=PredictConfig)
-    cs.store(name="export_schema", node=ExportConfig)
-    cs.store(name="bench_schema", node=BenchConfig)
+    for name, node in PRIMARY_SCHEMAS.items():
+        cs.store(name=name, node=node)
 
 
 def register_resolvers() -> None:
@@ -392,10 +524,15 @@ def register_resolvers() -> None:
 
 
 def slurm_time_minutes(value: str) -> int:
-    """SLURM's [D-]HH:MM:SS (or MM) as whole minutes, rounded up."""
+    """SLURM's time formats (MM, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS) as whole minutes, rounded up."""
     days, _, clock = str(value).rpartition("-")
     parts = [int(p) for p in clock.split(":")]
-    hours, minutes, seconds = ([0] * (3 - len(parts)) + parts) if len(parts) > 1 else (0, parts[0], 0)
+    if days:  # after a day count the first field is hours
+        hours, minutes, seconds = (parts + [0, 0])[:3]
+    elif len(parts) == 3:
+        hours, minutes, seconds = parts
+    else:
+        hours, minutes, seconds = 0, parts[0], (parts[1] if len(parts) > 1 else 0)
     return int(days or 0) * 1440 + hours * 60 + minutes + (1 if seconds else 0)
 
 

@@ -1,6 +1,9 @@
 """cnnfleet-submit: render an sbatch script from the training config and submit it.
 
 Takes every cnnfleet-train override plus `dry_run=true` (print the script, submit nothing).
+Before sbatch it builds the job on this host (`--check` without the devices: data, one batch,
+model, optimizer, loggers), so a typo never waits in a queue; `--no-check` skips that,
+`--check` alone checks and submits nothing.
 """
 
 import sys
@@ -33,10 +36,12 @@ def _pop_dry_run(argv: list[str]) -> tuple[bool, list[str]]:
 def main() -> None:
     global _dry_run
     _dry_run, rest = _pop_dry_run(sys.argv[1:])
+    check_first = "--no-check" not in rest  # build the job here before it waits in a queue
+    rest = [a for a in rest if a != "--no-check"]
     # cnnfleet-submit's own folder: logs/<task>/submissions/<time>/ (job.sbatch, submit.log)
     folder = "${paths.log_dir}/${task_name}/submissions/${now:%Y-%m-%d_%H-%M-%S_%f}"
     sys.argv = [sys.argv[0], *rest, f"hydra.run.dir={folder}", "hydra.job.name=submit"]
-    launch(hydra_app, config_name="train", prog=PROG)
+    launch(hydra_app, config_name="train", prog=PROG, check="cnnfleet.tasks.check:submit", check_first=check_first)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ def hydra_app(cfg: DictConfig) -> float | None:
 
 
 def main() -> None:
-    launch(hydra_app, config_name="train", prog=PROG, plans_run=True)
+    launch(hydra_app, config_name="train", prog=PROG, plans_run=True, check="cnnfleet.tasks.check:train")
 
 
 if __name__ == "__main__":

@@ -40,15 +40,19 @@ def wandb_mode(env: dict[str, str] | None = None) -> str:
 
 
 def run_id(save_dir: str) -> str:
-    """The run folder's W&B id: read on resume, created (by rank 0) on the first attempt."""
+    """The run folder's W&B id: read on resume, else a new one (written when the run starts)."""
     path = Path(save_dir) / RUN_ID_FILE
     if path.is_file():
         return path.read_text().strip()
-    new_id = uuid.uuid4().hex[:12]
-    if global_rank() == 0:
+    return uuid.uuid4().hex[:12]
+
+
+def keep_run_id(save_dir: str, value: str) -> None:
+    """Rank 0, as the W&B run starts: the id a resumed attempt will read (building writes nothing)."""
+    path = Path(save_dir) / RUN_ID_FILE
+    if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(new_id + "\n")
-    return new_id
+        path.write_text(value + "\n")
 
 
 def sweep_group() -> str | None:
@@ -72,6 +76,8 @@ class EarlyStartWandbLogger(WandbLogger):
         self._wandb_init.pop("anonymous", None)
 
     def start_in_background(self) -> None:
+        keep_run_id(self.save_dir, self._id)
+
         def start() -> None:
             try:
                 WandbLogger.experiment.fget(self)

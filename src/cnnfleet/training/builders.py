@@ -10,7 +10,8 @@ from lightning.pytorch.callbacks import RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from cnnfleet.data.in_memory import InMemoryDataModule
-from cnnfleet.errors import CnnfleetError, ConfigError
+from cnnfleet.errors import ConfigError
+from cnnfleet.guard import building
 from cnnfleet.training.checkpoint_io import AtomicCheckpointIO
 from cnnfleet.training.device import DevicePlan
 from cnnfleet.training.finite_loss import StopOnNonFiniteLoss
@@ -20,27 +21,15 @@ from cnnfleet.training.preemption import keep_our_signal_handlers
 from cnnfleet.training.step_loss import TrainLossLogger
 
 
-def _config_error(exc: Exception, key: str, node: DictConfig | dict) -> CnnfleetError:
-    """Hydra wraps the real cause of a failed instantiate; keep ours, else name the config key."""
-    cause = exc.__cause__ or exc
-    if isinstance(cause, CnnfleetError):
-        return cause
-    return ConfigError(f"cannot build '{key}' ({node.get('_target_')}): {cause}")
-
-
 def _instantiate(node: DictConfig, key: str) -> Any:
-    try:
+    with building(key, node.get("_target_")):
         return instantiate(node)
-    except Exception as exc:
-        raise _config_error(exc, key, node) from exc
 
 
 def build_datamodule(data_cfg: DictConfig, seed: int) -> InMemoryDataModule:
     """The data set; `seed` (the run's seed) drives the per-epoch shuffling."""
-    try:
+    with building("data", data_cfg.get("_target_")):
         return instantiate(data_cfg, shuffle_seed=seed)
-    except Exception as exc:
-        raise _config_error(exc, "data", data_cfg) from exc
 
 
 def build_classifier(model_cfg: DictConfig, data_cfg: DictConfig, cfg: DictConfig) -> Classifier:
@@ -48,7 +37,7 @@ def build_classifier(model_cfg: DictConfig, data_cfg: DictConfig, cfg: DictConfi
     model = OmegaConf.to_container(model_cfg, resolve=True)
     model.update(in_channels=data_cfg.channels, num_classes=data_cfg.num_classes)
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler is not None else None
-    try:
+    with building("model", model_cfg.get("_target_")):
         module = Classifier(
             model=model,
             optimizer=resolve_optimizer(OmegaConf.to_container(cfg.optimizer, resolve=True), data_cfg.batch_size),
@@ -58,8 +47,6 @@ def build_classifier(model_cfg: DictConfig, data_cfg: DictConfig, cfg: DictConfi
             channels_last=cfg.trainer.channels_last,
             ema_decay=cfg.trainer.ema_decay,
         )
-    except Exception as exc:
-        raise _config_error(exc, "model", model_cfg) from exc
     check_input_shape(module.net, data_cfg.channels, data_cfg.image_size, model_cfg)
     return module
 
@@ -143,7 +130,7 @@ def build_trainer(
         kwargs["enable_progress_bar"] = sys.stdout.isatty()  # keep batch logs (SLURM, CI) clean
     if kwargs["enable_progress_bar"]:
         callbacks = [*callbacks, LossProgressBar(loss_logger)]
-    try:
+    with building("trainer", "lightning.Trainer"):
         trainer = L.Trainer(
             accelerator=plan.accelerator,
             devices=plan.devices,
@@ -158,7 +145,5 @@ def build_trainer(
             enable_model_summary=False,
             **kwargs,
         )
-    except Exception as exc:  # Lightning's MisconfigurationException and ValueErrors on bad values
-        raise ConfigError(f"invalid trainer/device settings: {exc}") from exc
     keep_our_signal_handlers(trainer)  # stop requests are flags acted on at safe points (preemption.py)
     return trainer

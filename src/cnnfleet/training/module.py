@@ -17,6 +17,7 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from cnnfleet import __version__
 from cnnfleet.errors import ConfigError
+from cnnfleet.guard import building
 
 RUN_CONFIG_KEY = "cnnfleet"  # checkpoint entry holding the run's resolved config
 
@@ -126,12 +127,19 @@ class Classifier(L.LightningModule):
         return self._evaluate(batch, "test")
 
     def configure_optimizers(self) -> Any:
-        optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())
+        optimizer = self.build_optimizer()
         if self.hparams.scheduler is None:
             return optimizer
-        total_steps = int(self.trainer.estimated_stepping_batches)
-        scheduler = instantiate(self.hparams.scheduler)(optimizer=optimizer, total_steps=total_steps)
+        scheduler = self.build_scheduler(optimizer, int(self.trainer.estimated_stepping_batches))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+
+    def build_optimizer(self) -> torch.optim.Optimizer:
+        with building("optimizer", self.hparams.optimizer.get("_target_")):
+            return instantiate(self.hparams.optimizer)(params=self.parameters())
+
+    def build_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
+        with building("scheduler", self.hparams.scheduler.get("_target_")):
+            return instantiate(self.hparams.scheduler)(optimizer=optimizer, total_steps=total_steps)
 
     def setup(self, stage: str) -> None:
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None

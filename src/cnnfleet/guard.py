@@ -1,0 +1,69 @@
+"""The guard around every builder: what goes wrong while building from config becomes one line.
+
+Rule: an exception raised by a library (torch, torchvision, Lightning, timm, wandb, PIL) while
+a part is built from the user's settings is an input problem: it becomes a ConfigError naming the
+group and the component, e.g. `cannot build optimizer torch.optim.AdamW from optimizer.*: Invalid
+learning rate: -1.0` (exit 2). An exception raised by cnnfleet's own code that is not one of our
+errors is a bug: it passes through untouched, and the command writes traceback.txt and a one-line
+pointer to it (cli.run_task).
+"""
+
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from cnnfleet.errors import CnnfleetError, ConfigError
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+
+
+def first_line(exc: BaseException) -> str:
+    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+    return text or type(exc).__name__
+
+
+def _innermost(exc: BaseException) -> BaseException:
+    """Hydra's InstantiationException (and similar wrappers) keep the real error as __cause__."""
+    while exc.__cause__ is not None and type(exc).__name__ == "InstantiationException":
+        exc = exc.__cause__
+    return exc
+
+
+def raised_by_cnnfleet(exc: BaseException) -> bool:
+    """True when the innermost frame that raised `exc` is cnnfleet's own code (a bug, not input)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    if not frames:
+        return False
+    return Path(frames[-1].filename).resolve().is_relative_to(PACKAGE_DIR)
+
+
+@contextmanager
+def building(key: str, component: object) -> Iterator[None]:
+    """Build one part from the config node at `key` (a group such as `optimizer`, or `logger.wandb`);
+    a library's complaint about the settings becomes one line naming the group and the component."""
+    try:
+        yield
+    except CnnfleetError:
+        raise
+    except (KeyboardInterrupt, SystemExit, MemoryError):
+        raise
+    except Exception as exc:
+        cause = _innermost(exc)
+        if isinstance(cause, CnnfleetError):
+            raise cause from None
+        if raised_by_cnnfleet(cause):
+            raise
+        group = key.split(".")[0]
+        raise ConfigError(f"cannot build {group} {component or '?'} from {key}.*: {first_line(cause)}") from exc
+
+
+def write_traceback(folder: Path, exc: BaseException) -> Path | None:
+    """traceback.txt in `folder` (created if needed); None when it cannot be written."""
+    path = Path(folder) / "traceback.txt"
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(traceback.format_exception(exc)))
+    except OSError:
+        return None
+    return path
