@@ -376,4 +376,6 @@ def describe_field(f: dataclasses.Field) -> str:
     parts = [_rule_text(r) for r in rules if not isinstance(r, Typed)]
     if f.type is float or _strip_none(f.type)[0] is float:
         parts.append("finite")
+    if head.startswith("string") and len(rules) == 1 and _ours(rules[0]):  # the rule's words say it all
+        return parts[0] + (" or null" if head.endswith("or null") and "null" not in parts[0] else "")
     return head + (": " + ", ".join(parts) if parts else "")

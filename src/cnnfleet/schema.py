@@ -294,9 +294,7 @@ class DeviceConfig:
     devices: Any = key(1, Typed(Union[Literal["auto"], Annotated[int, Ge(1), Le(1024)]], "a count >= 1 or auto"))  # noqa: UP007
     num_nodes: int = key(1, Ge(1), Le(4096))  # nodes (machines) in the run
     # auto (ddp when more than one process) | ddp | ddp_spawn ...
-    strategy: str = key(
-        "auto", OneOf("auto", "ddp", "ddp_spawn", "ddp_find_unused_parameters_true", "fsdp", "single_device")
-    )
+    strategy: str = key("auto", OneOf(*STRATEGIES))
     # auto = bf16-mixed on GPUs with bf16, 16-mixed on older GPUs, 32-true on CPU; or any Lightning precision
     precision: str = key("auto", OneOf(*PRECISIONS))
     timeout_s: int = key(600, Ge(10), Le(86400))  # wait this long for other ranks (rendezvous, collectives)
@@ -398,6 +396,7 @@ class TrainConfig:
     seed: int = key(42, *SEED)  # seeds torch, numpy and python in every rank
     ckpt_path: str | None = key(None, CKPT)  # resume: `last` (latest run of this task) or a checkpoint path
     label_smoothing: float = key(0.0, *FRACTION)  # cross-entropy label smoothing
+    # metric a sweeper optimizes (any val/* or test/* metric)
     optimized_metric: str = key("val/acc", Pattern(r"(val|test)/[A-Za-z0-9_./-]{1,100}", "a val/* or test/* metric"))
     optimized_direction: str = key("maximize", OneOf("maximize", "minimize"))  # how sweeps rank trials
     train: bool = True  # run fit()
@@ -515,12 +514,19 @@ def register_resolvers() -> None:
 
     # the --help template lists groups through this (Hydra's own list shows the schemas too)
     OmegaConf.register_new_resolver("cnnfleet_groups", lambda: describe_groups(conf_dir()), replace=True)
+    OmegaConf.register_new_resolver("cnnfleet_keys", _key_reference, replace=True)
     # the launch directory; unlike ${hydra:runtime.cwd} it resolves before Hydra's job starts
     # (hydra-submitit-launcher resolves the sweep folder while HydraConfig is still unset)
     OmegaConf.register_new_resolver("cnnfleet_cwd", os.getcwd, replace=True)
     # launcher=slurm maps the cluster group onto hydra-submitit-launcher's keys
     OmegaConf.register_new_resolver("cnnfleet_minutes", slurm_time_minutes, replace=True)
     OmegaConf.register_new_resolver("cnnfleet_null_if_zero", lambda value: value or None, replace=True)
+
+
+def _key_reference(job: str) -> str:
+    from cnnfleet.config_reference import help_text
+
+    return help_text(str(job))
 
 
 def slurm_time_minutes(value: str) -> int:

@@ -126,6 +126,9 @@ class ImageFolderDataModule(SplitLoaders, L.LightningDataModule):
         train_classes = sorted(p.name for p in (self.root / "train").iterdir() if p.is_dir())
         if not train_classes:
             raise DataError(f"{self.root}/train has no class folders; expected {self.root}/train/<class>/<image>")
+        if len(train_classes) == 1:
+            raise DataError(f"{self.root}/train has one class folder ({train_classes[0]}); a classifier needs "
+                            "at least 2 classes, one folder each")  # fmt: skip
         if len(train_classes) != self.num_classes:
             raise DataError(
                 f"data.num_classes={self.num_classes} but {self.root}/train has {len(train_classes)} class folders; "

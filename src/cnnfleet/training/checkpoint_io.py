@@ -37,6 +37,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_torch_save(checkpoint, path)
 
 
+LIGHTNING_KEYS = ("global_step", "epoch", "hyper_parameters")  # what resume, eval and export read
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint safely (weights_only: plain containers and tensors only).
 
@@ -56,4 +59,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise CheckpointError(f"{path} is not a cnnfleet/Lightning checkpoint (no state_dict)")
+    missing = [key for key in LIGHTNING_KEYS if key not in checkpoint]
+    if missing:
+        raise CheckpointError(
+            f"{path} holds a state_dict but is not a checkpoint written by cnnfleet-train (no {', '.join(missing)}); "
+            "bare weights cannot be resumed, evaluated or exported: pass a run's checkpoints/*.ckpt"
+        )
     return checkpoint
