@@ -96,6 +96,15 @@ def test_unknown_partition_is_one_clear_line(slurm, cli) -> None:
 
 
 @pytest.mark.slurm
+def test_sweep_that_sbatch_refuses_is_one_clear_line(slurm, cli) -> None:
+    """launcher=slurm: sbatch refusing the jobs (no GPUs on the emulated nodes) is one line and exit 2."""
+    result = cli("-m", "launcher=slurm", "cluster.gpus_per_node=1", "trainer.max_epochs=1", timeout=120)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.returncode == 2 and len(lines) == 1, result.stderr
+    assert lines[0].startswith("cnnfleet-train: error: sbatch refused the sweep's jobs: ") and "gres" in lines[0]
+
+
+@pytest.mark.slurm
 def test_tasks_per_node_different_from_devices_stops_every_task_with_a_message(slurm, tmp_path: Path) -> None:
     env = {**os.environ, "CNNFLEET_ROOT": str(tmp_path)}
     train = str(Path(sys.executable).parent / "cnnfleet-train")

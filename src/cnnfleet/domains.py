@@ -104,6 +104,14 @@ def path_text_problem(value: str) -> str | None:
     return None
 
 
+def expand_user(text: str) -> Path:
+    """`~/x` as the home folder; `~name` of an unknown user stays as written (expanduser would raise)."""
+    try:
+        return Path(text).expanduser()
+    except RuntimeError:
+        return Path(text)
+
+
 def nearest_existing(path: Path) -> Path:
     while not path.exists() and path != path.parent:
         path = path.parent
@@ -148,7 +156,7 @@ class PathRule:
         problem = path_text_problem(text)
         if problem or self.kind == "text":
             return problem
-        path = Path(text).expanduser()
+        path = expand_user(text)
         if self.kind == "dir":
             return None if path.is_dir() else ("is a file, not a folder" if path.exists() else "does not exist")
         if self.kind == "file":

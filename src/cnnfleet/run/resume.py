@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from cnnfleet.domains import expand_user
 from cnnfleet.errors import CheckpointError, ConfigError
 from cnnfleet.run.state import COMPLETED, STOPPED, UNFINISHED, RunState, is_locked
 
@@ -77,7 +78,7 @@ def newest_unfinished_run(runs: Path) -> Path:
 
 def checkpoint_file(value: str) -> Path:
     """An explicit ckpt_path as an absolute file; CheckpointError when it is not a file."""
-    ckpt = Path(value).expanduser()
+    ckpt = expand_user(value)
     if ckpt.is_dir():
         raise CheckpointError(f"ckpt_path={value} is a folder; pass a .ckpt file in it, or ckpt_path=last")
     if not ckpt.is_file():

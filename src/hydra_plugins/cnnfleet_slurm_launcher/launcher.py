@@ -1,0 +1,61 @@
+"""`launcher=slurm`: hydra-submitit-launcher's SlurmLauncher, with sbatch's refusal as one line.
+
+When sbatch refuses the sweep's jobs (resources the partition cannot give, an unknown
+partition or account), submitit prints sbatch's stderr and raises FailedJobError, which Hydra
+reports with a 38-line traceback. Here that becomes the same one line and exit code 2 that
+cnnfleet-submit gives. Hydra only instantiates launchers from the hydra_plugins package, hence
+this module's place.
+"""
+
+import io
+import subprocess
+import sys
+from collections.abc import Sequence
+
+from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+
+class _DropSbatchErrors(io.TextIOBase):
+    """stderr without the `sbatch: error: ...` lines submitit copies there (we say it once)."""
+
+    def __init__(self, target: io.TextIOBase) -> None:
+        self.target = target
+        self.dropped = False  # print() writes its end="\n" separately: drop that one too
+
+    def write(self, text: str) -> int:
+        drop = text.lstrip().startswith("sbatch: error:") or (self.dropped and text == "\n")
+        self.dropped = drop and text != "\n"
+        if not drop:
+            self.target.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        self.target.flush()
+
+
+def sbatch_refusal(exc: BaseException) -> str | None:
+    """sbatch's last error line when `exc` is submitit's report of a refused submission."""
+    cause = exc.__cause__
+    if not isinstance(cause, subprocess.CalledProcessError) or "sbatch" not in " ".join(map(str, cause.cmd)):
+        return None
+    lines = [line for line in str(cause.stderr or "").splitlines() if line.strip()] or ["no message"]
+    return lines[-1].strip().removeprefix("sbatch: error: ")
+
+
+class CnnfleetSlurmLauncher(SlurmLauncher):
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):  # noqa: ANN201 (Hydra's type)
+        stderr = sys.stderr
+        sys.stderr = _DropSbatchErrors(stderr)
+        try:
+            return super().launch(job_overrides, initial_job_idx)
+        except Exception as exc:
+            reason = sbatch_refusal(exc)
+            if reason is None:
+                raise
+            prog = "cnnfleet-train"
+            stderr.write(f"{prog}: error: sbatch refused the sweep's jobs: {reason} (check the cluster.* keys; "
+                         "`sinfo -o '%P %c %m %G %l'` shows what the partitions offer)\n")  # fmt: skip
+            stderr.flush()
+            raise SystemExit(2) from None
+        finally:
+            sys.stderr = stderr
