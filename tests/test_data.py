@@ -9,11 +9,9 @@ from cnnfleet.data.digits import DigitsDataModule
 from cnnfleet.data.in_memory import stratified_split
 from cnnfleet.data.synthetic import SyntheticDataModule
 from cnnfleet.errors import ConfigError, DataError
+from cnnfleet.schema import DigitsDataConfig, SyntheticDataConfig, defaults
 
-DIGITS = dict(
-    batch_size=64, num_classes=10, channels=1, image_size=8, mean=[0.3], std=[0.38],
-    val_fraction=0.1, test_fraction=0.2, split_seed=0,
-)  # fmt: skip
+DIGITS = {**defaults(DigitsDataConfig), "mean": [0.3], "std": [0.38]}  # conf/data/digits.yaml
 
 
 def test_stratified_split_is_disjoint_complete_and_proportional() -> None:
@@ -61,10 +59,10 @@ def test_mean_std_need_one_value_per_channel() -> None:
 
 
 def test_synthetic_data_has_requested_shape_and_classes() -> None:
-    dm = SyntheticDataModule(
-        num_samples=100, noise=0.1, seed=0, batch_size=10, num_classes=5, channels=3, image_size=16,
-        mean=[0.0] * 3, std=[1.0] * 3, val_fraction=0.1, test_fraction=0.2, split_seed=0,
-    )  # fmt: skip
+    dm = SyntheticDataModule(**{
+        **defaults(SyntheticDataConfig), "num_samples": 100, "noise": 0.1, "batch_size": 10, "num_classes": 5,
+        "channels": 3, "image_size": 16, "mean": [0.0] * 3, "std": [1.0] * 3,
+    })  # fmt: skip
     dm.setup()
     x, y = dm.splits["train"].tensors
     assert x.shape[1:] == (3, 16, 16) and set(y.tolist()) == set(range(5))

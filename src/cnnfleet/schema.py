@@ -470,6 +470,19 @@ class WandbLoggerConfig:
 TARGET_SCHEMAS["cnnfleet.tracking.wandb_logger.build_wandb_logger"] = WandbLoggerConfig
 
 
+def defaults(cls: type) -> dict[str, Any]:
+    """A schema's default values (constructor keyword arguments): the one place defaults live."""
+    from dataclasses import MISSING as NO_DEFAULT
+    from dataclasses import fields
+
+    out = {}
+    for f in fields(cls):
+        value = f.default_factory() if f.default_factory is not NO_DEFAULT else f.default
+        if not f.name.startswith("_") and value is not NO_DEFAULT and value != MISSING:
+            out[f.name] = value
+    return out
+
+
 GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "data": {
         "digits_schema": DigitsDataConfig,

@@ -52,7 +52,7 @@ def unpack_gzipped_idx(raw: Path, files: list[str]) -> None:
 
 
 class TorchvisionDataModule(InMemoryDataModule):
-    def __init__(self, name: str, root: str, download: bool = True, verify_checksums: bool = True, **kwargs) -> None:
+    def __init__(self, name: str, root: str, download: bool, verify_checksums: bool, **kwargs) -> None:
         super().__init__(**kwargs)
         if name not in EXPECTED:
             raise DataError(f"unknown torchvision data set '{name}'; valid: {', '.join(EXPECTED)}")

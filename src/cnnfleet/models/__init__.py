@@ -8,6 +8,7 @@ from cnnfleet.models.resnet_cifar import ResNetCifar
 from cnnfleet.models.simple_cnn import SimpleCNN
 from cnnfleet.models.timm_models import TimmNet
 from cnnfleet.models.torchvision_models import TorchvisionNet
+from cnnfleet.schema import GROUP_SCHEMAS, defaults
 
 MODELS: dict[str, type[nn.Module]] = {
     "simple_cnn": SimpleCNN,
@@ -19,7 +20,8 @@ MODELS: dict[str, type[nn.Module]] = {
 
 
 def create_model(name: str, /, **kwargs) -> nn.Module:
-    """Build a registered model; ConfigError lists the valid names for an unknown one."""
+    """Build a registered model with the schema's defaults for what `kwargs` leaves out (the
+    constructors have none: defaults live in schema.py only); ConfigError for an unknown name."""
     if name not in MODELS:
         raise ConfigError(f"unknown model '{name}'; valid: {', '.join(sorted(MODELS))}")
-    return MODELS[name](**kwargs)
+    return MODELS[name](**{**defaults(GROUP_SCHEMAS["model"][f"{name}_schema"]), **kwargs})

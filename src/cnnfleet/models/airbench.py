@@ -35,10 +35,10 @@ class AirbenchNet(nn.Module):
         self,
         in_channels: int,
         num_classes: int,
-        stem_width: int = 24,
-        widths: list[int] | tuple[int, ...] = (64, 256, 256),
-        bn_momentum: float = 0.4,  # torch's convention (airbench's 0.6 is 1 - this)
-        logit_scale: float = 1 / 9,
+        stem_width: int,
+        widths: list[int] | tuple[int, ...],
+        bn_momentum: float,  # torch's convention (airbench's 0.6 is 1 - this)
+        logit_scale: float,
     ) -> None:
         super().__init__()
         if len(widths) < 1:

@@ -26,7 +26,7 @@ class BasicBlock(nn.Module):
 
 
 class ResNetCifar(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, depth: int = 18, width: int = 64) -> None:
+    def __init__(self, in_channels: int, num_classes: int, depth: int, width: int) -> None:
         super().__init__()
         if depth not in BLOCKS_PER_STAGE:
             raise ConfigError(f"model.depth={depth} is not supported; valid: {', '.join(map(str, BLOCKS_PER_STAGE))}")

@@ -27,9 +27,9 @@ class SimpleCNN(nn.Module):
         self,
         in_channels: int,
         num_classes: int,
-        widths: list[int] | tuple[int, ...] = (32, 64, 128),
-        dropout: float = 0.0,
-        norm: str = "batch",
+        widths: list[int] | tuple[int, ...],
+        dropout: float,
+        norm: str,
     ) -> None:
         super().__init__()
         if not widths:

@@ -21,7 +21,7 @@ def import_timm() -> object:
 
 
 class TimmNet(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, name: str = "resnet18", pretrained: bool = False) -> None:
+    def __init__(self, in_channels: int, num_classes: int, name: str, pretrained: bool) -> None:
         super().__init__()
         timm = import_timm()
         valid = timm.list_models()

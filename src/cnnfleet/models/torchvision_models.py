@@ -42,7 +42,7 @@ def local_weights(name: str, weights: str) -> object:
 
 
 class TorchvisionNet(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, name: str = "resnet18", weights: str | None = None) -> None:
+    def __init__(self, in_channels: int, num_classes: int, name: str, weights: str | None) -> None:
         super().__init__()
         import torchvision
 
