@@ -39,7 +39,7 @@ def raised_by_cnnfleet(exc: BaseException) -> bool:
 
 
 @contextmanager
-def building(key: str, component: object) -> Iterator[None]:
+def building(key: str, component: object, label: str | None = None) -> Iterator[None]:
     """Build one part from the config node at `key` (a group such as `optimizer`, or `logger.wandb`);
     a library's complaint about the settings becomes one line naming the group and the component."""
     try:
@@ -54,8 +54,8 @@ def building(key: str, component: object) -> Iterator[None]:
             raise cause from None
         if raised_by_cnnfleet(cause):
             raise
-        group = key.split(".")[0]
-        raise ConfigError(f"cannot build {group} {component or '?'} from {key}.*: {first_line(cause)}") from exc
+        label = label or f"cannot build {key.split('.')[0]} {component or '?'} from {key}.*"
+        raise ConfigError(f"{label}: {first_line(cause)}") from exc
 
 
 def write_traceback(folder: Path, exc: BaseException) -> Path | None:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from cnnfleet.errors import CheckpointError, DataError
+from cnnfleet.guard import building
 from cnnfleet.training.checkpoint_io import read_checkpoint
 from cnnfleet.training.module import Classifier
 
@@ -33,7 +34,9 @@ class TrainedModel:
 
 def load_trained(ckpt_path: str | Path) -> TrainedModel:
     checkpoint = read_checkpoint(ckpt_path)
-    module = Classifier.from_checkpoint(checkpoint)
+    # weights that do not fit the model the checkpoint records (edited by hand, another version): one line
+    with building("ckpt_path", ckpt_path, label=f"cannot rebuild the network of checkpoint {ckpt_path}"):
+        module = Classifier.from_checkpoint(checkpoint)
     if module.run_config is None:
         raise CheckpointError(f"{ckpt_path} has no cnnfleet run config; it was not written by cnnfleet-train")
     module.eval()

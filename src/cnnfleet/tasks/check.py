@@ -84,7 +84,7 @@ def train(cfg: DictConfig, overrides: list[str], probe_devices: bool = True) -> 
     lines.append(f"optimizer: {cfg.optimizer._target_} lr {module.hparams.optimizer.get('lr')}; scheduler: "
                  f"{cfg.scheduler._target_ if cfg.scheduler is not None else 'none'}")  # fmt: skip
     if plan.resume_from:
-        with building("ckpt_path", plan.resume_from):
+        with building("ckpt_path", plan.resume_from, label=f"cannot read checkpoint {plan.resume_from}"):
             position = resume_position(plan.resume_from, module.hparams.model)
         lines.append(f"resume: {plan.resume_from} at step {position['global_step']}")
     loggers = build_loggers(cfg.logger)  # built, not started: W&B writes nothing before a run starts
@@ -109,8 +109,7 @@ def submit(cfg: DictConfig, overrides: list[str]) -> list[str]:
 def _trained(ckpt_path: str):
     from cnnfleet.inference import load_trained
 
-    with building("ckpt_path", ckpt_path):
-        return load_trained(ckpt_path)
+    return load_trained(ckpt_path)
 
 
 def evaluate(cfg: DictConfig, overrides: list[str]) -> list[str]:
