@@ -71,7 +71,7 @@ def test_same_seed_gives_the_same_result_and_the_recipe_learns(cli) -> None:
 
 
 def test_override_set_a_user_types(cli) -> None:
-    result = cli("optimizer=adamw", "optimizer.lr=3e-3", "trainer.max_epochs=3", "model=resnet_cifar")
+    result = cli("optimizer=adamw", "optimizer.lr=3e-3", "trainer.max_epochs=3", "model=resnet_cifar", "model.width=16")
     assert result.returncode == 0, result.stderr[-2000:]
     summary = result.summary()
     assert summary["fit"]["epochs"] == 3 and summary["test"]["test/acc"] > 0.5
@@ -105,7 +105,7 @@ BAD_INPUT = {
     "ckpt-is-a-folder": (["ckpt_path=."], "is a folder"),
     "bad-override-syntax": (["data.batch_size=[1"], "cannot parse override"),
     "gpu-without-gpu": (["device=gpu"], "no CUDA GPU"),
-    "zero-batch": (["data.batch_size=0"], "data.batch_size must be >= 1"),
+    "zero-batch": (["data.batch_size=0"], "data.batch_size=0: input should be greater than or equal to 1"),
 }
 
 
