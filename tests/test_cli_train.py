@@ -132,6 +132,8 @@ def test_help_lists_groups_and_options_without_schemas(cli) -> None:
     assert result.returncode == 0
     assert "model: airbench, resnet_cifar, simple_cnn, timm, torchvision" in result.stdout
     assert "_schema" not in result.stdout
+    lrs = [line.split(None, 1)[1] for line in result.stdout.splitlines() if line.strip().startswith("optimizer.lr ")]
+    assert "float: > 0, <= 1e+06, finite; default 0.003" in lrs  # every key's domain and default (AdamW's)
 
 
 def test_cfg_job_prints_the_composed_config(cli) -> None:
