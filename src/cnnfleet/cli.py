@@ -42,14 +42,105 @@ def fail(prog: str, message: str, code: int = EXIT_USAGE) -> NoReturn:
 
 
 def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
-    """Compose like Hydra's app would (hydra node included); raise Hydra/OmegaConf errors."""
+    """Compose like Hydra's app would (hydra node included); raise Hydra/OmegaConf errors
+    (and ConfigError for what Hydra lets through: `data=null`, an unknown option of an optional group)."""
+    check_group_options(overrides)
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
-        cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        try:
+            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+        except ValueError as exc:  # Hydra's defaults list raises plain ValueErrors for some overrides
+            raise ConfigError(f"cannot compose the config: {first_text_line(exc)} (a group takes one option: "
+                              "group=option; remove a group's keys with ~group.key)") from None  # fmt: skip
     with open_dict(cfg):  # the job's folder, as Hydra will set it (the run plan may choose another)
         cfg.hydra.runtime.output_dir = str(Path(str(cfg.hydra.run.dir)).absolute())
     HydraConfig.instance().set_config(cfg)  # lets ${hydra:...} resolve (runtime.cwd is set)
     return cfg
+
+
+def first_text_line(exc: BaseException) -> str:
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
+def check_group_options(overrides: list[str]) -> None:
+    """`group=option` names an existing option, also for optional groups (experiment, debug,
+    hparams_search), which Hydra would silently skip: `experiment=digit_fast` is a typo, not nothing."""
+    from cnnfleet.config_errors import group_options, unknown_option_message
+
+    root = Path(conf_dir())
+    for override in overrides:
+        key, eq, value = override.lstrip("+").partition("=")
+        if not eq or "." in key or "@" in key or key.startswith("hydra") or not (root / key).is_dir():
+            continue
+        valid = group_options(str(root), key)
+        if value.strip() in ("null", "None", ""):
+            drop = " (or none to leave it out)" if "none" in valid else ""
+            raise ConfigError(f"{key}={value}: the group takes one of its options: {', '.join(valid)}{drop}")
+        options = (
+            [v.strip() for v in value.strip("[]").split(",")] if "," in value or value.startswith("[") else [value]
+        )
+        for option in options:
+            if option and option not in valid:
+                raise ConfigError(unknown_option_message(str(root), key, option))
+
+
+def check_missing(cfg: DictConfig) -> None:
+    """A required key left without a value (`~data`, `data=[]`): one line naming it."""
+    missing = []
+    for name in cfg:
+        node = cfg._get_node(name)
+        if name == "hydra" or node is None:
+            continue
+        if node._is_missing():
+            missing.append(str(name))
+        elif isinstance(node, DictConfig) and not node._is_none():
+            missing.extend(f"{name}.{key}" for key in sorted(OmegaConf.missing_keys(node)))
+    if missing:
+        key = missing[0]
+        hint = f"pick one with {key}=<option>" if (Path(conf_dir()) / key).is_dir() else f"set {key}=<value>"
+        raise ConfigError(f"{key} has no value (it is required): {hint}")
+
+
+def sweep_variants(overrides: list[str], limit: int = 64) -> list[list[str]]:
+    """Command lines that together use every value of every swept key once (`a=1,2 b=x,y` ->
+    [a=1 b=x], [a=2 b=x], [a=1 b=y]): each value composed and checked without the full grid.
+    Interval sweeps (Optuna's ranges) are checked at their first bound by the trial itself."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    fixed, swept = [], []
+    for override in parsed:
+        key = override.get_key_element()
+        if override.is_sweep_override() and not override.is_interval_sweep() and not key.startswith("hydra"):
+            swept.append([f"{key}={v}" for v in override.sweep_string_iterator()])
+        else:
+            fixed.append(override.input_line)
+    base = [values[0] for values in swept]
+    variants = [[*fixed, *base]]
+    for i, values in enumerate(swept):
+        for value in values[1:]:
+            variants.append([*fixed, *base[:i], value, *base[i + 1 :]])
+    return variants[:limit]
+
+
+def check_sweep(config_name: str, overrides: list[str]) -> None:
+    """A multirun's values are checked before the first trial starts (domains, options, types):
+    a bad value in the sweep is one line and exit 2, not a failed trial after hours of others."""
+    for variant in sweep_variants(overrides):
+        try:
+            check_config(compose_config(config_name, variant))
+        except CnnfleetError as exc:
+            raise ConfigError(f"in the sweep ({' '.join(variant)}): {exc}") from None
+        except COMPOSE_ERRORS as exc:
+            raise ConfigError(f"in the sweep ({' '.join(variant)}): {explain(exc, conf_dir())}") from None
+
+
+def check_new_folder(cfg: DictConfig, prog: str) -> None:
+    """eval/predict/export/bench write a NEW folder: never into a run folder or a folder with files."""
+    folder = Path(str(cfg.hydra.run.dir)).absolute()
+    if folder.is_dir() and any(folder.iterdir()):
+        raise ConfigError(f"{folder} is not empty; {prog} writes its results into a new folder of its own: "
+                          "leave hydra.run.dir out or point it at a new or empty folder")  # fmt: skip
 
 
 def check_writable(cfg: DictConfig) -> None:
@@ -68,7 +159,8 @@ def check_writable(cfg: DictConfig) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Every key inside its domain (domains.py), then the run folder creatable."""
+    """Every required key set, every key inside its domain (domains.py), the run folder creatable."""
+    check_missing(cfg)
     check_domains(cfg)
     check_writable(cfg)
 
@@ -91,6 +183,24 @@ def _run_overrides(cfg: DictConfig, overrides: list[str], plans_run: bool) -> li
 CHECK_FLAG = "--check"
 
 
+def _parse_args(argv: list[str], prog: str) -> Any:
+    """Hydra's argparse; a malformed flag is one line (not argparse's usage block), exit 2."""
+    import contextlib
+    import io
+
+    buffer = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(buffer):
+            return get_args_parser().parse_args(argv)
+    except SystemExit as exc:
+        if exc.code == 0:
+            raise
+        last = [line for line in buffer.getvalue().splitlines() if line.strip()][-1:] or ["malformed arguments"]
+        fail(
+            prog, f"{last[0].split('error: ', 1)[-1]} (overrides are key=value; flags: --help, --cfg job, --check, -m)"
+        )
+
+
 def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, plans_run: bool = False,
            check: str | None = None, check_first: bool = False) -> None:  # fmt: skip
     """Validate the command line, then hand it to the Hydra app (which parses sys.argv).
@@ -107,15 +217,24 @@ def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, plans_run:
     check_only = CHECK_FLAG in sys.argv[1:] and check is not None
     sys.argv = [a for a in sys.argv if a != CHECK_FLAG] if check_only else sys.argv
     argv = sys.argv[1:]
-    args = get_args_parser().parse_args(argv)  # argparse exits 2 on a malformed flag
+    args = _parse_args(argv, prog)
     if check_only and args.multirun:
         fail(prog, f"{CHECK_FLAG} checks one run: leave out -m (or check one combination of the sweep)")
+    if args.multirun and not (args.help or args.hydra_help or args.info or args.cfg):
+        try:
+            check_sweep(args.config_name or config_name, list(args.overrides))
+        except COMPOSE_ERRORS as exc:
+            fail(prog, explain(exc, conf_dir()))
+        finally:
+            GlobalHydra.instance().clear()
     skip = args.help or args.hydra_help or args.shell_completion or args.multirun or args.info
     if not skip:
         name = args.config_name or config_name
         try:
             cfg = compose_config(name, list(args.overrides))
             check_config(cfg)
+            if not plans_run and not check_first:  # eval, predict, export, bench: a new folder of their own
+                check_new_folder(cfg, prog)
             if check_only or check_first:
                 run_check(check, cfg, list(args.overrides), prog, exit_after=check_only)
             new_overrides = _run_overrides(cfg, list(args.overrides), plans_run and not args.cfg)

@@ -38,6 +38,10 @@ def _unknown_option(exc: MissingConfigException, conf_root: str) -> str:
     group, _, option = missing.rpartition("/")
     if not group:
         return f"config '{missing}' not found in {conf_root}"
+    return unknown_option_message(conf_root, group, option)
+
+
+def unknown_option_message(conf_root: str, group: str, option: str) -> str:
     valid = group_options(conf_root, group)
     return (
         (f"unknown option '{option}' for group '{group}'{_close(option, valid)} valid options: {', '.join(valid)}")
@@ -82,7 +86,7 @@ def _unknown_key(cause: ConfigKeyError | ConfigAttributeError, conf_root: str) -
     hint = _close(leaf, siblings)
     prefix = key.rsplit(".", 1)[0] + "." if "." in key else ""
     hint = hint.replace("mean '", f"mean '{prefix}")
-    homes = [h for h in key_homes(conf_root, leaf) if h != key] if "." in key or key != leaf else []
+    homes = [h for h in key_homes(conf_root, leaf) if h != key]
     if homes:  # a key of another group (or another option): say where it lives, never suggest +key
         return f"unknown config key '{key}'; '{leaf}' is set as {' or '.join(homes)}"
     return f"unknown config key '{key}'{hint} (to add a new key on purpose use +{key}=...)"
@@ -94,6 +98,8 @@ def explain(exc: BaseException, conf_root: str) -> str:
         return str(exc)
     if isinstance(exc, MissingConfigException):
         return _unknown_option(exc, conf_root)
+    if "Ambiguous value for argument" in str(exc):
+        return f"{_first_line(exc)} (a sweep over several values needs -m; one run takes one value)"
     if isinstance(exc, OverrideParseException):
         return f"cannot parse override: {_first_line(exc)} (write key=value, quote values with spaces)"
     cause = exc.__cause__ if exc.__cause__ is not None else exc

@@ -162,6 +162,8 @@ class PathRule:
         if self.kind == "file":
             if path.is_dir():
                 return "is a folder, not a file"
+            if path.exists() and not path.is_file():
+                return "is not a regular file (a device, a pipe or a socket)"
             return None if path.is_file() else "does not exist"
         return creatable_problem(path)
 

@@ -19,8 +19,12 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 
 
 def first_line(exc: BaseException) -> str:
-    text = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
-    return text or type(exc).__name__
+    """The message's first line; a heading that ends in ':' keeps its first detail
+    (torch's `Error(s) in loading state_dict for X:` is nothing without the next line)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    return f"{lines[0]} {lines[1]}" if lines[0].endswith(":") and len(lines) > 1 else lines[0]
 
 
 def _innermost(exc: BaseException) -> BaseException:

@@ -63,10 +63,15 @@ def find_inputs(spec: str) -> list[Path]:
     path = Path(spec)
     if path.is_file():
         return [path]
-    if path.is_dir():
-        files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
-    else:
-        files = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()]
+    try:
+        if path.is_dir():
+            files = [p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        else:
+            files = [Path(p) for p in glob.glob(spec, recursive=True) if Path(p).is_file()]
+    except OSError as exc:  # a folder that cannot be listed (permissions, /proc)
+        raise DataError(
+            f"inputs={spec!r} cannot be read ({exc.strerror or exc}); give a folder of images you can read"
+        ) from None
     if not files:
         raise DataError(f"inputs={spec!r} matches no image file; give an image, a folder of images or a glob")
     return sorted(files)

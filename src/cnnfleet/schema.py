@@ -17,7 +17,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from cnnfleet.domains import TARGET_SCHEMAS, Each, OneOf, PathRule, Pattern, Typed, key
 
 # reusable domains
-WIDTH = (Ge(1), Le(16384))  # channels of a layer
+WIDTH = (Ge(1), Le(4096))  # channels of a layer (4096 x 4096 x 3 x 3 weights: 600 MB per convolution)
 PIXELS = (Ge(1), Le(4096))  # side of an image
 BATCH = (Ge(1), Le(1 << 20))
 WORKERS = (Ge(0), Le(256))
@@ -180,7 +180,7 @@ class ResNetCifarConfig:
 
     _target_: str = "cnnfleet.models.resnet_cifar.ResNetCifar"
     depth: int = key(18, OneOf(18, 34))
-    width: int = key(64, Ge(1), Le(2048))  # channels of the first stage; stages use width x (1, 2, 4, 8)
+    width: int = key(64, Ge(1), Le(256))  # channels of the first stage; stages use width x (1, 2, 4, 8)
 
 
 @dataclass
@@ -340,10 +340,10 @@ class PathsConfig:
     root_dir: str = key(MISSING, PathRule("dir_or_new"))  # where logs/ and data/ live (default: the working directory)
     data_dir: str = key(MISSING, ANY_PATH)  # downloaded data sets
     log_dir: str = key(MISSING, PathRule("dir_or_new"))  # run folders: <log_dir>/<task_name>/runs/<time>
-    output_dir: str = key(MISSING, ANY_PATH)  # this run's folder (Hydra's run dir)
+    output_dir: str = key(MISSING, PathRule("dir_or_new"))  # this run's folder (Hydra's run dir)
 
 
-SLURM_TIME = Pattern(r"\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2}",
+SLURM_TIME = Pattern(r"\d+(:[0-5]?\d){0,2}|\d+-\d{1,2}(:[0-5]?\d){0,2}",
                      "a SLURM time: MM, HH:MM:SS or D-HH:MM:SS")  # fmt: skip
 
 
@@ -373,7 +373,7 @@ class ClusterConfig:
 
 # ---------------------------------------------------------------- primary configs
 
-TASK_NAME = Pattern(r"(?!\.\.?$)[^/\x00]{1,100}", "a folder name: 1 to 100 characters, no /, not . or ..")
+TASK_NAME = Pattern(r"[\w][\w.+-]{0,99}", "a folder name: 1 to 100 letters, digits, _ . + -, not starting with . or -")
 SEED = (Ge(0), Lt(2**32))  # numpy's seed range
 CKPT = PathRule("file", also=("last",))
 

@@ -123,6 +123,13 @@ class InMemoryDataModule(SplitLoaders, L.LightningDataModule):
         if self.splits:
             return
         arrays = self.split_arrays()
+        for name, key in (("train", None), ("val", "data.val_fraction")):
+            if len(arrays[name][1]) == 0:
+                total = sum(len(labels) for _, labels in arrays.values())
+                fix = f"raise {key}" if key else "lower data.val_fraction and data.test_fraction"
+                val, test = self.fractions
+                raise DataError(f"the {name} split is empty ({total} images, data.val_fraction={val}, "
+                                f"data.test_fraction={test}); {fix}")  # fmt: skip
         mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
         for name, (images, labels) in arrays.items():

@@ -76,6 +76,11 @@ def train(cfg: DictConfig, overrides: list[str], probe_devices: bool = True) -> 
     lines.append(f"data: {', '.join(f'{k} {v}' for k, v in sizes.items())} images; first batch "
                  f"{tuple(images.shape)}, batch {cfg.data.batch_size} global = {cfg.data.batch_size // world} "
                  "per device")  # fmt: skip
+    batches = max(1, -(-sizes.get("train", 1) // (cfg.data.batch_size // world)) // world)
+    share = cfg.trainer.limit_train_batches
+    if isinstance(share, float) and int(share * batches) < 1:
+        raise ConfigError(f"trainer.limit_train_batches={share} of {batches} training batches per epoch is less "
+                          f"than one batch; use at least {1 / batches:.3g} or a batch count")  # fmt: skip
     module = build_classifier(cfg.model, cfg.data, cfg)
     steps_per_epoch = max(1, sizes.get("train", 1) // cfg.data.batch_size) // cfg.trainer.accumulate_grad_batches
     loss = _run_once(module, images, labels, cfg, max(1, steps_per_epoch * cfg.trainer.max_epochs))
@@ -85,7 +90,7 @@ def train(cfg: DictConfig, overrides: list[str], probe_devices: bool = True) -> 
                  f"{cfg.scheduler._target_ if cfg.scheduler is not None else 'none'}")  # fmt: skip
     if plan.resume_from:
         with building("ckpt_path", plan.resume_from, label=f"cannot read checkpoint {plan.resume_from}"):
-            position = resume_position(plan.resume_from, module.hparams.model)
+            position = resume_position(plan.resume_from, module.hparams.model, module)
         lines.append(f"resume: {plan.resume_from} at step {position['global_step']}")
     loggers = build_loggers(cfg.logger)  # built, not started: W&B writes nothing before a run starts
     callbacks = build_callbacks(cfg.callbacks)
@@ -159,7 +164,9 @@ def bench(cfg: DictConfig, overrides: list[str]) -> list[str]:
     from cnnfleet.conf_dir import conf_dir
     from cnnfleet.config_errors import COMPOSE_ERRORS, explain
     from cnnfleet.domains import check_config
+    from cnnfleet.tasks.bench import _device_overrides
 
+    _device_overrides(cfg.accelerator)  # accelerator=gpu without a GPU
     workload = [*cfg.workload, f"hydra.run.dir={Path(str(cfg.paths.output_dir)) / 'check'}"]
     try:
         train_cfg = compose_config("train", workload)

@@ -13,6 +13,7 @@ from omegaconf import DictConfig
 from cnnfleet import STARTED
 from cnnfleet.data.in_memory import InMemoryDataModule
 from cnnfleet.errors import CheckpointError, CnnfleetError, ConfigError
+from cnnfleet.guard import building
 from cnnfleet.launch import signals
 from cnnfleet.launch.plan import RunPlan, current_plan, plan_trial
 from cnnfleet.run.attempt import Attempt
@@ -50,8 +51,9 @@ log = logging.getLogger(__name__)
 _started = STARTED  # wall time origin: the command's start, or the trial's start in a multirun
 
 
-def resume_position(ckpt_path: str, model_cfg: dict) -> dict:
-    """Where a checkpoint stands; CheckpointError when it belongs to another model."""
+def resume_position(ckpt_path: str, model_cfg: dict, module: Classifier | None = None) -> dict:
+    """Where a checkpoint stands; CheckpointError when it belongs to another model, ConfigError
+    when its weights do not load into `module` (edited or damaged), before the fit is started."""
     checkpoint = read_checkpoint(ckpt_path)
     saved_model = checkpoint.get("hyper_parameters", {}).get("model")
     if saved_model is not None and saved_model != model_cfg:
@@ -62,6 +64,9 @@ def resume_position(ckpt_path: str, model_cfg: dict) -> dict:
             f"ckpt_path {ckpt_path} holds a different model (checkpoint: {saved}; this run: {wanted}); "
             "resume with the same model and data settings or start a new run"
         )
+    if module is not None:  # Lightning loads them again (strictly) in fit; here a mismatch is one line
+        with building("ckpt_path", ckpt_path, label=f"cannot load the weights of {ckpt_path} into this model"):
+            module.load_state_dict(checkpoint["state_dict"])
     return {"path": ckpt_path, "global_step": checkpoint["global_step"], "epoch": checkpoint["epoch"]}
 
 
@@ -164,7 +169,7 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     module = build_classifier(cfg.model, cfg.data, cfg)
     # a checkpoint that does not fit fails before anything in its run folder is rewritten
-    resumed = resume_position(plan.resume_from, module.hparams.model) if plan.resume_from else None
+    resumed = resume_position(plan.resume_from, module.hparams.model, module) if plan.resume_from else None
     attempt.open(cfg, environment, resumed["global_step"] if resumed else None)
     if plan.world_size == 1:  # DDP ranks have not met yet: their first collective check acts (preemption.py)
         stop_if_requested("start-up", resumed["global_step"] if resumed else 0, rank == 0)

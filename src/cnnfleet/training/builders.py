@@ -130,7 +130,9 @@ def build_trainer(
         kwargs["enable_progress_bar"] = sys.stdout.isatty()  # keep batch logs (SLURM, CI) clean
     if kwargs["enable_progress_bar"]:
         callbacks = [*callbacks, LossProgressBar(loss_logger)]
-    with building("trainer", "lightning.Trainer"):
+    with building(
+        "trainer", "lightning.Trainer", label="cannot build the Lightning Trainer from trainer.* and device.*"
+    ):
         trainer = L.Trainer(
             accelerator=plan.accelerator,
             devices=plan.devices,

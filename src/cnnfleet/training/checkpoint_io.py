@@ -65,4 +65,11 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
             f"{path} holds a state_dict but is not a checkpoint written by cnnfleet-train (no {', '.join(missing)}); "
             "bare weights cannot be resumed, evaluated or exported: pass a run's checkpoints/*.ckpt"
         )
+    hparams = checkpoint["hyper_parameters"]
+    model = hparams.get("model") if isinstance(hparams, dict) else None
+    if not isinstance(model, dict) or "_target_" not in model or not isinstance(hparams.get("optimizer"), dict):
+        raise CheckpointError(
+            f"{path} is not a checkpoint written by cnnfleet-train (its hyper_parameters do not describe a model "
+            "and an optimizer); pass a run's checkpoints/*.ckpt"
+        )
     return checkpoint
