@@ -138,3 +138,55 @@ def test_a_bug_leaves_traceback_txt_and_one_line(tmp_path: Path, capsys) -> None
     assert len(err) == 1 and err[0].startswith("cnnfleet-train: error: internal error (KeyError: 'missing')")
     assert str(tmp_path / "traceback.txt") in err[0]
     assert "Traceback" in (tmp_path / "traceback.txt").read_text()
+
+
+def test_what_hydra_lets_through_is_refused_in_one_line() -> None:
+    from cnnfleet.cli import check_group_options, check_missing
+
+    with pytest.raises(ConfigError, match="did you mean 'digits_fast'"):
+        check_group_options(["experiment=digit_fast"])  # an optional group: Hydra would skip it silently
+    with pytest.raises(ConfigError, match="data=null: the group takes one of its options"):
+        check_group_options(["data=null"])
+    check_group_options(["logger=[wandb,csv]", "hydra/sweeper=basic", "+data.x=1", "model=simple_cnn"])
+    with pytest.raises(ConfigError, match="data has no value"):
+        check_missing(composed("~data"))
+
+
+def test_a_sweep_is_checked_value_by_value_before_it_starts() -> None:
+    from cnnfleet.cli import check_sweep, sweep_variants
+
+    assert sweep_variants(["a=1,2", "b=x,y", "c=3"]) == [["c=3", "a=1", "b=x"], ["c=3", "a=2", "b=x"],
+                                                         ["c=3", "a=1", "b=y"]]  # fmt: skip
+    with pytest.raises(ConfigError, match=r"in the sweep \(optimizer.lr=-1 seed=1\): optimizer.lr=-1.0"):
+        check_sweep("train", ["optimizer.lr=0.1,-1", "seed=1,2"])
+    check_sweep("train", ["optimizer.lr=0.1,0.01", "model=simple_cnn,airbench"])
+
+
+def test_an_unknown_flag_is_one_line(capsys) -> None:
+    from cnnfleet.cli import _parse_args
+
+    with pytest.raises(SystemExit) as info:
+        _parse_args(["--chek"], "cnnfleet-train")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert info.value.code == 2 and err == [
+        "cnnfleet-train: error: unrecognized arguments: --chek (overrides are key=value; flags: --help, --cfg job, "
+        "--check, -m)"
+    ]
+
+
+def test_checkpoints_that_do_not_describe_a_model_are_refused(tmp_path: Path) -> None:
+    from cnnfleet.errors import CheckpointError
+    from cnnfleet.training.checkpoint_io import read_checkpoint
+
+    base = {"state_dict": {}, "global_step": 1, "epoch": 0}
+    for name, hparams in {"empty": {}, "text": "hello", "no-optimizer": {"model": {"_target_": "x"}}}.items():
+        torch.save({**base, "hyper_parameters": hparams}, tmp_path / f"{name}.ckpt")
+        with pytest.raises(CheckpointError, match="its hyper_parameters do not describe a model"):
+            read_checkpoint(tmp_path / f"{name}.ckpt")
+
+
+def test_a_heading_message_keeps_its_first_detail() -> None:
+    from cnnfleet.guard import first_line
+
+    error = RuntimeError("Error(s) in loading state_dict for Classifier:\n\tsize mismatch for net.0.weight: ...")
+    assert first_line(error) == "Error(s) in loading state_dict for Classifier: size mismatch for net.0.weight: ..."

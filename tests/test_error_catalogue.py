@@ -117,7 +117,9 @@ def test_the_catalogue_covers_what_the_issue_lists() -> None:
             "unwritable-run-folder", "completed-run-folder", "untrained-schedule", "negative-lr", "negative-seed",
             "short-betas", "wandb-bad-project", "proc-run-folder", "sys-run-folder", "long-data-root",
             "long-task-name", "long-ckpt-path", "bare-weights-train", "bare-weights-eval", "data-root-is-file",
-            "ckpt-is-folder", "one-class-folder", "key-in-wrong-group", "optimizer-rejects-value"} <= ids  # fmt: skip
+            "ckpt-is-folder", "one-class-folder", "key-in-wrong-group", "optimizer-rejects-value",
+            "optional-group-typo", "null-group", "sweep-bad-value", "eval-into-run-folder",
+            "unknown-flag"} <= ids  # fmt: skip
 
 
 @pytest.mark.parametrize("row", catalogue(), ids=lambda row: row["id"])
