@@ -159,10 +159,10 @@ def check_writable(cfg: DictConfig) -> None:
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Every required key set, every key inside its domain (domains.py), the run folder creatable."""
+    """Every required key set, the run folder creatable, every key inside its domain (domains.py)."""
     check_missing(cfg)
+    check_writable(cfg)  # before the domains: it names the run folder and how to move it
     check_domains(cfg)
-    check_writable(cfg)
 
 
 def _run_overrides(cfg: DictConfig, overrides: list[str], plans_run: bool) -> list[str]:
