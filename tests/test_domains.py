@@ -68,7 +68,8 @@ def test_option_files_do_not_restate_schema_defaults() -> None:
         (["cluster.time=abc"], "cluster.time='abc': is not allowed (expected a SLURM time"),
         (["tags=[a,'']"], "tags=['a', '']: item 1 string should have at least 1 character"),
         (["optimizer=sgd", "optimizer.momentum=0"], "Nesterov momentum needs optimizer.momentum > 0"),
-        (["paths.root_dir=/proc/x"], "cannot create the run folder /proc/x/logs/train/runs/"),
+        (["paths.root_dir=/proc/x"], "paths.root_dir='/proc/x': is on a proc filesystem"),
+        (["paths.output_dir=/proc/x"], "cannot create the run folder /proc/x: is on a proc filesystem"),
         (["data=synthetic", "data.num_samples=10000000", "data.image_size=512"], "GiB, more than a quarter"),
     ],
 )

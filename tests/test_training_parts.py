@@ -60,17 +60,21 @@ def test_one_cycle_peaks_at_the_optimizer_lr() -> None:
     assert lrs.index(max(lrs)) in (23, 24)
 
 
+# what read_checkpoint requires of a cnnfleet checkpoint besides the weights
+LIGHTNING_STATE = {"epoch": 0, "hyper_parameters": {"model": {"_target_": "m"}, "optimizer": {"_target_": "o"}}}
+
+
 def test_atomic_save_replaces_the_file_and_leaves_no_temporaries(tmp_path: Path) -> None:
     target = tmp_path / "ckpt" / "last.ckpt"
-    atomic_torch_save({"state_dict": {"w": torch.ones(2)}, "global_step": 1}, target)
-    atomic_torch_save({"state_dict": {"w": torch.zeros(2)}, "global_step": 2}, target)
+    atomic_torch_save({**LIGHTNING_STATE, "state_dict": {"w": torch.ones(2)}, "global_step": 1}, target)
+    atomic_torch_save({**LIGHTNING_STATE, "state_dict": {"w": torch.zeros(2)}, "global_step": 2}, target)
     assert read_checkpoint(target)["global_step"] == 2
     assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
 
 
 def test_a_failed_write_keeps_the_previous_checkpoint_intact(tmp_path: Path) -> None:
     target = tmp_path / "last.ckpt"
-    AtomicCheckpointIO().save_checkpoint({"state_dict": {}, "global_step": 7}, target)
+    AtomicCheckpointIO().save_checkpoint({**LIGHTNING_STATE, "state_dict": {}, "global_step": 7}, target)
 
     class Unpicklable:
         def __reduce__(self):

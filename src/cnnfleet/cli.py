@@ -144,24 +144,32 @@ def check_new_folder(cfg: DictConfig, prog: str) -> None:
 
 
 def check_writable(cfg: DictConfig) -> None:
-    """The run folder can be created: a path the filesystem takes, under a writable real folder."""
-    run_dir = Path(str(cfg.hydra.run.dir)).absolute()
-    problem = path_text_problem(str(run_dir))
-    if problem is None:
-        ancestor = nearest_existing(run_dir)
-        problem = f"{ancestor} is a file, not a folder" if not ancestor.is_dir() else creatable_problem(run_dir)
-    if problem:
-        problem = problem.removeprefix("cannot be created: ")
-        raise ConfigError(
-            f"cannot create the run folder {run_dir}: {problem}; set CNNFLEET_ROOT or paths.root_dir "
-            "(or hydra.run.dir) to a writable place"
-        )
+    """The run folder (hydra.run.dir, and paths.output_dir when set apart from it) can be created:
+    a path the filesystem takes, under a writable folder of a real filesystem."""
+    folders = [Path(str(cfg.hydra.run.dir)).absolute()]
+    if "paths" in cfg and not OmegaConf.is_missing(cfg.paths, "output_dir"):
+        folders.append(Path(str(cfg.paths.output_dir)).absolute())
+    for run_dir in dict.fromkeys(folders):
+        problem = path_text_problem(str(run_dir))
+        if problem is None:
+            ancestor = nearest_existing(run_dir)
+            problem = f"{ancestor} is a file, not a folder" if not ancestor.is_dir() else creatable_problem(run_dir)
+        if problem:
+            problem = problem.removeprefix("cannot be created: ")
+            raise ConfigError(
+                f"cannot create the run folder {run_dir}: {problem}; set CNNFLEET_ROOT or paths.root_dir "
+                "(or hydra.run.dir) to a writable place"
+            )
 
 
 def check_config(cfg: DictConfig) -> None:
     """Every required key set, the run folder creatable, every key inside its domain (domains.py)."""
     check_missing(cfg)
-    check_writable(cfg)  # before the domains: it names the run folder and how to move it
+    try:
+        check_writable(cfg)  # before the domains: it names the run folder and how to move it
+    except ConfigError:
+        check_domains(cfg)  # unless a key's own domain is the cause (a 300-character task_name)
+        raise
     check_domains(cfg)
 
 

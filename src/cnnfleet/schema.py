@@ -297,7 +297,7 @@ class DeviceConfig:
     strategy: str = key("auto", OneOf(*STRATEGIES))
     # auto = bf16-mixed on GPUs with bf16, 16-mixed on older GPUs, 32-true on CPU; or any Lightning precision
     precision: str = key("auto", OneOf(*PRECISIONS))
-    timeout_s: int = key(600, Ge(10), Le(86400))  # wait this long for other ranks (rendezvous, collectives)
+    timeout_s: int = key(600, Ge(1), Le(86400))  # wait this long for other ranks (rendezvous, collectives)
 
 
 @dataclass
@@ -340,7 +340,7 @@ class PathsConfig:
     root_dir: str = key(MISSING, PathRule("dir_or_new"))  # where logs/ and data/ live (default: the working directory)
     data_dir: str = key(MISSING, ANY_PATH)  # downloaded data sets
     log_dir: str = key(MISSING, PathRule("dir_or_new"))  # run folders: <log_dir>/<task_name>/runs/<time>
-    output_dir: str = key(MISSING, PathRule("dir_or_new"))  # this run's folder (Hydra's run dir)
+    output_dir: str = key(MISSING, ANY_PATH)  # this run's folder (Hydra's run dir; checked as the run folder)
 
 
 SLURM_TIME = Pattern(r"\d+(:[0-5]?\d){0,2}|\d+-\d{1,2}(:[0-5]?\d){0,2}",
