@@ -28,14 +28,9 @@ from cnnfleet.bench.report import write_report
 from cnnfleet.errors import ConfigError
 from cnnfleet.run.record import environment_record, write_run_record
 
-MODES = ("overhead", "devices", "scaling")
-
 
 def bench(cfg: DictConfig) -> dict:
-    if cfg.mode not in MODES:
-        raise ConfigError(f"mode={cfg.mode!r}; valid: {', '.join(MODES)}")
-    if cfg.epochs < 2:
-        raise ConfigError(f"epochs={cfg.epochs}: at least 2 (the first epoch is warm-up and not measured)")
+    # mode and epochs (>= 2: the first is warm-up) are checked by their domains in schema.BenchConfig
     folder = Path(cfg.paths.output_dir)
     write_run_record(cfg, folder, environment_record())  # hardware, versions, settings
     return {"overhead": overhead, "devices": devices, "scaling": scaling}[cfg.mode](cfg, folder)

@@ -5,7 +5,6 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
-from cnnfleet.errors import ConfigError
 from cnnfleet.inference import load_trained
 from cnnfleet.run.files import write_json_atomic
 from cnnfleet.run.logs import route_lightning_logs
@@ -13,12 +12,8 @@ from cnnfleet.run.summary import print_table
 from cnnfleet.training.builders import build_datamodule
 from cnnfleet.training.device import plan_devices
 
-SPLITS = ("train", "val", "test")
-
 
 def evaluate(cfg: DictConfig) -> dict:
-    if cfg.split not in SPLITS:
-        raise ConfigError(f"split={cfg.split!r} is not valid; use one of {', '.join(SPLITS)}")
     route_lightning_logs()
     L.seed_everything(cfg.seed, verbose=False)
     trained = load_trained(cfg.ckpt_path)

@@ -7,13 +7,10 @@ import torch
 from omegaconf import DictConfig
 
 from cnnfleet.data.image_folder import load_image
-from cnnfleet.errors import ConfigError
 from cnnfleet.inference import eval_transform, find_inputs, load_trained
 
 
 def predict(cfg: DictConfig) -> list[dict]:
-    if cfg.top_k < 1 or cfg.batch_size < 1:
-        raise ConfigError(f"top_k={cfg.top_k} and batch_size={cfg.batch_size} must be >= 1")
     trained = load_trained(cfg.ckpt_path)
     files = find_inputs(str(cfg.inputs))
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
