@@ -1,5 +1,6 @@
 """Sharding, rank detection, launcher checks and LR scaling, with hand-computed expectations."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,7 @@ from torch.utils.data import DistributedSampler
 from cnnfleet.data.sharding import even_eval_batches, per_device_batch
 from cnnfleet.errors import ConfigError
 from cnnfleet.launch.checks import check_launcher
-from cnnfleet.launch.env import global_rank, launcher
+from cnnfleet.launch.env import first_node, global_rank, intra_op_threads, launcher, slurm_port, slurm_rendezvous
 from cnnfleet.launch.plan import argv_overrides, follow, keyed_folder
 from cnnfleet.run.state import RunState
 from cnnfleet.training.device import DevicePlan, plan_devices
@@ -125,3 +126,31 @@ def test_bf16_on_cpu_only_when_asked() -> None:
 def test_fp16_on_cpu_is_refused_instead_of_silently_becoming_bf16() -> None:
     with pytest.raises(ConfigError, match="bf16-mixed or 32-true"):
         plan_devices(device(precision="16-mixed"), env={})
+
+
+SLURM_TASK = {"SLURM_JOB_ID": "1234", "SLURM_STEP_ID": "0", "SLURM_PROCID": "0", "SLURM_JOB_NAME": "cnnfleet"}
+
+
+def test_slurm_ports_of_jobs_10000_apart_differ_and_stay_below_the_ephemeral_range() -> None:
+    assert slurm_port("1234") != slurm_port("11234")  # Lightning's rule gives both 16234
+    ports = {slurm_port(str(job)) for job in range(100_000, 120_000)}
+    assert len(ports) == 20_000 and max(ports) < 32768 and min(ports) >= 10000
+
+
+@pytest.mark.parametrize(("nodelist", "first"), [("node1", "node1"), ("node[3-5,9]", "node3"), ("a[07],b1", "a07"),
+                                                 ("gpu-a1,gpu-b2", "gpu-a1")])  # fmt: skip
+def test_first_node_of_a_slurm_nodelist(nodelist: str, first: str) -> None:
+    assert first_node(nodelist) == first
+
+
+def test_a_slurm_task_computes_its_rendezvous_and_ignores_inherited_values() -> None:
+    env = {**SLURM_TASK, "SLURM_JOB_NODELIST": "node[2-3]", "MASTER_ADDR": "10.255.255.1", "MASTER_PORT": "1"}
+    assert slurm_rendezvous(env) == {"MASTER_ADDR": "node2", "MASTER_PORT": str(slurm_port("1234"))}
+    assert slurm_rendezvous({"MASTER_ADDR": "x"}) is None  # outside SLURM the user's values stand
+
+
+def test_threads_follow_the_allocation() -> None:
+    assert intra_op_threads(8, {**SLURM_TASK, "SLURM_CPUS_PER_TASK": "3"}) == (3, "SLURM_CPUS_PER_TASK")
+    assert intra_op_threads(2, {"OMP_NUM_THREADS": "5"}) == (5, "OMP_NUM_THREADS")  # the user's (or torchrun's)
+    cores = len(os.sched_getaffinity(0))
+    assert intra_op_threads(2, {})[0] == max(1, cores // 2)  # Lightning's launcher: the node's cores shared

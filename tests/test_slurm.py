@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from cnnfleet.launch.env import slurm_port
 from conftest import CliResult, wait_until
 from test_lifecycle import fingerprint
 
@@ -48,13 +49,20 @@ def slurm_log(result: CliResult, job_id: str) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize(("nodes", "tasks"), [(1, 2), (2, 1)], ids=["1node-2tasks", "2nodes-1task"])
 def test_submitted_ddp_job_trains_into_one_folder_keyed_by_job_id(slurm, cli, nodes: int, tasks: int) -> None:
-    result = cli(*CPU_JOB, f"cluster.nodes={nodes}", f"cluster.tasks_per_node={tasks}", command="cnnfleet-submit")
+    # a rendezvous exported in the submitting shell reaches the job (sbatch exports the environment):
+    # the job computes its own from the allocation instead of waiting device.timeout_s for this address
+    bogus = {"MASTER_ADDR": "10.255.255.1", "MASTER_PORT": "1"}
+    result = cli(*CPU_JOB, f"cluster.nodes={nodes}", f"cluster.tasks_per_node={tasks}", "device.timeout_s=60",
+                 command="cnnfleet-submit", env=bogus)  # fmt: skip
     job_id, run = submitted_job(result)
     info = wait_for_job(job_id)
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", slurm_log(result, job_id)[-3000:]
     assert sorted(p.name for p in run.parent.iterdir()) == [f"slurm-{job_id}"]
     summary = result.summary(run)
     assert summary["device"]["world_size"] == 2 and summary["test"]["test/acc"] >= 0.985
+    assert summary["device"]["threads_per_process"] == 1  # --cpus-per-task=1, not every core of the node
+    log = (run / "train.log").read_text()
+    assert "ignored MASTER_ADDR=10.255.255.1, MASTER_PORT=1" in log and f"node1:{slurm_port(job_id)}" in log
     assert (f"x {nodes} nodes" in summary["device"]["description"]) == (nodes > 1)
     assert (run / "job.sbatch").is_file() and (run / ".hydra").is_dir()
     assert len((run / "command.txt").read_text().splitlines()) == 1  # rank 0 alone keeps the record

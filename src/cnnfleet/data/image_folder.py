@@ -7,7 +7,6 @@ workers. Class indices come from train/ and are reused for val/ and test/, so a 
 lacks a class keeps the same label numbering; a class that exists only in val/ is an error.
 """
 
-import os
 from functools import partial
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from cnnfleet.data.in_memory import SplitLoaders
 from cnnfleet.data.resumable import completed_batches
 from cnnfleet.data.sharding import sharded_loader
 from cnnfleet.errors import DataError
+from cnnfleet.launch.env import cpus_per_process
 
 
 class TrainClassesFolder(ImageFolder):
@@ -69,9 +69,9 @@ def eval_transform(image_size: int, resize_size: int, mean: list, std: list) -> 
 
 
 def default_workers(devices_per_node: int) -> int:
-    """Decode workers per rank: the cores this process may use, shared by the node's ranks, at most 8."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(8, cores // max(1, devices_per_node) - 1))
+    """Decode workers per rank: this process's CPU share minus the training thread, at least 1, at most 8."""
+    cores, _ = cpus_per_process(devices_per_node)  # SLURM's --cpus-per-task under SLURM
+    return max(1, min(8, cores - 1))
 
 
 class ImageFolderDataModule(SplitLoaders, L.LightningDataModule):

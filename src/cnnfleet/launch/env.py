@@ -94,3 +94,66 @@ def rendezvous_address(env: Mapping[str, str] | None = None) -> str:
 def submission_script(env: Mapping[str, str] | None = None) -> str | None:
     """The sbatch script this job was submitted with (cnnfleet-submit), if any."""
     return _env(env).get(SUBMISSION_ENV) or None
+
+
+# ---------------------------------------------------------------- rendezvous and CPU share
+
+PORT_BASE, PORT_SPAN = 10000, 20000  # below Linux's ephemeral range (32768-60999): outgoing sockets never hold them
+
+
+def slurm_port(job_id: str) -> int:
+    """MASTER_PORT for a SLURM job: 10000 + id mod 20000, so ids up to 19,999 apart never collide on a
+    node (Lightning's 15000 + the id's last 4 digits gives jobs 1234 and 11234 the same port)."""
+    return PORT_BASE + int(re.sub(r"\D", "", job_id) or 0) % PORT_SPAN
+
+
+def first_node(nodelist: str) -> str:
+    """The first host of a SLURM node list: 'n[3-5,9],m1' -> 'n3' (what `scontrol show hostnames` prints first)."""
+    match = re.match(r"([^,\[]+)(?:\[(\d+))?", nodelist.strip())
+    if match is None:
+        return "127.0.0.1"
+    return match.group(1) + (match.group(2) or "")
+
+
+def slurm_rendezvous(env: Mapping[str, str] | None = None) -> dict[str, str] | None:
+    """MASTER_ADDR/MASTER_PORT of a SLURM task, computed from its own allocation, or None outside SLURM.
+    Values exported in the submitting shell reach the job (sbatch exports the environment) and
+    Lightning would prefer them to the allocation, so they are replaced, never trusted."""
+    env = _env(env)
+    if slurm_task_id(env) is None:
+        return None
+    nodes = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or "127.0.0.1"
+    return {"MASTER_ADDR": first_node(nodes), "MASTER_PORT": str(slurm_port(env["SLURM_JOB_ID"]))}
+
+
+def pin_slurm_rendezvous() -> dict[str, str] | None:
+    """Write this job's rendezvous into os.environ (every task computes the same); the inherited values
+    it replaced, for the log."""
+    wanted = slurm_rendezvous()
+    if wanted is None:
+        return None
+    replaced = {k: os.environ[k] for k in wanted if k in os.environ and os.environ[k] != wanted[k]}
+    os.environ.update(wanted)
+    return replaced
+
+
+def cpus_per_process(local_processes: int, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """The cores one process of this node may use, and where that number comes from: SLURM's
+    --cpus-per-task for a SLURM task, else the cores this process may run on, shared by the node's
+    processes (torchrun, Lightning's launcher, or one process)."""
+    env = _env(env)
+    if slurm_task_id(env) is not None and (env.get("SLURM_CPUS_PER_TASK") or "").isdigit():
+        return max(1, int(env["SLURM_CPUS_PER_TASK"])), "SLURM_CPUS_PER_TASK"
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    share = max(1, cores // max(1, local_processes))
+    return share, f"{cores} cores / {local_processes} process{'es' if local_processes > 1 else ''} per node"
+
+
+def intra_op_threads(local_processes: int, env: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """torch's intra-op threads for this process: OMP_NUM_THREADS when set (the user's choice, or
+    torchrun's), else its CPU share, so N processes of a node never run N x all-cores threads."""
+    env = _env(env)
+    given = env.get("OMP_NUM_THREADS", "")
+    if given.isdigit() and int(given) > 0:
+        return int(given), "OMP_NUM_THREADS"
+    return cpus_per_process(local_processes, env)

@@ -26,7 +26,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from cnnfleet.errors import CheckpointError, ConfigError
-from cnnfleet.launch.env import Launcher, global_rank, launcher, lightning_launched_child
+from cnnfleet.launch.env import Launcher, global_rank, launcher, lightning_launched_child, pin_slurm_rendezvous
 from cnnfleet.overrides import override_value, quote_value
 from cnnfleet.run.resume import (
     LAST,
@@ -55,6 +55,7 @@ class RunPlan:
     extends: str | None = None  # a completed run this new run starts from
     devices: Any = None  # training.device.DevicePlan, set by with_devices() inside the task
     global_batch: int = 0
+    ignored_env: dict | None = None  # inherited MASTER_ADDR/PORT a SLURM task replaced with its allocation's
 
     def with_devices(self, devices: Any, global_batch: int) -> "RunPlan":
         return dataclasses.replace(self, devices=devices, global_batch=global_batch)
@@ -235,6 +236,7 @@ def follow(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], rank: 
 def plan_launch(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], new_config: dict) -> RunPlan:
     """Compute this process's plan; rank 0 then owns its folder (lock, and state.json when new)."""
     global _current
+    ignored = pin_slurm_rendezvous()  # before Lightning reads them
     rank = global_rank(env, devices_per_node=_devices_per_node(cfg))
     who = launcher(env)
     unnamed = who.kind == "torchrun" and who.job_id == "none" and int(env.get("WORLD_SIZE", "1")) > 1
@@ -247,8 +249,8 @@ def plan_launch(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], n
     plan = follow(cfg, overrides, env, rank) if rank > 0 else decide(cfg, overrides, env, new_config)
     if rank == 0:
         _own(plan)  # the decision was read-only; from here on the folder is ours
-    _current = plan
-    return plan
+    _current = dataclasses.replace(plan, ignored_env=ignored)
+    return _current
 
 
 def _own(plan: RunPlan) -> None:
@@ -296,11 +298,13 @@ def check_schedule(cfg: DictConfig) -> None:
 def plan_trial(cfg: DictConfig, env: Mapping[str, str] | None = None) -> RunPlan:
     """A multirun trial (no command line of its own): its fresh folder, which Hydra made; rank 0 owns it."""
     env = os.environ if env is None else env
+    ignored = pin_slurm_rendezvous()  # a launcher=slurm trial is a SLURM task too
     check_schedule(cfg)
     rank = global_rank(env, devices_per_node=_devices_per_node(cfg))
     run_dir = Path(str(cfg.paths.output_dir)).absolute()
     ckpt = checkpoint_file(cfg.ckpt_path) if cfg.ckpt_path not in (None, LAST) else None
-    plan = RunPlan(rank, launcher(env), run_dir, True, str(ckpt) if ckpt else None, "multirun trial")
+    plan = RunPlan(rank, launcher(env), run_dir, True, str(ckpt) if ckpt else None, "multirun trial",
+                   ignored_env=ignored)  # fmt: skip
     if rank == 0:
         _own(plan)
     return plan

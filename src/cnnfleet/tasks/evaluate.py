@@ -10,7 +10,7 @@ from cnnfleet.run.files import write_json_atomic
 from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.summary import print_table
 from cnnfleet.training.builders import build_datamodule
-from cnnfleet.training.device import plan_devices
+from cnnfleet.training.device import apply_threads, plan_devices
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -25,6 +25,7 @@ def evaluate(cfg: DictConfig) -> dict:
     datamodule.setup()
 
     plan = plan_devices(cfg.device)
+    apply_threads(plan)
     trainer = L.Trainer(
         accelerator=plan.accelerator,
         devices=1,

@@ -15,6 +15,7 @@ from cnnfleet.data.in_memory import InMemoryDataModule
 from cnnfleet.errors import CheckpointError, CnnfleetError, ConfigError
 from cnnfleet.guard import building
 from cnnfleet.launch import signals
+from cnnfleet.launch.env import rendezvous_address
 from cnnfleet.launch.plan import RunPlan, current_plan, plan_trial
 from cnnfleet.run.attempt import Attempt
 from cnnfleet.run.files import write_json_atomic, write_text_atomic
@@ -35,7 +36,7 @@ from cnnfleet.training.builders import (
 )
 from cnnfleet.training.checkpoint_io import read_checkpoint
 from cnnfleet.training.confusion import ConfusionMatrixCallback
-from cnnfleet.training.device import plan_devices
+from cnnfleet.training.device import apply_threads, plan_devices
 from cnnfleet.training.explain import (
     explain_lost_rank,
     explain_misconfiguration,
@@ -82,6 +83,7 @@ def train(cfg: DictConfig) -> float | None:
         raise
     if needs_own_process(devices.world_size):
         return run_in_own_process()  # a DDP trial of a local multirun (see sweeps/trial.py)
+    apply_threads(devices)
     plan = (current_plan() or plan_trial(cfg)).with_devices(devices, cfg.data.batch_size)
     loggers: list = []
     attempt = Attempt.of(plan)
@@ -177,6 +179,9 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
         log.info("run folder %s: %s", output_dir, plan.reason)
         log.info("device plan: %s; batch %d global = %d per device", plan.devices.describe(), cfg.data.batch_size,
                  batch)  # fmt: skip
+        if plan.ignored_env:
+            log.warning("ignored %s inherited from the submitting shell: the job's rendezvous is %s",
+                        ", ".join(f"{k}={v}" for k, v in plan.ignored_env.items()), rendezvous_address())  # fmt: skip
     # every rank says what it trains: its own log file shows that all ranks agree
     log.info("rank %d of %d hyperparameters: %s", rank, plan.world_size, hyperparameters_line(cfg))
     module.run_config = plain_config(cfg)
@@ -269,6 +274,7 @@ def _summary(
             "description": plan.devices.describe(),
             "world_size": plan.world_size,
             "precision": plan.devices.precision,
+            "threads_per_process": plan.devices.threads,
         },
         "batch": {"global": cfg.data.batch_size, "per_device": plan.per_device_batch},
         "split_sizes": datamodule.split_sizes(),
