@@ -13,6 +13,7 @@ import pytest
 import torch
 import yaml
 
+from cnnfleet.cluster.resources import gpu_count, memory_mb
 from cnnfleet.launch.env import slurm_port
 from conftest import CliResult, wait_until
 from test_lifecycle import fingerprint
@@ -100,16 +101,50 @@ def test_unknown_partition_is_one_clear_line(slurm, cli) -> None:
     result = cli("cluster.partition=no_such_partition", command="cnnfleet-submit")
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
-    assert "sbatch refused the job" in lines[0] and "partition" in lines[0]
+    assert "cluster.partition=no_such_partition: no such partition; partitions: debug" in lines[0]
+    refused = cli("cluster.extra_sbatch=['--nodelist=nosuchnode']", command="cnnfleet-submit")  # only sbatch knows
+    lines = [line for line in refused.stderr.splitlines() if line.strip()]
+    assert refused.returncode == 2 and len(lines) == 1, refused.stderr
+    assert "sbatch refused the job" in lines[0], lines[0]
 
 
 @pytest.mark.slurm
 def test_sweep_that_sbatch_refuses_is_one_clear_line(slurm, cli) -> None:
-    """launcher=slurm: sbatch refusing the jobs (no GPUs on the emulated nodes) is one line and exit 2."""
-    result = cli("-m", "launcher=slurm", "cluster.gpus_per_node=1", "trainer.max_epochs=1", timeout=120)
+    """launcher=slurm: sbatch refusing the jobs (a node SLURM does not know) is one line and exit 2."""
+    result = cli("-m", "launcher=slurm", "+hydra.launcher.additional_parameters.nodelist=nosuchnode",
+                 "trainer.max_epochs=1", timeout=120)  # fmt: skip
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
-    assert lines[0].startswith("cnnfleet-train: error: sbatch refused the sweep's jobs: ") and "gres" in lines[0]
+    assert lines[0].startswith("cnnfleet-train: error: sbatch refused the sweep's jobs: "), lines
+
+
+@pytest.mark.slurm
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("cluster.cpus_per_task=4", "= 4 CPUs per node, but the largest node of partition debug has 2; use "
+                                    "cluster.cpus_per_task<=2"),
+        ("cluster.gpus_per_node=1", "cluster.gpus_per_node=1 but the nodes of partition debug have at most 0 GPUs"),
+        ("cluster.nodes=3", "cluster.nodes=3 but partition debug has 2 node(s)"),
+        ("cluster.mem=900G", "cluster.mem=900G per node, but the largest node of partition debug has"),
+        ("cluster.constraint=a100", "cluster.constraint=a100: no node of partition debug has it"),
+    ],
+)  # fmt: skip
+def test_a_request_no_node_can_hold_is_one_line_before_sbatch(slurm, cli, override: str, expected: str) -> None:
+    """Measured before: sbatch accepted cpus_per_task=4 on 2-core nodes and the job stayed PENDING forever."""
+    before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
+    submit = cli(override, command="cnnfleet-submit", timeout=120)
+    sweep = cli("-m", "launcher=slurm", override, "optimizer.lr=0.01,0.02", timeout=120)
+    for result, who in ((submit, "this job"), (sweep, "the sweep's jobs")):
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(lines) == 1, result.stderr
+        assert f"error: {who} could never start: " in lines[0] and expected in lines[0], lines[0]
+    assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
+
+
+def test_partition_limits_are_read_from_scontrol_output() -> None:
+    assert gpu_count("gpu:a100:4(S:0-1),gpu:v100:2") == 6 and gpu_count("(null)") == 0 and gpu_count("gpu:8") == 8
+    assert memory_mb("64G") == 65536 and memory_mb("4096") == 4096 and memory_mb("1T") == 1048576
 
 
 @pytest.mark.slurm

@@ -358,7 +358,8 @@ class ClusterConfig:
     nodes: int = key(1, Ge(1), Le(4096))  # sbatch --nodes = device.num_nodes
     tasks_per_node: int = key(1, Ge(1), Le(1024))  # processes per node = device.devices (= GPUs per node)
     gpus_per_node: int = key(0, Ge(0), Le(64))  # sbatch --gpus-per-node; 0 = a CPU job
-    cpus_per_task: int = key(4, Ge(1), Le(1024))  # CPU cores per process (data loading, threads)
+    # CPU cores per process (threads, decode workers); null = the smallest fitting node's CPUs / tasks, at most 16
+    cpus_per_task: int | None = key(None, Ge(1), Le(1024))
     # sbatch --mem per node, e.g. 64G; null = the cluster's default
     mem: str | None = key(None, Pattern(r"\d+[KMGT]?", "a size such as 64G, 4096M or 0 (all of the node)"))
     constraint: str | None = key(None, SLURM_WORD)  # sbatch --constraint, e.g. a100

@@ -25,6 +25,11 @@ def hydra_app(cfg: DictConfig) -> str | None:
     return run_task(lambda c: submit(c, dry_run=_dry_run), cfg, PROG)
 
 
+def dry_run_requested() -> bool:
+    """`dry_run=true` was given: the script is printed for reading, the partition is not asked."""
+    return _dry_run
+
+
 def _pop_dry_run(argv: list[str]) -> tuple[bool, list[str]]:
     values = [a.partition("=")[2].lower() for a in argv if a.startswith("dry_run=")]
     rest = [a for a in argv if not a.startswith("dry_run=")]

@@ -20,9 +20,7 @@ TEMPLATE = Template("""\
 #SBATCH --nodes=$nodes
 # ONE task per device (= device.devices); cnnfleet-train stops with a message when they differ
 #SBATCH --ntasks-per-node=$tasks
-# cores per task: data loading and intra-op threads
-#SBATCH --cpus-per-task=$cpus
-${resources}#SBATCH --time=$time
+$cpus${resources}#SBATCH --time=$time
 # $signal s before the time limit SLURM sends SIGUSR1 to the tasks: at the next training step
 # all ranks save hpc_ckpt_N.ckpt in the run folder together, then the job requeues itself
 #SBATCH --signal=SIGUSR1@$signal
@@ -89,9 +87,19 @@ def _sbatch_lines(pairs: list[tuple[str, object]]) -> str:
     return "".join(f"#SBATCH --{flag}={value}\n" for flag, value in pairs if value not in (None, "", 0))
 
 
+def _cpus_lines(cpus_per_task: int | None, derived: bool) -> str:
+    if cpus_per_task is None:
+        return "# cores per task: cluster.cpus_per_task=null is derived from the partition when submitted\n"
+    how = " (derived from the partition: its smallest fitting node's CPUs / tasks)" if derived else ""
+    return (f"# cores per task{how}: each task's intra-op threads and decode workers stay within them\n"
+            f"#SBATCH --cpus-per-task={cpus_per_task}\n")  # fmt: skip
+
+
 def render(cluster: DictConfig, layout: JobLayout, train_command: list[str], workdir: str, root: str,
-           task: str, output: str, token: str, script: str) -> str:  # fmt: skip
-    """The sbatch script text."""
+           task: str, output: str, token: str, script: str, cpus_per_task: int | None = None) -> str:  # fmt: skip
+    """The sbatch script text; `cpus_per_task` as checked against the partition (resources.py)."""
+    cpus = _cpus_lines(cpus_per_task if cpus_per_task is not None else cluster.cpus_per_task,
+                       derived=cluster.cpus_per_task is None)  # fmt: skip
     resources = _sbatch_lines([
         ("gpus-per-node", layout.gpus_per_node), ("mem", cluster.mem), ("partition", cluster.partition),
         ("account", cluster.account), ("qos", cluster.qos), ("constraint", cluster.constraint),
@@ -100,7 +108,7 @@ def render(cluster: DictConfig, layout: JobLayout, train_command: list[str], wor
     setup = "".join(f"{line}\n" for line in cluster.setup)
     requeue = "# a requeued job keeps its id: same run folder, it resumes from its checkpoint\n#SBATCH --requeue\n"
     return TEMPLATE.substitute(
-        job_name=cluster.job_name, nodes=layout.nodes, tasks=layout.tasks_per_node, cpus=cluster.cpus_per_task,
+        job_name=cluster.job_name, nodes=layout.nodes, tasks=layout.tasks_per_node, cpus=cpus,
         resources=resources, time=cluster.time, signal=cluster.signal_seconds,
         requeue=requeue if cluster.requeue else "#SBATCH --no-requeue\n", output=output, extra=extra, setup=setup,
         workdir=shlex.quote(workdir), root=shlex.quote(root), task=task, command=shlex.join(train_command),

@@ -104,11 +104,17 @@ def train(cfg: DictConfig, overrides: list[str], probe_devices: bool = True) -> 
 
 def submit(cfg: DictConfig, overrides: list[str]) -> list[str]:
     """The job's training config, built on this (login) host without its devices, and the sbatch script."""
+    from cnnfleet.cluster.resources import check_request
     from cnnfleet.cluster.sbatch import job_layout
 
     layout = job_layout(cfg.cluster, overrides)
+    from cnnfleet.submit import dry_run_requested
+
+    # the partition can hold it (where SLURM can be asked; a dry run prints the script for any cluster)
+    cpus = cfg.cluster.cpus_per_task if dry_run_requested() else check_request(cfg.cluster)
     lines = train(cfg, [o for o in overrides if not o.startswith("hydra.")], probe_devices=False)
-    return [*lines[1:], f"job: {cfg.cluster.nodes} node(s) x {layout.tasks_per_node} task(s), time {cfg.cluster.time}"]
+    return [*lines[1:], f"job: {cfg.cluster.nodes} node(s) x {layout.tasks_per_node} task(s) x {cpus or 'default'} "
+                        f"CPU(s), time {cfg.cluster.time}"]  # fmt: skip
 
 
 def _trained(ckpt_path: str):

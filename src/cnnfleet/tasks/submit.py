@@ -9,6 +9,7 @@ from pathlib import Path
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from cnnfleet.cluster.resources import check_request
 from cnnfleet.cluster.sbatch import job_layout, render
 from cnnfleet.errors import ConfigError, LaunchError
 from cnnfleet.run.files import write_text_atomic
@@ -41,10 +42,12 @@ def submit(cfg: DictConfig, dry_run: bool) -> str | None:
     log_dir = Path(cfg.paths.log_dir) / cfg.task_name
     command = [str(Path(sys.executable).parent / "cnnfleet-train"), *overrides, *layout.device_overrides]
     submission = Path(cfg.paths.output_dir) / "job.sbatch"
+    # a request no node of the partition can hold would wait PENDING forever: one line instead
+    cpus = cfg.cluster.cpus_per_task if dry_run else check_request(cfg.cluster)
     script = render(
         cfg.cluster, layout, command, workdir=str(Path.cwd()), root=str(cfg.paths.root_dir),
         task=cfg.task_name, output=str(log_dir / "slurm" / "%j.out"), token=uuid.uuid4().hex[:12],
-        script=str(submission),
+        script=str(submission), cpus_per_task=cpus,
     )  # fmt: skip
     if dry_run:
         print(script, end="")

@@ -11,6 +11,7 @@ import io
 import subprocess
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
 
@@ -42,8 +43,29 @@ def sbatch_refusal(exc: BaseException) -> str | None:
     return lines[-1].strip().removeprefix("sbatch: error: ")
 
 
+def _refuse(stderr: io.TextIOBase, line: str) -> NoReturn:
+    stderr.write(f"cnnfleet-train: error: {line}\n")
+    stderr.flush()
+    raise SystemExit(2) from None
+
+
 class CnnfleetSlurmLauncher(SlurmLauncher):
+    def _check_resources(self) -> None:
+        """The partition can hold every trial's request (cluster/resources.py), checked before the first
+        sbatch; cluster.cpus_per_task=null becomes the partition's derived value."""
+        from cnnfleet.cluster.resources import check_request
+        from cnnfleet.errors import ConfigError
+
+        try:
+            cpus = check_request(self.config.cluster, what="the sweep's jobs")
+        except ConfigError as exc:
+            _refuse(sys.stderr, str(exc))
+        if cpus is not None:
+            self.params["cpus_per_task"] = cpus
+
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):  # noqa: ANN201 (Hydra's type)
+        if "cluster" in self.config:
+            self._check_resources()
         stderr = sys.stderr
         sys.stderr = _DropSbatchErrors(stderr)
         try:
@@ -52,10 +74,7 @@ class CnnfleetSlurmLauncher(SlurmLauncher):
             reason = sbatch_refusal(exc)
             if reason is None:
                 raise
-            prog = "cnnfleet-train"
-            stderr.write(f"{prog}: error: sbatch refused the sweep's jobs: {reason} (check the cluster.* keys; "
-                         "`sinfo -o '%P %c %m %G %l'` shows what the partitions offer)\n")  # fmt: skip
-            stderr.flush()
-            raise SystemExit(2) from None
+            _refuse(stderr, f"sbatch refused the sweep's jobs: {reason} (check the cluster.* keys; "
+                            "`sinfo -o '%P %c %m %G %l'` shows what the partitions offer)")  # fmt: skip
         finally:
             sys.stderr = stderr
