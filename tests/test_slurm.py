@@ -5,12 +5,12 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from cnnfleet.cluster.resources import gpu_count, memory_mb
@@ -69,11 +69,24 @@ def test_submitted_ddp_job_trains_into_one_folder_keyed_by_job_id(slurm, cli, no
     assert len((run / "command.txt").read_text().splitlines()) == 1  # rank 0 alone keeps the record
 
 
+def hidden_scontrol(folder: Path) -> str:
+    """A cluster.setup line that hides scontrol from the job's tasks, as in a container without SLURM's
+    tools (a stand-in that fails like a missing command: the batch shell keeps sbatch)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fake = folder / "scontrol"
+    fake.write_text("#!/bin/sh\necho 'scontrol: command not found' >&2\nexit 127\n")
+    fake.chmod(0o755)
+    return f"cluster.setup=['export PATH={folder}:$PATH']"
+
+
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_preempted_job_requeues_and_resumes_from_its_hpc_checkpoint(slurm, cli) -> None:
+def test_preempted_job_without_scontrol_continues_in_a_follow_up_job_from_its_hpc_checkpoint(
+    slurm, cli, tmp_path: Path
+) -> None:
     epochs = 20
-    result = cli(*CPU_JOB, "cluster.nodes=2", f"trainer.max_epochs={epochs}", command="cnnfleet-submit")
+    result = cli(*CPU_JOB, "cluster.nodes=2", f"trainer.max_epochs={epochs}", hidden_scontrol(tmp_path / "bin"),
+                 command="cnnfleet-submit")  # fmt: skip
     job_id, run = submitted_job(result)
     # training is under way once the first epoch's checkpoint exists (or the job ended early)
     started = wait_until(
@@ -83,16 +96,21 @@ def test_preempted_job_requeues_and_resumes_from_its_hpc_checkpoint(slurm, cli) 
     subprocess.run(["scancel", "--signal=USR1", job_id], check=True)  # what --signal=SIGUSR1@90 does
     info = wait_for_job(job_id)
     log = slurm_log(result, job_id)
-    assert info["JobState"] == "COMPLETED" and info["Restarts"] == "1", log[-3000:]
-    saved = torch.load(run / "hpc_ckpt_1.ckpt", weights_only=True)
+    assert info["JobState"] == "COMPLETED" and "scontrol requeue" in log and "failed" in log, log[-3000:]
+    follow_up = str(int(job_id) + 1)
+    assert f"Submitted batch job {follow_up}" in log, log[-3000:]
+    info = wait_for_job(follow_up)
+    assert info["JobState"] == "COMPLETED", slurm_log(result, follow_up)[-3000:]
     summary = result.summary(run)
-    assert summary["resumed_from"]["path"].endswith("hpc_ckpt_1.ckpt")
-    assert summary["resumed_from"]["global_step"] == saved["global_step"] > 0  # not from zero
-    assert summary["fit"]["global_step"] == epochs * 19  # the full run: 19 full global batches of 64 per epoch
-    assert len((run / "command.txt").read_text().splitlines()) == 2  # two attempts, one folder
-    attempts = json.loads((run / "state.json").read_text())["attempts"]
+    state = json.loads((run / "state.json").read_text())
+    attempts = state["attempts"]
     assert [a["exit"] for a in attempts] == ["requeued after SIGUSR1 during training", "completed"]
-    assert [a["restarts"] for a in attempts] == [0, 1]
+    assert [a["job_id"] for a in attempts] == [job_id, follow_up] and state["identity"]["job_id"] == job_id
+    assert summary["resumed_from"]["path"].endswith("hpc_ckpt_1.ckpt")
+    assert summary["resumed_from"]["global_step"] == attempts[1]["resumed_from_step"] == attempts[0]["step"] > 0
+    assert summary["fit"]["global_step"] == epochs * 19  # the full run: 19 full global batches of 64 per epoch
+    assert not list(run.glob("hpc_ckpt_*.ckpt"))  # pruned once a newer complete checkpoint was written
+    assert len((run / "command.txt").read_text().splitlines()) == 2  # two attempts, one folder
     assert sorted(p.name for p in run.parent.iterdir()) == [f"slurm-{job_id}"]
 
 
@@ -182,7 +200,7 @@ def test_dry_run_prints_a_script_with_one_task_per_device(cli) -> None:
     assert result.returncode == 0, result.stderr
     script = result.stdout
     for line in ("#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8", "#SBATCH --signal=SIGUSR1@90",
-                 "#SBATCH --requeue", "srun --kill-on-bad-exit=1"):  # fmt: skip
+                 "#SBATCH --requeue", "srun --kill-on-bad-exit=1", "export CNNFLEET_REQUEUE=1"):  # fmt: skip
         assert line in script
     assert "device.devices=8 device.num_nodes=1 device.strategy=ddp" in script
     assert "trainer.max_epochs=3" in script and "dry_run=" not in script
@@ -275,8 +293,24 @@ def test_a_reused_job_id_never_takes_over_a_run_and_scancel_leaves_a_stopped_sta
     state = json.loads((run / "state.json").read_text())
     assert state["status"] == "stopped" and state["identity"]["job_id"] == job_id, slurm_log(result, job_id)[-3000:]
     assert json.loads((run / "summary.json").read_text())["status"] == "stopped"
+    assert f"continue with: cnnfleet-submit hydra.run.dir={run}" in slurm_log(result, job_id)  # not cnnfleet-train
     assert (run / "job.sbatch").is_file()
     assert {path: fingerprint(path) for path in before} == before  # the other runs are untouched
+
+    # a new job continues the stopped run in its own folder; the run's identity stays the first job's
+    again = cli(*CPU_JOB, "trainer.max_epochs=50", "logger=csv", "ckpt_path=last", command="cnnfleet-submit")
+    second, _ = submitted_job(again)
+    assert f"run folder: {run} (ckpt_path=last: the newest unfinished run (stopped)" in again.stdout, again.stdout
+    assert wait_until(lambda: len(json.loads((run / "state.json").read_text())["attempts"]) == 2, 120)
+    # a task killed outright (the OOM killer, kill -9) records nothing; the batch shell records the end
+    os.kill(json.loads((run / ".lock").read_text())["pid"], signal.SIGKILL)
+    wait_for_job(second)
+    state = json.loads((run / "state.json").read_text())
+    assert state["status"] == "failed" and state["identity"]["job_id"] == job_id, state
+    assert [a["job_id"] for a in state["attempts"]] == [job_id, second]
+    assert state["attempts"][1]["resumed_from_step"] == state["attempts"][0]["step"] > 0
+    assert "ended without a record (srun exit status 137)" in state["attempts"][1]["exit"]
+    assert f"continue with: cnnfleet-submit hydra.run.dir={run}" in slurm_log(again, second)
 
 
 @pytest.mark.slurm

@@ -347,6 +347,9 @@ SLURM_TIME = Pattern(r"\d+(:[0-5]?\d){0,2}|\d+-\d{1,2}(:[0-5]?\d){0,2}",
                      "a SLURM time: MM, HH:MM:SS or D-HH:MM:SS")  # fmt: skip
 
 
+MOUNT = Pattern(r"/[^,:]*(:/[^,:]*)?(:(ro|rw))?", "an absolute host[:container[:ro]] path")
+
+
 @dataclass
 class ClusterConfig:
     """SLURM resources for cnnfleet-submit (and, later, launcher=slurm). One task per device."""
@@ -370,6 +373,11 @@ class ClusterConfig:
     extra_sbatch: list[str] = key(factory=list, rules=(Each(Pattern(r"--?[A-Za-z].{0,500}", "an sbatch option such "
                                                                      "as --exclusive")),))  # fmt: skip
     setup: list[str] = key(factory=list, rules=(Each(MaxLen(4096)),))  # shell lines before srun (module load cuda)
+    # a container image for the tasks (pyxis: docker://..., name or .sqsh; apptainer: .sif); null = run on the host
+    container: str | None = key(None, MaxLen(4096))
+    container_runtime: str = key("pyxis", OneOf("pyxis", "apptainer"))  # srun --container-image, or apptainer exec
+    # more host folders in the container, host[:container[:ro]] (the working folder and CNNFLEET_ROOT always are)
+    container_mounts: list[str] = key(factory=list, rules=(Each(MOUNT),))
 
 
 # ---------------------------------------------------------------- primary configs

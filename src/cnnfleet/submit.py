@@ -16,18 +16,29 @@ from cnnfleet.conf_dir import conf_dir
 
 PROG = "cnnfleet-submit"
 _dry_run = False  # parsed from the command line before Hydra sees it (not a training key)
+_run_dir: str | None = None  # the user's hydra.run.dir: the run folder the job continues (ours is the submission's)
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="train")
 def hydra_app(cfg: DictConfig) -> str | None:
     from cnnfleet.tasks.submit import submit
 
-    return run_task(lambda c: submit(c, dry_run=_dry_run), cfg, PROG)
+    return run_task(lambda c: submit(c, dry_run=_dry_run, given_run_dir=_run_dir), cfg, PROG)
 
 
 def dry_run_requested() -> bool:
     """`dry_run=true` was given: the script is printed for reading, the partition is not asked."""
     return _dry_run
+
+
+def continued_run_dir() -> str | None:
+    """`hydra.run.dir=<run folder>` given to cnnfleet-submit: the job continues (or starts) that run."""
+    return _run_dir
+
+
+def _pop_run_dir(argv: list[str]) -> tuple[str | None, list[str]]:
+    values = [a.partition("=")[2] for a in argv if a.startswith("hydra.run.dir=")]
+    return (values[-1] if values else None), [a for a in argv if not a.startswith("hydra.run.dir=")]
 
 
 def _pop_dry_run(argv: list[str]) -> tuple[bool, list[str]]:
@@ -39,8 +50,9 @@ def _pop_dry_run(argv: list[str]) -> tuple[bool, list[str]]:
 
 
 def main() -> None:
-    global _dry_run
+    global _dry_run, _run_dir
     _dry_run, rest = _pop_dry_run(sys.argv[1:])
+    _run_dir, rest = _pop_run_dir(rest)
     check_first = "--no-check" not in rest  # build the job here before it waits in a queue
     rest = [a for a in rest if a != "--no-check"]
     # cnnfleet-submit's own folder: logs/<task>/submissions/<time>/ (job.sbatch, submit.log)

@@ -5,7 +5,9 @@ are rendered examples (tests keep them in sync), meant to be read and edited by 
 """
 
 import shlex
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 from string import Template
 
 from omegaconf import DictConfig
@@ -35,11 +37,26 @@ export CNNFLEET_ROOT=$root
 # this submission's identity: a requeued job (same script) continues its run folder; a job that
 # gets a reused id never takes over another run's folder (it trains in slurm-<job id>-<token>)
 export CNNFLEET_RUN_TOKEN=$token
-# the run folder keeps a copy of this script (job.sbatch)
+# the run folder keeps a copy of this script (job.sbatch); the job leaves its handoff files beside it
 export CNNFLEET_SUBMISSION=$script
-# srun starts the tasks; Lightning reads SLURM_PROCID/SLURM_LOCALID/SLURM_NODELIST for the ranks.
+# cluster.requeue: 1 = SIGUSR1 requeues the job; 0 = it saves a checkpoint and stops
+export CNNFLEET_REQUEUE=$requeue_flag
+# srun starts the tasks; Lightning reads SLURM_PROCID/SLURM_LOCALID/SLURM_NODELIST for the ranks, and each
+# task computes MASTER_ADDR (the first node) and MASTER_PORT (10000 + job id mod 20000) from this
+# allocation: values exported in the submitting shell are ignored.
 # --kill-on-bad-exit=1: one failed task ends the whole job instead of leaving the others waiting.
-srun --kill-on-bad-exit=1 $command
+${container_note}srun --kill-on-bad-exit=1 $srun_container$command && status=0 || status=$$?
+# an end the tasks could not record (a rank killed, out of memory, a lost node) goes into the run's state
+$job_end "$$status" || true
+# where scontrol requeue is unavailable inside the job (a container without SLURM's tools), rank 0
+# asks for a follow-up job instead: it continues the same run folder once this job has ended
+handoff="$$(dirname "$$CNNFLEET_SUBMISSION")/job-$$SLURM_JOB_ID"
+if [ -f "$$handoff.follow-up" ]; then
+  rm -f "$$handoff.follow-up"
+  run_dir="$$(cat "$$handoff.run")"
+  sbatch --dependency=afterany:$$SLURM_JOB_ID --export=ALL,CNNFLEET_RUN_DIR="$$run_dir" "$$CNNFLEET_SUBMISSION"
+fi
+exit "$$status"
 """)
 
 
@@ -95,11 +112,46 @@ def _cpus_lines(cpus_per_task: int | None, derived: bool) -> str:
             f"#SBATCH --cpus-per-task={cpus_per_task}\n")  # fmt: skip
 
 
-def render(cluster: DictConfig, layout: JobLayout, train_command: list[str], workdir: str, root: str,
-           task: str, output: str, token: str, script: str, cpus_per_task: int | None = None) -> str:  # fmt: skip
+@dataclass(frozen=True)
+class Container:
+    """How the tasks run: on the host (the submitting Python's cnnfleet-train), or in a container
+    image through pyxis (srun --container-image) or Apptainer (apptainer exec), where cnnfleet-train
+    and python3 are the image's. The working folder and CNNFLEET_ROOT are mounted at the same paths."""
+
+    srun_flags: str  # srun's own flags (pyxis)
+    prefix: list[str]  # before the command (apptainer exec ...)
+    train: str  # the cnnfleet-train to run
+    job_end: str  # the batch shell's epilogue command
+    note: str  # comment lines above srun
+
+
+def container(cluster: DictConfig, workdir: str, root: str, host_python: str) -> Container:
+    host_train = str(Path(host_python).parent / "cnnfleet-train")
+    host_end = f"{shlex.quote(host_python)} -m cnnfleet.cluster.job_end"
+    if not cluster.container:
+        return Container("", [], host_train, host_end, "")
+    mounts = list(dict.fromkeys([*cluster.container_mounts, workdir, root]))
+    image = cluster.container
+    if cluster.container_runtime == "pyxis":
+        binds = ",".join(m if ":" in m else f"{m}:{m}" for m in mounts)
+        flags = (f"--container-image={shlex.quote(image)} --container-mounts={shlex.quote(binds)} "
+                 f"--container-workdir={shlex.quote(workdir)} ")  # fmt: skip
+        end = f"srun --nodes=1 --ntasks=1 {flags}python3 -m cnnfleet.cluster.job_end"
+        note = (
+            "# pyxis: every task runs in the image (cluster.container), the folders above mounted at the same paths\n"
+        )
+        return Container(flags, [], "cnnfleet-train", end, note)
+    gpu = ["--nv"] if cluster.gpus_per_node else []
+    prefix = ["apptainer", "exec", *gpu, "--bind", ",".join(mounts), "--pwd", workdir, image]
+    end = f"srun --nodes=1 --ntasks=1 {shlex.join(prefix)} python3 -m cnnfleet.cluster.job_end"
+    note = "# apptainer: every task runs in the image (cluster.container); --nv exposes the GPUs\n"
+    return Container("", prefix, "cnnfleet-train", end, note)
+
+
+def render(cluster: DictConfig, layout: JobLayout, train_args: list[str], workdir: str, root: str,
+           task: str, output: str, token: str, script: str, cpus_per_task: int | None = None,
+           python: str = sys.executable) -> str:  # fmt: skip
     """The sbatch script text; `cpus_per_task` as checked against the partition (resources.py)."""
-    cpus = _cpus_lines(cpus_per_task if cpus_per_task is not None else cluster.cpus_per_task,
-                       derived=cluster.cpus_per_task is None)  # fmt: skip
     resources = _sbatch_lines([
         ("gpus-per-node", layout.gpus_per_node), ("mem", cluster.mem), ("partition", cluster.partition),
         ("account", cluster.account), ("qos", cluster.qos), ("constraint", cluster.constraint),
@@ -107,10 +159,15 @@ def render(cluster: DictConfig, layout: JobLayout, train_command: list[str], wor
     extra = "".join(f"#SBATCH {line}\n" for line in cluster.extra_sbatch)
     setup = "".join(f"{line}\n" for line in cluster.setup)
     requeue = "# a requeued job keeps its id: same run folder, it resumes from its checkpoint\n#SBATCH --requeue\n"
+    cpus = _cpus_lines(cpus_per_task if cpus_per_task is not None else cluster.cpus_per_task,
+                       derived=cluster.cpus_per_task is None)  # fmt: skip
+    box = container(cluster, workdir, root, python)
     return TEMPLATE.substitute(
         job_name=cluster.job_name, nodes=layout.nodes, tasks=layout.tasks_per_node, cpus=cpus,
         resources=resources, time=cluster.time, signal=cluster.signal_seconds,
         requeue=requeue if cluster.requeue else "#SBATCH --no-requeue\n", output=output, extra=extra, setup=setup,
-        workdir=shlex.quote(workdir), root=shlex.quote(root), task=task, command=shlex.join(train_command),
-        token=token, script=shlex.quote(script),
+        workdir=shlex.quote(workdir), root=shlex.quote(root), task=task,
+        command=shlex.join([*box.prefix, box.train, *train_args]), token=token, script=shlex.quote(script),
+        requeue_flag=1 if cluster.requeue else 0, container_note=box.note, srun_container=box.srun_flags,
+        job_end=box.job_end,
     )  # fmt: skip

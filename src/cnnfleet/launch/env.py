@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 TOKEN_ENV = "CNNFLEET_RUN_TOKEN"  # set by cnnfleet-submit's script: one identity per submission
 SUBMISSION_ENV = "CNNFLEET_SUBMISSION"  # the sbatch script cnnfleet-submit wrote, copied into the run folder
+REQUEUE_ENV = "CNNFLEET_REQUEUE"  # "0" when cluster.requeue=false: SIGUSR1 saves and stops, nothing is requeued
+RUN_DIR_ENV = "CNNFLEET_RUN_DIR"  # the run a follow-up job continues (sbatch --export from the job it follows)
 LIGHTNING_IGNORED_SLURM_JOB_NAMES = ("bash", "interactive")  # Lightning treats these as interactive shells
 SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -157,3 +159,13 @@ def intra_op_threads(local_processes: int, env: Mapping[str, str] | None = None)
     if given.isdigit() and int(given) > 0:
         return int(given), "OMP_NUM_THREADS"
     return cpus_per_process(local_processes, env)
+
+
+def requeue_enabled(env: Mapping[str, str] | None = None) -> bool:
+    """False when the job was submitted with cluster.requeue=false."""
+    return _env(env).get(REQUEUE_ENV, "1") != "0"
+
+
+def continued_run_dir(env: Mapping[str, str] | None = None) -> str | None:
+    """The run folder a follow-up job continues (set by the job it follows), else None."""
+    return _env(env).get(RUN_DIR_ENV) or None

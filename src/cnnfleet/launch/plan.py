@@ -25,8 +25,16 @@ from typing import Any
 
 from omegaconf import DictConfig
 
+from cnnfleet.cluster.handoff import record_run_dir
 from cnnfleet.errors import CheckpointError, ConfigError
-from cnnfleet.launch.env import Launcher, global_rank, launcher, lightning_launched_child, pin_slurm_rendezvous
+from cnnfleet.launch.env import (
+    Launcher,
+    continued_run_dir,
+    global_rank,
+    launcher,
+    lightning_launched_child,
+    pin_slurm_rendezvous,
+)
 from cnnfleet.overrides import override_value, quote_value
 from cnnfleet.run.resume import (
     LAST,
@@ -167,11 +175,17 @@ def _continue_folder(folder: Path, who: Launcher, ckpt: Path | None, new_config:
     return False, ckpt, f"{why or 'continues its unfinished run'} ({state.status}); resumes from {where}"
 
 
+def given_folder(overrides: list[str], env: Mapping[str, str]) -> str | None:
+    """hydra.run.dir from the command line, else the run a follow-up SLURM job continues (CNNFLEET_RUN_DIR)."""
+    given = override_value(overrides, "hydra.run.dir")
+    return given if given is not None else continued_run_dir(env)
+
+
 def decide(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], new_config: dict) -> RunPlan:
     """Rank 0's decision (read-only): folder, fresh or continued, checkpoint. ConfigError/CheckpointError."""
     who = launcher(env)
     runs = runs_of_task(cfg.paths.log_dir, cfg.task_name)
-    given = override_value(overrides, "hydra.run.dir")
+    given = given_folder(overrides, env)
     value = cfg.ckpt_path
     ckpt = checkpoint_file(value) if value not in (None, LAST) else None
     if not cfg.train:
@@ -215,7 +229,7 @@ def _test_only(cfg: DictConfig, who: Launcher, given: str | None, value: str | N
 def follow(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], rank: int) -> RunPlan:
     """A rank > 0: rank 0's folder (given in argv by Lightning, or the launcher's keyed folder)."""
     who = launcher(env)
-    given = override_value(overrides, "hydra.run.dir")
+    given = given_folder(overrides, env)
     folder = Path(given).absolute() if given is not None else keyed_folder(runs_of_task(cfg.paths.log_dir,
                                                                                        cfg.task_name), who)  # fmt: skip
     if folder is None:
@@ -249,6 +263,7 @@ def plan_launch(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], n
     plan = follow(cfg, overrides, env, rank) if rank > 0 else decide(cfg, overrides, env, new_config)
     if rank == 0:
         _own(plan)  # the decision was read-only; from here on the folder is ours
+        record_run_dir(who.job_id if who.kind == "slurm" else None, plan.run_dir)  # for the batch shell
     _current = dataclasses.replace(plan, ignored_env=ignored)
     return _current
 

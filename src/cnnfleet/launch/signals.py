@@ -16,7 +16,7 @@ from types import FrameType
 
 REQUEUE, TERMINATE, INTERRUPT = 1, 2, 4  # flag bits, combined across ranks with MAX per bit
 NAMES = {REQUEUE: "SIGUSR1", TERMINATE: "SIGTERM", INTERRUPT: "SIGINT"}
-EXIT_CODES = {REQUEUE: 0, TERMINATE: 143, INTERRUPT: 130}  # 128 + signal number; a requeue is no failure
+EXIT_CODES = {REQUEUE: 138, TERMINATE: 143, INTERRUPT: 130}  # 128 + signal number (a requeued job exits 0)
 
 _flags = 0
 

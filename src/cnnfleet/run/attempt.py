@@ -51,7 +51,7 @@ def truncate_metrics(run_dir: Path, resumed_step: int) -> int:
 
 
 def open_attempt(cfg: DictConfig, run_dir: Path, environment: dict, fresh: bool, resumed_step: int | None,
-                 restarts: int) -> RunState:  # fmt: skip
+                 restarts: int, job_id: str | None = None) -> RunState:  # fmt: skip
     """Rank 0, once every check has passed: the record, the metrics cut, state.json 'running'.
     `restarts`: the launcher's restart count (SLURM requeues, torchrun restarts) for this attempt."""
     state = RunState.read(run_dir)
@@ -63,15 +63,16 @@ def open_attempt(cfg: DictConfig, run_dir: Path, environment: dict, fresh: bool,
     else:
         append_command(run_dir)
         truncate_metrics(run_dir, resumed_step or 0)
-    state.begin_attempt(run_dir, resumed_step, command_line(), changed, restarts)
+    state.begin_attempt(run_dir, resumed_step, command_line(), changed, restarts, job_id)
     return state
 
 
 class Attempt:
     """Rank 0's record of this attempt in state.json: opened once the checks pass, closed exactly once."""
 
-    def __init__(self, run_dir: Path, rank: int, fresh: bool, restarts: int) -> None:
+    def __init__(self, run_dir: Path, rank: int, fresh: bool, restarts: int, job_id: str | None = None) -> None:
         self.run_dir, self.rank, self.fresh, self.restarts = Path(run_dir), rank, fresh, restarts
+        self.job_id = job_id
         self.state: RunState | None = None
         self.status: str | None = None
         self.step, self.epoch = 0, 0
@@ -79,12 +80,13 @@ class Attempt:
     @classmethod
     def of(cls, plan: Any) -> "Attempt":
         """From a launch.plan.RunPlan."""
-        return cls(plan.run_dir, plan.rank, plan.fresh, plan.launcher.restarts)
+        return cls(plan.run_dir, plan.rank, plan.fresh, plan.launcher.restarts, plan.launcher.job_id)
 
     def open(self, cfg: DictConfig, environment: dict, resumed_step: int | None) -> None:
         self.step = resumed_step or 0
         if self.rank == 0:
-            self.state = open_attempt(cfg, self.run_dir, environment, self.fresh, resumed_step, self.restarts)
+            self.state = open_attempt(cfg, self.run_dir, environment, self.fresh, resumed_step, self.restarts,
+                                      self.job_id)  # fmt: skip
 
     def at(self, step: int, epoch: int) -> None:
         self.step, self.epoch = step, epoch
@@ -99,7 +101,7 @@ class Attempt:
         if self.rank == 0 and self.fresh:  # a new run that failed or stopped before its attempt opened
             state = RunState.read(self.run_dir)
             if state is not None:
-                state.begin_attempt(self.run_dir, None, command_line(), {}, self.restarts)
+                state.begin_attempt(self.run_dir, None, command_line(), {}, self.restarts, self.job_id)
                 state.end_attempt(self.run_dir, status, reason, self.step, self.epoch)
             return True
         return False

@@ -2,7 +2,6 @@
 
 import shutil
 import subprocess
-import sys
 import uuid
 from pathlib import Path
 
@@ -12,7 +11,10 @@ from omegaconf import DictConfig
 from cnnfleet.cluster.resources import check_request
 from cnnfleet.cluster.sbatch import job_layout, render
 from cnnfleet.errors import ConfigError, LaunchError
+from cnnfleet.overrides import quote_value
 from cnnfleet.run.files import write_text_atomic
+from cnnfleet.run.resume import LAST, checkpoint_file, owning_run_dir
+from cnnfleet.run.state import COMPLETED, RunState
 
 SUBMIT_ONLY = ("hydra.",)  # overrides that configure cnnfleet-submit itself, not the job
 
@@ -34,13 +36,60 @@ def call_sbatch(script: Path) -> str:
     return proc.stdout.strip().split(";")[0]
 
 
-def submit(cfg: DictConfig, dry_run: bool) -> str | None:
-    overrides = job_overrides()
-    layout = job_layout(cfg.cluster, overrides)
+def queued_jobs() -> dict[str, str]:
+    """{job id: state} of every job SLURM still holds (pending, running, requeued)."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-o", "%A %T"], capture_output=True, text=True, timeout=60).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return {}
+    return dict(line.split(None, 1) for line in out.splitlines() if len(line.split()) == 2)
+
+
+def _check_no_job_holds(run_dir: Path) -> None:
+    """A run whose job is still queued (a requeued job waits PENDING) is not continued by a second job."""
+    state = RunState.read(run_dir)
+    if state is None:
+        return
+    ids = {state.identity.get("job_id"), *(a.get("job_id") for a in state.attempts)} - {None}
+    queued = queued_jobs()
+    for job in sorted(ids & set(queued)):
+        raise ConfigError(
+            f"{run_dir} belongs to job {job}, which SLURM still holds ({queued[job]}); it continues the run when it "
+            f"runs: wait for it, or `scancel {job}` first"
+        )
+
+
+def continuation(cfg: DictConfig, given: str | None) -> tuple[list[str], str | None]:
+    """The job overrides that make the job continue a run (hydra.run.dir=<folder>), and why; ([], None) for
+    a new run. `given`: hydra.run.dir passed to cnnfleet-submit; `ckpt_path=last` or a checkpoint of an
+    unfinished run continue that run. Decided here with the job's own rules (launch/plan.py), so a
+    completed, running or differently configured run is refused before the job waits in a queue."""
+    from cnnfleet.launch.plan import decide
+    from cnnfleet.run.record import plain_config
+
+    if given is None and cfg.ckpt_path not in (None, LAST):
+        owner = owning_run_dir(checkpoint_file(str(cfg.ckpt_path)))
+        state = RunState.read(owner) if owner is not None else None
+        if state is None or state.status == COMPLETED:
+            return [], None  # a new run from these weights, in the job's own folder
+        given = str(owner)
+    if given is None and cfg.ckpt_path is None:
+        return [], None
+    plan = decide(cfg, [f"hydra.run.dir={given}"] if given else [], {}, plain_config(cfg))
+    _check_no_job_holds(plan.run_dir)
+    return [f"hydra.run.dir={quote_value(str(plan.run_dir))}"], plan.reason
+
+
+def submit(cfg: DictConfig, dry_run: bool, given_run_dir: str | None = None) -> str | None:
     if not cfg.train:
         raise ConfigError("train=false: nothing to submit")
+    overrides = job_overrides()
+    layout = job_layout(cfg.cluster, overrides)
+    continued, reason = continuation(cfg, given_run_dir)
+    if continued:  # the job finds the newest checkpoint of that folder when it starts
+        overrides = [o for o in overrides if o != "ckpt_path=last"] + continued
     log_dir = Path(cfg.paths.log_dir) / cfg.task_name
-    command = [str(Path(sys.executable).parent / "cnnfleet-train"), *overrides, *layout.device_overrides]
+    command = [*overrides, *layout.device_overrides]
     submission = Path(cfg.paths.output_dir) / "job.sbatch"
     # a request no node of the partition can hold would wait PENDING forever: one line instead
     cpus = cfg.cluster.cpus_per_task if dry_run else check_request(cfg.cluster)
@@ -56,6 +105,8 @@ def submit(cfg: DictConfig, dry_run: bool) -> str | None:
     write_text_atomic(submission, script)
     job_id = call_sbatch(submission)
     runs = log_dir / "runs"
-    print(f"submitted job {job_id}\nrun folder: {runs}/slurm-{job_id} (or slurm-{job_id}-<token> if SLURM reused "
-          f"the id)\nlog: {log_dir / 'slurm' / f'{job_id}.out'}\nscript: {submission}")  # fmt: skip
+    folder = (continued[0].partition("=")[2] + f" ({reason})" if continued else
+              f"{runs}/slurm-{job_id} (or slurm-{job_id}-<token> if SLURM reused the id)")  # fmt: skip
+    print(f"submitted job {job_id}\nrun folder: {folder}\nlog: {log_dir / 'slurm' / f'{job_id}.out'}\n"
+          f"script: {submission}")  # fmt: skip
     return job_id

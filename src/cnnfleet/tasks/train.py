@@ -93,7 +93,7 @@ def train(cfg: DictConfig) -> float | None:
         return result
     except Stopped as stopped:
         reason = (
-            f"{'requeued after ' if stopped.requeue else 'stopped by '}{stopped.signal_name} during {stopped.phase}"
+            f"{'requeued after ' if stopped.requeued else 'stopped by '}{stopped.signal_name} during {stopped.phase}"
         )
         if attempt.close(STOPPED, reason):
             write_summary(
@@ -115,7 +115,7 @@ def train(cfg: DictConfig) -> float | None:
         attempt.close(STOPPED, "aborted by a second SIGINT")
         if plan.rank == 0:
             sys.stderr.write("cnnfleet-train: aborted by a second Ctrl-C: the checkpoints already written are kept; "
-                             "continue with: cnnfleet-train ckpt_path=last\n")  # fmt: skip
+                             f"continue with: {next_command(plan)}\n")  # fmt: skip
         raise SystemExit(signals.EXIT_CODES[signals.INTERRUPT]) from None
     except BaseException as exc:
         if attempt.close(FAILED, one_line(exc)) and isinstance(exc, Exception):
@@ -125,18 +125,28 @@ def train(cfg: DictConfig) -> float | None:
         finish_wandb_runs(loggers, failed=attempt.status == FAILED)
 
 
+def next_command(plan: RunPlan) -> str:
+    """How this run continues, from where it was started: a SLURM job is resubmitted into its folder
+    (never `cnnfleet-train` on the login node), torchrun is started again with the same --rdzv-id."""
+    if plan.launcher.kind == "slurm":
+        return f"cnnfleet-submit hydra.run.dir={plan.run_dir} (with the job's other overrides)"
+    if plan.launcher.kind == "torchrun":
+        return f"the same torchrun command (same --rdzv-id={plan.launcher.job_id})"
+    return f"cnnfleet-train ckpt_path=last (or hydra.run.dir={plan.run_dir})"
+
+
 def _report_stop(stopped: Stopped, plan: RunPlan) -> int:
     """One line from rank 0 (what was saved, how to continue); the exit code for the request."""
     if plan.rank != 0:
         return 0  # rank 0 reports (and Lightning's process observer must not kill it)
-    if stopped.requeue:
-        print(f"preempted by SIGUSR1 during {stopped.phase}: saved {stopped.path or 'nothing new'}; "
-              f"the requeued job resumes in {plan.run_dir}")  # fmt: skip
+    if stopped.requeued:
+        print(f"preempted by SIGUSR1 during {stopped.phase}: saved {stopped.path or 'nothing new'}; the job "
+              f"continues in {plan.run_dir} (requeued, or a follow-up job)")  # fmt: skip
         return 0
     saved = f"saved {stopped.path}" if stopped.path else "the checkpoints already written are kept"
     sys.stderr.write(
         f"cnnfleet-train: stopped by {stopped.signal_name} during {stopped.phase} at step {stopped.step}: {saved}; "
-        f"continue with: cnnfleet-train ckpt_path=last (or hydra.run.dir={plan.run_dir})\n"
+        f"continue with: {next_command(plan)}\n"
     )
     return signals.EXIT_CODES[stopped.request]
 

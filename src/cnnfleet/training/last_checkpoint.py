@@ -14,7 +14,7 @@ from typing import Any
 import lightning as L
 
 from cnnfleet.errors import ConfigError
-from cnnfleet.training.preemption import ends_optimizer_step
+from cnnfleet.training.preemption import ends_optimizer_step, prune_hpc_checkpoints
 
 
 class LastCheckpoint(L.Callback):
@@ -30,6 +30,8 @@ class LastCheckpoint(L.Callback):
     def _save(self, trainer: L.Trainer) -> None:
         trainer.save_checkpoint(self.path, weights_only=False)  # every rank takes part; rank 0 writes it atomically
         self._saved_at = time.monotonic()
+        if trainer.is_global_zero:  # a newer complete checkpoint: a preemption's hpc checkpoints are obsolete
+            prune_hpc_checkpoints(trainer.default_root_dir)
 
     def _minutes_due(self, trainer: L.Trainer) -> bool:
         """Rank 0's clock decides, so every rank saves at the same step (a collective)."""

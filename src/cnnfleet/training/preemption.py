@@ -9,9 +9,12 @@ Where the ranks act, all at once (one all-reduce of the flags, MAX, so every ran
   next training batch);
 - after each test batch (the test is abandoned; the resumed run tests again).
 
-Then: SIGUSR1 under SLURM saves hpc_ckpt_<N>.ckpt, rank 0 runs `scontrol requeue`, and the
-requeued job resumes from it in the same folder; SIGTERM and SIGINT save checkpoints/last.ckpt.
-Every rank raises `Stopped`; tasks/train.py records the status and exits (130/143, 0 for a requeue).
+Then: SIGUSR1 under SLURM saves hpc_ckpt_<N>.ckpt (older ones are pruned), rank 0 runs `scontrol
+requeue`, and the requeued job resumes from it in the same folder. Where scontrol is unavailable
+inside the job (a container without SLURM's tools), rank 0 asks the batch shell for a follow-up
+job instead (cluster/handoff.py), which continues the same folder under a new job id. With
+cluster.requeue=false SIGUSR1 saves and stops. SIGTERM and SIGINT save checkpoints/last.ckpt.
+Every rank raises `Stopped`; tasks/train.py records the status and exits (130/143/138, 0 for a requeue).
 
 Lightning's own handlers are kept out (`keep_our_signal_handlers`): its SIGUSR1 handler saves inside
 the handler and its SIGTERM handler broadcasts inside it, the deadlock pattern described in
@@ -27,27 +30,25 @@ from typing import Any
 import lightning as L
 import torch
 
+from cnnfleet.cluster.handoff import request_follow_up
 from cnnfleet.launch import signals
-from cnnfleet.launch.env import slurm_task_id
+from cnnfleet.launch.env import requeue_enabled, slurm_task_id
 from cnnfleet.training.lagged import LaggedRead
 
 log = logging.getLogger(__name__)
 
 
 class Stopped(BaseException):
-    """Raised on every rank once a stop request is acted on; `path` is the checkpoint saved (or None)."""
+    """Raised on every rank once a stop request is acted on; `path` is the checkpoint saved (or None);
+    `requeued`: the job continues by itself (requeued, or a follow-up job requested; rank 0 knows)."""
 
-    def __init__(self, request: int, path: str | None, step: int, phase: str) -> None:
+    def __init__(self, request: int, path: str | None, step: int, phase: str, requeued: bool = False) -> None:
         super().__init__(path)
-        self.request, self.path, self.step, self.phase = request, path, step, phase
+        self.request, self.path, self.step, self.phase, self.requeued = request, path, step, phase, requeued
 
     @property
     def signal_name(self) -> str:
         return signals.NAMES[self.request]
-
-    @property
-    def requeue(self) -> bool:
-        return self.request == signals.REQUEUE
 
 
 def next_hpc_path(run_dir: str) -> Path:
@@ -58,18 +59,41 @@ def next_hpc_path(run_dir: str) -> Path:
     return Path(run_dir) / f"hpc_ckpt_{max(numbers, default=0) + 1}.ckpt"
 
 
-def requeue_slurm_job(job_id: str | None) -> None:
-    """Rank 0 asks SLURM to requeue this job (it keeps its id, so it finds its run folder)."""
+def prune_hpc_checkpoints(run_dir: str | Path, keep: Path | None = None) -> None:
+    """Delete hpc_ckpt_*.ckpt but `keep`: called once a newer complete checkpoint exists (a newer
+    hpc checkpoint, or checkpoints/last.ckpt saved after the resume), so preemptions leave no heap."""
+    for path in Path(run_dir).glob("hpc_ckpt_*.ckpt"):
+        if keep is None or path.resolve() != Path(keep).resolve():
+            path.unlink(missing_ok=True)
+
+
+def requeue_slurm_job(job_id: str | None) -> bool:
+    """Rank 0 asks SLURM to requeue this job (it keeps its id, so it finds its run folder); False when it cannot."""
     if job_id is None:
-        return
+        return False
     log.info("requeueing SLURM job %s", job_id)
     try:
         done = subprocess.run(["scontrol", "requeue", job_id], capture_output=True, text=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        log.warning("could not requeue SLURM job %s (%s): resubmit it; it resumes in its run folder", job_id, exc)
-        return
+        log.warning("scontrol requeue %s is unavailable here (%s)", job_id, exc)
+        return False
     if done.returncode != 0:
         log.warning("scontrol requeue %s failed: %s", job_id, done.stderr.strip() or done.returncode)
+    return done.returncode == 0
+
+
+def continue_job(job_id: str | None) -> bool:
+    """Rank 0 after SIGUSR1: requeue the job, else ask its batch shell for a follow-up job; True when the
+    run will continue by itself. Off with cluster.requeue=false."""
+    if job_id is None or not requeue_enabled():
+        return False
+    if requeue_slurm_job(job_id):
+        return True
+    if request_follow_up(job_id):
+        log.warning("the batch script submits a follow-up job that continues this run (sbatch --dependency)")
+        return True
+    log.warning("job %s cannot be requeued: resubmit it with cnnfleet-submit hydra.run.dir=<this run folder>", job_id)
+    return False
 
 
 def keep_our_signal_handlers(trainer: L.Trainer) -> None:
@@ -110,9 +134,8 @@ def stop_if_requested(phase: str, step: int, is_rank_zero: bool, trainer: L.Trai
         request = signals.strongest(signals.pending())
     if not request:
         return
-    if request == signals.REQUEUE and is_rank_zero:
-        requeue_slurm_job(slurm_task_id())
-    raise Stopped(request, None, step, phase)
+    requeued = request == signals.REQUEUE and is_rank_zero and continue_job(slurm_task_id())
+    raise Stopped(request, None, step, phase, requeued)
 
 
 def ends_optimizer_step(trainer: L.Trainer, batch_idx: int) -> bool:
@@ -137,15 +160,19 @@ class GracefulStop(L.Callback):
 
     def _stop(self, trainer: L.Trainer, request: int, phase: str, save: bool) -> None:
         path = None
-        if save and request == signals.REQUEUE and self.job_id is not None:
+        hpc = request == signals.REQUEUE and self.job_id is not None and requeue_enabled()
+        if save and hpc:
             path = next_hpc_path(trainer.default_root_dir)
         elif save:
             path = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
         if path is not None:
             trainer.save_checkpoint(path, weights_only=False)  # all ranks take part; rank 0 writes atomically
-        if request == signals.REQUEUE and trainer.is_global_zero:
-            requeue_slurm_job(self.job_id)
-        raise Stopped(request, str(path) if path else None, trainer.global_step, phase)
+        requeued = False
+        if trainer.is_global_zero:
+            if hpc and path is not None:
+                prune_hpc_checkpoints(trainer.default_root_dir, keep=path)
+            requeued = request == signals.REQUEUE and continue_job(self.job_id)
+        raise Stopped(request, str(path) if path else None, trainer.global_step, phase, requeued)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:  # fmt: skip

@@ -1,0 +1,41 @@
+"""`python -m cnnfleet.cluster.job_end <status>`: the batch shell's last word on its run, after srun.
+
+Rank 0 records every end it lives through (completed, stopped, requeued, failed). An end it does
+not live through (a rank killed by the OOM killer or by hand, then the others by srun's
+--kill-on-bad-exit; a node lost) would leave state.json saying `running`: here the batch shell,
+which outlives its tasks, records it as failed with srun's exit status, and says how to continue.
+"""
+
+import os
+import sys
+
+from cnnfleet.cluster.handoff import run_dir_of
+from cnnfleet.run.state import FAILED, RUNNING, RunState, is_locked
+from cnnfleet.sweeps.trial import write_failure
+
+
+def record_end(job_id: str, status: int) -> str | None:
+    """The line reporting an unrecorded end of this job's run, or None when rank 0 recorded it."""
+    run_dir = run_dir_of(job_id)
+    if run_dir is None:
+        return None
+    state = RunState.read(run_dir)
+    if state is None or state.status != RUNNING or is_locked(run_dir):
+        return None
+    reason = (f"the job's tasks ended without a record (srun exit status {status}): a task was killed "
+              "(out of memory, a signal) or lost its node")  # fmt: skip
+    state.end_attempt(run_dir, FAILED, reason, state.step, state.epoch)
+    write_failure(run_dir, reason)
+    return f"cnnfleet: {run_dir}: {reason}; continue with: cnnfleet-submit hydra.run.dir={run_dir}"
+
+
+def main() -> None:
+    status = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else -1
+    job_id = os.environ.get("SLURM_JOB_ID")
+    line = record_end(job_id, status) if job_id else None
+    if line:
+        print(line, file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
