@@ -1,7 +1,9 @@
 """Each data set option through the real CLI, on small files written in the real format (no download)."""
 
 import csv
+import gzip
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +12,7 @@ import torch
 
 from cnnfleet.data.augment import auto_augment, mix
 from cnnfleet.errors import ConfigError
-from conftest import CliResult, run_cli
+from conftest import CliResult, run_cli, wait_until
 from dataset_files import write_cifar10, write_cifar100, write_image_folder, write_mnist
 
 QUICK = ["trainer.max_epochs=1", "logger=csv", "data.batch_size=32"]
@@ -148,3 +150,72 @@ def test_mix_makes_soft_labels_and_auto_augment_keeps_the_batch() -> None:
     with pytest.raises(ConfigError, match="valid: none, randaugment, trivialaugment"):
         auto_augment(images, "autoaugment", mean, std)
     assert np.isfinite(out.numpy()).all()
+
+
+def test_nodes_sharing_a_data_root_take_turns_preparing_it(tmp_path: Path) -> None:
+    """Two trainings (as two nodes would) on one data root holding only the distributed .gz files: while
+    another process holds the preparation lock both wait; then one unpacks, atomically, and both train."""
+    import fcntl
+    import subprocess
+
+    from cnnfleet.data.prepare_lock import LOCK_NAME
+    from conftest import script_path
+
+    data = write_mnist(tmp_path / "shared") / "MNIST" / "raw"
+    lock = os.open(tmp_path / "shared" / LOCK_NAME, os.O_RDWR | os.O_CREAT)
+    fcntl.flock(lock, fcntl.LOCK_EX)  # a third node is preparing
+    os.write(lock, b"pid 1 on node3")
+    args = ["data=mnist", f"data.root={tmp_path / 'shared'}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+            "logger=none", "test=false", "data.batch_size=32"]  # fmt: skip
+    env = {**os.environ, "CNNFLEET_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1"}
+    nodes = [subprocess.Popen([script_path("cnnfleet-train"), *args, f"hydra.run.dir={tmp_path / f'run{i}'}"],
+                              env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]  # fmt: skip
+    try:
+        logs = [tmp_path / f"run{i}" / "train.log" for i in range(2)]
+        waiting = wait_until(
+            lambda: all(p.is_file() and "waiting for pid 1 on node3" in p.read_text() for p in logs), 120
+        )
+        assert waiting and all(node.poll() is None for node in nodes)
+        assert not (data / "train-images-idx3-ubyte").exists()  # nobody unpacked while the lock was held
+    finally:
+        os.close(lock)
+    for node in nodes:
+        _, stderr = node.communicate(timeout=300)
+        assert node.returncode == 0, stderr[-3000:]
+    with gzip.open(data / "train-images-idx3-ubyte.gz", "rb") as packed:
+        assert (data / "train-images-idx3-ubyte").read_bytes() == packed.read()
+    assert not [p for p in data.iterdir() if ".tmp-" in p.name]
+
+
+def test_a_download_lands_whole_or_not_at_all(tmp_path: Path) -> None:
+    """torchvision's own download code against a local server: files appear under their names only
+    once complete; a failed download leaves nothing behind."""
+    import functools
+    import http.server
+    import threading
+
+    import torchvision.datasets as tvd
+
+    from cnnfleet.data.torchvision_sets import download_atomically
+
+    served = write_mnist(tmp_path / "served") / "MNIST" / "raw"
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        mirror = f"http://127.0.0.1:{server.server_address[1]}/"
+        local = type(
+            "MNIST", (tvd.MNIST,), {"mirrors": [mirror], "resources": [(f, None) for f, _ in tvd.MNIST.resources]}
+        )
+        download_atomically(local, tmp_path / "root", "mnist")
+        raw = tmp_path / "root" / "MNIST" / "raw"
+        assert sorted(p.name for p in raw.iterdir()) == sorted(f.removesuffix(".gz") for f, _ in tvd.MNIST.resources)
+        assert [p.name for p in (tmp_path / "root").iterdir()] == ["MNIST"]  # the staging folder is gone
+
+        (served / "t10k-labels-idx1-ubyte.gz").unlink()  # the last file fails (404)
+        with pytest.raises(RuntimeError, match="Error downloading t10k-labels"):
+            download_atomically(local, tmp_path / "other", "mnist")
+        assert not (tmp_path / "other" / "MNIST").exists() and not list((tmp_path / "other").iterdir())
+    finally:
+        server.shutdown()

@@ -7,12 +7,14 @@ fails (no internet), one line says which files are expected where.
 """
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 
 from cnnfleet.data.in_memory import InMemoryDataModule, stratified_split
+from cnnfleet.data.prepare_lock import preparing, temporary_name
 from cnnfleet.errors import DataError
 
 # where torchvision looks under data.root, and the files it needs there
@@ -43,12 +45,35 @@ def dataset_class(name: str, verify_checksums: bool) -> type:
 
 
 def unpack_gzipped_idx(raw: Path, files: list[str]) -> None:
-    """Extract `X.gz` next to it when only the gzipped IDX file is there (as distributed)."""
+    """Extract `X.gz` next to it when only the gzipped IDX file is there (as distributed), atomically."""
     for name in files:
         packed = raw / f"{name}.gz"
         if not (raw / name).exists() and packed.is_file():
-            with gzip.open(packed, "rb") as src, (raw / name).open("wb") as dst:
+            partial = temporary_name(raw / name)
+            with gzip.open(packed, "rb") as src, partial.open("wb") as dst:
                 shutil.copyfileobj(src, dst)
+            os.replace(partial, raw / name)
+
+
+def _missing(root: Path, name: str) -> bool:
+    folder, files = EXPECTED[name]
+    return any(not (root / folder / f).is_file() for f in files)
+
+
+def download_atomically(cls: type, root: Path, name: str) -> None:
+    """torchvision downloads and extracts into its root in place; here into a temporary root, then each
+    file is renamed into `root`, so readers never see half of a data set."""
+    folder, files = EXPECTED[name]
+    staging = temporary_name(root / f"download-{name}")
+    try:
+        for train in (True, False):
+            cls(str(staging), train=train, download=True)
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        for file in files:
+            if not (root / folder / file).is_file():
+                os.replace(staging / folder / file, root / folder / file)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 class TorchvisionDataModule(InMemoryDataModule):
@@ -59,15 +84,30 @@ class TorchvisionDataModule(InMemoryDataModule):
         self.name, self.root = name, Path(root)
         self.download, self.verify_checksums = download, verify_checksums
         self._classes: list[str] | None = None
+        self._download_error: str | None = None
+
+    def _prepare(self) -> None:
+        """Unpack (MNIST .gz) or download what is missing, one process per data root at a time."""
+        if not _missing(self.root, self.name):
+            return
+        folder, files = EXPECTED[self.name]
+        with preparing(self.root, self.name):
+            if self.name.endswith("mnist"):
+                unpack_gzipped_idx(self.root / folder, files)
+            if self.download and _missing(self.root, self.name):
+                try:
+                    download_atomically(dataset_class(self.name, self.verify_checksums), self.root, self.name)
+                except (RuntimeError, OSError, ValueError) as exc:  # no internet, a bad archive: _open says what
+                    self._download_error = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
     def _open(self, train: bool) -> object:
         folder, files = EXPECTED[self.name]
-        if self.name.endswith("mnist"):
-            unpack_gzipped_idx(self.root / folder, files)
+        self._prepare()
         try:
-            return dataset_class(self.name, self.verify_checksums)(str(self.root), train=train, download=self.download)
+            return dataset_class(self.name, self.verify_checksums)(str(self.root), train=train, download=False)
         except (RuntimeError, OSError) as exc:
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            first = self._download_error or first
             how = "the download failed" if self.download else "data.download=false"
             problem = "missing"
             if self.name.startswith("cifar") and self.verify_checksums:
@@ -80,10 +120,9 @@ class TorchvisionDataModule(InMemoryDataModule):
             ) from None
 
     def prepare_data(self) -> None:
-        """Download once per node (Lightning calls this on local rank 0 only, then syncs the ranks)."""
-        if self.download:
-            self._open(train=True)
-            self._open(train=False)
+        """Lightning calls this on each node's local rank 0, then syncs the ranks: the nodes of a shared
+        data root take turns (prepare_lock.py), so only the first downloads or unpacks."""
+        self._prepare()
 
     def split_arrays(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         train, test = self._open(train=True), self._open(train=False)
