@@ -44,3 +44,16 @@ def test_container_jobs_run_the_images_cnnfleet_with_the_project_mounted() -> No
     host = (REPO / "slurm" / "single_node_gpus.sbatch").read_text()
     assert "srun --kill-on-bad-exit=1 /path/to/project/.venv/bin/cnnfleet-train" in host
     assert "/path/to/project/.venv/bin/python -m cnnfleet.cluster.job_end" in host
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "cnnfleet.def"])
+def test_container_recipes_pin_the_projects_torch_on_its_cuda_build(name: str) -> None:
+    import re
+
+    import torch
+
+    recipe = (REPO / "container" / name).read_text()
+    pins = dict(re.findall(r'"(torch|torchvision)==([\d.]+)"', (REPO / "pyproject.toml").read_text()))
+    assert f"torch=={pins['torch']} torchvision=={pins['torchvision']}" in recipe
+    cuda = torch.version.cuda or "13.0"  # the CUDA build pip installs here (a CPU build reports None)
+    assert f"nvidia/cuda:{cuda}.0-base" in recipe and f"whl/cu{cuda.replace('.', '')}" in recipe
