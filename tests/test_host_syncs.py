@@ -134,7 +134,7 @@ def fit_watched(tmp_path: Path, overrides: list[str], spy: L.Callback) -> dict:
     module = build_classifier(cfg.model, cfg.data, cfg)
     module.run_config = plain_config(cfg)
     loggers = build_loggers(cfg.logger)
-    _, callbacks = training_callbacks(cfg, module, {}, tmp_path)
+    _, _, callbacks = training_callbacks(cfg, module, {}, tmp_path, on_silent_rank=lambda *_: None)
     trainer = build_trainer(cfg.trainer, plan_devices(cfg.device), [spy, *callbacks], loggers, str(tmp_path))
     trainer.fit(module, datamodule=datamodule)
     return cfg

@@ -1,7 +1,10 @@
 """Faults survived with nothing lost: SIGTERM + exact resume, a dead DDP rank, killed checkpoint writes."""
 
+import contextlib
+import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -121,6 +124,36 @@ def test_a_killed_ddp_rank_ends_the_job_without_orphans_and_it_resumes(tmp_path:
                                          "scheduler=cosine", "ckpt_path=last"], tmp_path, timeout=300)  # fmt: skip
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.summary()["resumed_from"]["global_step"] > 0
+
+
+@pytest.mark.slow
+def test_a_frozen_ddp_rank_ends_the_run_within_the_timeout_in_one_line_naming_it(tmp_path: Path) -> None:
+    """SIGSTOP: no TCP reset, no exit code, no error text; before heartbeats the survivors waited in a
+    collective for device.timeout_s and died without a record."""
+    timeout_s = 20
+    args = ["device=ddp", "device.accelerator=cpu", "device.devices=2", f"device.timeout_s={timeout_s}",
+            "trainer.max_epochs=200", "logger=none", "test=false"]  # fmt: skip
+    proc = start(args, tmp_path)
+    wait_for(lambda: bool(last_ckpt(tmp_path)), 120, "a checkpoint")
+    child = [pid for pid in processes_of(tmp_path) if pid != proc.pid]
+    assert child, "rank 1 not found"
+    frozen = time.monotonic()
+    os.kill(child[0], signal.SIGSTOP)
+    try:
+        _, stderr = proc.communicate(timeout=timeout_s + 30)
+    finally:
+        for pid in child:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+    assert time.monotonic() - frozen < timeout_s + 30 and proc.returncode == 1, stderr[-3000:]
+    ours = [line for line in stderr.splitlines() if line.startswith("cnnfleet-train: error:")]
+    assert len(ours) == 1, stderr[-3000:]
+    assert f"rank 1 (host {socket.gethostname()}, pid {child[0]}) stopped answering: its heartbeat stopped" in ours[0]
+    assert "continue with: cnnfleet-train ckpt_path=last" in ours[0] and "Traceback" not in stderr
+    (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
+    state = json.loads((run / "state.json").read_text())
+    assert state["status"] == "failed" and "rank 1" in state["attempts"][-1]["exit"]
+    wait_for(lambda: not processes_of(tmp_path), 15, "the frozen rank to be killed by rank 0")
 
 
 @pytest.mark.slow

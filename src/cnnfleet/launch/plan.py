@@ -82,6 +82,15 @@ class RunPlan:
             )
         return self.global_batch // self.world_size
 
+    def next_command(self) -> str:
+        """How this run continues, from where it was started: a SLURM job is resubmitted into its folder
+        (never `cnnfleet-train` on the login node), torchrun is started again with the same --rdzv-id."""
+        if self.launcher.kind == "slurm":
+            return f"cnnfleet-submit hydra.run.dir={self.run_dir} (with the job's other overrides)"
+        if self.launcher.kind == "torchrun":
+            return f"the same torchrun command (same --rdzv-id={self.launcher.job_id})"
+        return f"cnnfleet-train ckpt_path=last (or hydra.run.dir={self.run_dir})"
+
     def identity(self) -> dict[str, Any]:
         who = self.launcher
         return {"kind": who.kind, "job_id": who.job_id, "token": who.token, "restarts": who.restarts}

@@ -5,6 +5,7 @@ import logging
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -45,6 +46,7 @@ from cnnfleet.training.explain import (
 )
 from cnnfleet.training.module import Classifier, count_parameters
 from cnnfleet.training.preemption import Stopped, graceful_stop, stop_if_requested
+from cnnfleet.training.rank_watch import RankWatch, end_on_silent_rank
 from cnnfleet.training.run_config import LogRunConfig
 from cnnfleet.training.throughput import ThroughputMonitor
 
@@ -115,7 +117,7 @@ def train(cfg: DictConfig) -> float | None:
         attempt.close(STOPPED, "aborted by a second SIGINT")
         if plan.rank == 0:
             sys.stderr.write("cnnfleet-train: aborted by a second Ctrl-C: the checkpoints already written are kept; "
-                             f"continue with: {next_command(plan)}\n")  # fmt: skip
+                             f"continue with: {plan.next_command()}\n")  # fmt: skip
         raise SystemExit(signals.EXIT_CODES[signals.INTERRUPT]) from None
     except BaseException as exc:
         if attempt.close(FAILED, one_line(exc)) and isinstance(exc, Exception):
@@ -123,16 +125,6 @@ def train(cfg: DictConfig) -> float | None:
         raise
     finally:
         finish_wandb_runs(loggers, failed=attempt.status == FAILED)
-
-
-def next_command(plan: RunPlan) -> str:
-    """How this run continues, from where it was started: a SLURM job is resubmitted into its folder
-    (never `cnnfleet-train` on the login node), torchrun is started again with the same --rdzv-id."""
-    if plan.launcher.kind == "slurm":
-        return f"cnnfleet-submit hydra.run.dir={plan.run_dir} (with the job's other overrides)"
-    if plan.launcher.kind == "torchrun":
-        return f"the same torchrun command (same --rdzv-id={plan.launcher.job_id})"
-    return f"cnnfleet-train ckpt_path=last (or hydra.run.dir={plan.run_dir})"
 
 
 def _report_stop(stopped: Stopped, plan: RunPlan) -> int:
@@ -146,7 +138,7 @@ def _report_stop(stopped: Stopped, plan: RunPlan) -> int:
     saved = f"saved {stopped.path}" if stopped.path else "the checkpoints already written are kept"
     sys.stderr.write(
         f"cnnfleet-train: stopped by {stopped.signal_name} during {stopped.phase} at step {stopped.step}: {saved}; "
-        f"continue with: {next_command(plan)}\n"
+        f"continue with: {plan.next_command()}\n"
     )
     return signals.EXIT_CODES[stopped.request]
 
@@ -158,17 +150,23 @@ def _record_failure(output_dir: Path, exc: Exception) -> None:
         write_text_atomic(output_dir / "traceback.txt", "".join(traceback.format_exception(exc)))
 
 
-def training_callbacks(cfg: DictConfig, module: Classifier, environment: dict,
-                       output_dir: Path) -> tuple[ThroughputMonitor, list[L.Callback]]:  # fmt: skip
+def training_callbacks(cfg: DictConfig, module: Classifier, environment: dict, output_dir: Path,
+                       on_silent_rank: Callable) -> tuple[ThroughputMonitor, RankWatch, list[L.Callback]]:  # fmt: skip
     """Every callback of a training run (build_trainer adds the finite-loss check and the loss logger)."""
     throughput = ThroughputMonitor()
-    return throughput, [
-        *build_callbacks(cfg.callbacks),
+    watch = RankWatch(cfg.device.timeout_s, on_silent_rank)
+    return (
         throughput,
-        ConfusionMatrixCallback(cfg.data.num_classes, str(output_dir)),
-        LogRunConfig({**module.run_config, "run_env": environment}),
-        graceful_stop(),
-    ]
+        watch,
+        [
+            *build_callbacks(cfg.callbacks),
+            throughput,
+            ConfusionMatrixCallback(cfg.data.num_classes, str(output_dir)),
+            LogRunConfig({**module.run_config, "run_env": environment}),
+            graceful_stop(),
+            watch,
+        ],
+    )
 
 
 def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> float | None:
@@ -199,7 +197,8 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
     if rank == 0:
         log.info("model %s: %s parameters", _model_name(cfg.model), f"{count_parameters(module.net):,}")
     loggers.extend(build_loggers(cfg.logger))
-    throughput, callbacks = training_callbacks(cfg, module, environment, output_dir)
+    throughput, watch, callbacks = training_callbacks(cfg, module, environment, output_dir,
+                                                     end_on_silent_rank(plan, attempt))  # fmt: skip
     trainer = build_trainer(cfg.trainer, plan.devices, callbacks, loggers, str(output_dir))
     start_wandb_runs(loggers)  # every check of the input has passed: W&B may write into the run folder
 
@@ -208,7 +207,7 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
         if cfg.train:
             with (
                 explain_rendezvous_failure(plan),
-                explain_lost_rank(trainer, plan),
+                explain_lost_rank(trainer, plan, watch),
                 explain_out_of_memory(cfg, plan),
                 explain_misconfiguration(),
             ):

@@ -4,6 +4,7 @@ a rank that cannot reach the others, a rank lost mid-training, out of memory, a 
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import lightning as L
 import torch
@@ -12,6 +13,9 @@ from omegaconf import DictConfig
 from cnnfleet.errors import CnnfleetError, ConfigError, LaunchError, RankLost, RunFailed
 from cnnfleet.launch.env import rendezvous_address
 from cnnfleet.launch.plan import RunPlan
+
+if TYPE_CHECKING:
+    from cnnfleet.training.rank_watch import RankWatch
 
 
 @contextmanager
@@ -41,9 +45,9 @@ def dead_local_ranks(trainer: L.Trainer) -> list[str]:
 
 
 @contextmanager
-def explain_lost_rank(trainer: L.Trainer, plan: RunPlan) -> Iterator[None]:
-    """A rank that dies mid-training surfaces in the others as a collective error (gloo: 'Connection
-    reset by peer'); say which rank died and how to continue, in one line."""
+def explain_lost_rank(trainer: L.Trainer, plan: RunPlan, watch: "RankWatch | None" = None) -> Iterator[None]:
+    """A rank that dies mid-training surfaces in the others as a collective error; say which rank died
+    (the launcher's exit codes, else the heartbeats: whose counter stopped) and how to continue."""
     try:
         yield
     except (RuntimeError, torch.distributed.DistError) as exc:
@@ -51,13 +55,18 @@ def explain_lost_rank(trainer: L.Trainer, plan: RunPlan) -> Iterator[None]:
         started = progress.total.started > 0 or progress.current.started > 0
         if plan.world_size < 2 or isinstance(exc, CnnfleetError) or not started:
             raise  # before the first batch: a rendezvous problem (explain_rendezvous_failure says what to check)
-        time.sleep(0.5)  # let the launcher's children report their exit
-        dead = dead_local_ranks(trainer)
-        who = ", ".join(dead) if dead else "another rank (on this or another node)"
         first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        dead: list[str] = []
+        deadline = time.monotonic() + 5.0  # a dead rank's heartbeat is stale after a few intervals
+        while not dead and time.monotonic() < deadline:
+            time.sleep(0.5)  # let the launcher's children report their exit, the heartbeats go stale
+            dead = dead_local_ranks(trainer)
+            if not dead and watch is not None:
+                watch.end_for_silent(3.0, f"a collective failed: {first}")  # records, says, ends the process
+        who = ", ".join(dead) if dead else "another rank (on this or another node)"
         raise RankLost(
             f"{who} stopped during training, so rank {trainer.global_rank} lost contact ({first}); check that rank's "
-            f"log for why (killed, out of memory), then continue with: cnnfleet-train ckpt_path=last"
+            f"log for why (killed, out of memory), then continue with: {plan.next_command()}"
         ) from None
 
 
