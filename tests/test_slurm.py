@@ -6,8 +6,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -328,3 +330,41 @@ def test_sigusr1_during_start_up_requeues_and_the_job_completes(slurm, cli) -> N
     state = json.loads((run / "state.json").read_text())
     assert state["status"] == "completed" and [a["restarts"] for a in state["attempts"]] == [0, 1]
     assert state["attempts"][0]["exit"] == "requeued after SIGUSR1 during start-up"
+
+
+def task_pid(job_id: str, rank: int) -> int | None:
+    """The cnnfleet-train process of one task of a job (its environment names the job and the rank)."""
+    wanted = {f"SLURM_JOB_ID={job_id}".encode(), f"SLURM_PROCID={rank}".encode()}
+    for entry in Path("/proc").iterdir():
+        try:
+            ours = entry.name.isdigit() and b"cnnfleet-train" in (entry / "cmdline").read_bytes()
+            if ours and wanted <= set((entry / "environ").read_bytes().split(b"\0")):
+                return int(entry.name)
+        except OSError:
+            continue
+    return None
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_frozen_rank_ends_a_two_node_job_within_the_timeout_naming_the_rank(slurm, cli) -> None:
+    """A rank that stops without a TCP reset (SIGSTOP: a hung node looks the same) ends the job within
+    device.timeout_s + 30 s, with one line naming it and a failed status in the run's state."""
+    timeout_s = 20
+    result = cli(*CPU_JOB, "cluster.nodes=2", "trainer.max_epochs=100", f"device.timeout_s={timeout_s}",
+                 "logger=none", command="cnnfleet-submit")  # fmt: skip
+    job_id, run = submitted_job(result)
+    assert wait_until(lambda: (run / "checkpoints" / "last.ckpt").is_file(), 180), slurm_log(result, job_id)[-3000:]
+    pid = task_pid(job_id, 1)
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    frozen = time.monotonic()
+    info = wait_for_job(job_id, timeout=timeout_s + 60)
+    assert time.monotonic() - frozen < timeout_s + 30, info
+    log = slurm_log(result, job_id)
+    assert info["JobState"] == "FAILED", log[-3000:]
+    ours = [line for line in log.splitlines() if "cnnfleet-train: error:" in line]
+    assert len(ours) == 1 and f"rank 1 (host {socket.gethostname()}, pid {pid}) stopped answering" in ours[0], log
+    assert f"continue with: cnnfleet-submit hydra.run.dir={run}" in ours[0]
+    state = json.loads((run / "state.json").read_text())
+    assert state["status"] == "failed" and "rank 1" in state["attempts"][-1]["exit"]
