@@ -368,3 +368,32 @@ def test_a_frozen_rank_ends_a_two_node_job_within_the_timeout_naming_the_rank(sl
     assert f"continue with: cnnfleet-submit hydra.run.dir={run}" in ours[0]
     state = json.loads((run / "state.json").read_text())
     assert state["status"] == "failed" and "rank 1" in state["attempts"][-1]["exit"]
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_a_sweep_trial_at_its_real_time_limit_is_requeued_and_resumes_in_its_own_folder(slurm, cli) -> None:
+    """launcher=slurm: before, the trial got submitit's USR2 and no requeue, FAILED at its limit and was
+    reported as a lost rank. Now: SIGUSR1 before the limit (2 min; SLURM may signal up to 60 s early),
+    hpc checkpoint, requeue, resume at the stop step in the trial's folder; the sweep waits for it."""
+    epochs = 80  # ~90 s of training: more than the first allocation gives before its signal
+    result = cli("-m", "launcher=slurm", *CPU_JOB, "cluster.time=00:02:00", "cluster.signal_seconds=60",
+                 f"trainer.max_epochs={epochs}", "logger=csv", "optimizer.lr=0.003", timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    (sweep,) = (result.root / "logs" / "train" / "multiruns").iterdir()
+    (submission,) = sweep.glob(".submitit/*/*_submission.sh")
+    assert "#SBATCH --signal=USR1@60" in submission.read_text() and "#SBATCH --requeue" in submission.read_text()
+    trial = sweep / "0"
+    state = json.loads((trial / "state.json").read_text())
+    attempts = state["attempts"]
+    assert state["status"] == "completed" and attempts[-1]["exit"] == "completed", attempts
+    assert any(a["exit"] == "requeued after SIGUSR1 during training" for a in attempts), attempts
+    for before, after in zip(attempts, attempts[1:], strict=False):
+        if before.get("step"):  # each attempt resumes exactly where the one before stopped
+            assert after["resumed_from_step"] == before["step"], attempts
+    summary = json.loads((trial / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["fit"]["global_step"] == epochs * 19
+    steps = [row["step"] for row in csv.DictReader((trial / "metrics.csv").open()) if row.get("train/loss")]
+    assert len(steps) == len(set(steps)), "metrics rows of a resumed stretch were written twice"
+    assert not list(trial.glob("hpc_ckpt_*.ckpt"))
+    assert sorted(p.name for p in sweep.iterdir() if not p.name.startswith(".") and p.is_dir()) == ["0"]

@@ -27,6 +27,7 @@ from omegaconf import DictConfig
 
 from cnnfleet.cluster.handoff import record_run_dir
 from cnnfleet.errors import CheckpointError, ConfigError
+from cnnfleet.launch import signals
 from cnnfleet.launch.env import (
     Launcher,
     continued_run_dir,
@@ -319,16 +320,35 @@ def check_schedule(cfg: DictConfig) -> None:
         )
 
 
+def requeued_trial(run_dir: Path, who: Launcher) -> RunState | None:
+    """The trial folder's state when this SLURM job already ran in it (it was requeued), else None."""
+    state = RunState.read(run_dir)
+    if state is None or who.kind != "slurm" or state.identity.get("job_id") != who.job_id:
+        return None
+    return state
+
+
 def plan_trial(cfg: DictConfig, env: Mapping[str, str] | None = None) -> RunPlan:
-    """A multirun trial (no command line of its own): its fresh folder, which Hydra made; rank 0 owns it."""
+    """A multirun trial (no command line of its own): its folder, which Hydra made; rank 0 owns it.
+    A launcher=slurm trial whose job was requeued (SIGUSR1 before its time limit) finds its own
+    earlier attempt there and continues it from its newest checkpoint."""
     env = os.environ if env is None else env
+    who = launcher(env)
+    if who.kind == "slurm":
+        signals.install(requeue=True)  # ours replace submitit's (it requeues by re-running the whole trial)
     ignored = pin_slurm_rendezvous()  # a launcher=slurm trial is a SLURM task too
     check_schedule(cfg)
     rank = global_rank(env, devices_per_node=_devices_per_node(cfg))
     run_dir = Path(str(cfg.paths.output_dir)).absolute()
     ckpt = checkpoint_file(cfg.ckpt_path) if cfg.ckpt_path not in (None, LAST) else None
-    plan = RunPlan(rank, launcher(env), run_dir, True, str(ckpt) if ckpt else None, "multirun trial",
-                   ignored_env=ignored)  # fmt: skip
+    earlier = requeued_trial(run_dir, who)
+    if earlier is not None:
+        resume = checkpoint_in_run_dir(run_dir) or ckpt
+        plan = RunPlan(rank, who, run_dir, False, str(resume) if resume else None,
+                       f"requeued trial ({earlier.status}); resumes from {resume or 'the start'}",
+                       ignored_env=ignored)  # fmt: skip
+    else:
+        plan = RunPlan(rank, who, run_dir, True, str(ckpt) if ckpt else None, "multirun trial", ignored_env=ignored)
     if rank == 0:
         _own(plan)
     return plan

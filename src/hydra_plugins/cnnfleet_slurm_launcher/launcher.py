@@ -8,6 +8,7 @@ this module's place.
 """
 
 import io
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -50,6 +51,15 @@ def _refuse(stderr: io.TextIOBase, line: str) -> NoReturn:
 
 
 class CnnfleetSlurmLauncher(SlurmLauncher):
+    def _preemption_contract(self) -> None:
+        """Trials get cnnfleet-submit's contract: SIGUSR1 before the time limit (submitit reads the signal's
+        name from SUBMITIT_PREEMPT_SIGNAL, here and in the job, which inherits it), `--requeue`, and
+        cnnfleet's handlers, which replace submitit's in the trial (launch/plan.py plan_trial): the trial
+        saves, requeues its job (same id, same folder) and returns no result, so the sweep waits for it."""
+        os.environ["SUBMITIT_PREEMPT_SIGNAL"] = "USR1"
+        if self.config.cluster.requeue:
+            self.params["additional_parameters"] = {**(self.params.get("additional_parameters") or {}), "requeue": True}
+
     def _check_resources(self) -> None:
         """The partition can hold every trial's request (cluster/resources.py), checked before the first
         sbatch; cluster.cpus_per_task=null becomes the partition's derived value."""
@@ -66,6 +76,7 @@ class CnnfleetSlurmLauncher(SlurmLauncher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int):  # noqa: ANN201 (Hydra's type)
         if "cluster" in self.config:
             self._check_resources()
+            self._preemption_contract()
         stderr = sys.stderr
         sys.stderr = _DropSbatchErrors(stderr)
         try:
