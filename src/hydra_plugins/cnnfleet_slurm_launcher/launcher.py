@@ -56,7 +56,10 @@ class CnnfleetSlurmLauncher(SlurmLauncher):
         name from SUBMITIT_PREEMPT_SIGNAL, here and in the job, which inherits it), `--requeue`, and
         cnnfleet's handlers, which replace submitit's in the trial (launch/plan.py plan_trial): the trial
         saves, requeues its job (same id, same folder) and returns no result, so the sweep waits for it."""
+        from cnnfleet.launch.env import REQUEUE_ENV
+
         os.environ["SUBMITIT_PREEMPT_SIGNAL"] = "USR1"
+        os.environ[REQUEUE_ENV] = "1" if self.config.cluster.requeue else "0"  # the trials read it (sbatch exports it)
         if self.config.cluster.requeue:
             self.params["additional_parameters"] = {**(self.params.get("additional_parameters") or {}), "requeue": True}
 
