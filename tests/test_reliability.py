@@ -153,6 +153,7 @@ def test_a_frozen_ddp_rank_ends_the_run_within_the_timeout_in_one_line_naming_it
     (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     state = json.loads((run / "state.json").read_text())
     assert state["status"] == "failed" and "rank 1" in state["attempts"][-1]["exit"]
+    assert state["step"] > 0  # how far the run got, not the attempt's start
     wait_for(lambda: not processes_of(tmp_path), 15, "the frozen rank to be killed by rank 0")
 
 

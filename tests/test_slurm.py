@@ -122,6 +122,8 @@ def test_unknown_partition_is_one_clear_line(slurm, cli) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert "cluster.partition=no_such_partition: no such partition; partitions: debug" in lines[0]
+    listed = cli("cluster.partition='no_such_partition,debug'", "--check", command="cnnfleet-submit")
+    assert listed.returncode == 0, listed.stderr  # sbatch runs a job in the first listed partition that can
     refused = cli("cluster.extra_sbatch=['--nodelist=nosuchnode']", command="cnnfleet-submit")  # only sbatch knows
     lines = [line for line in refused.stderr.splitlines() if line.strip()]
     assert refused.returncode == 2 and len(lines) == 1, refused.stderr
@@ -148,6 +150,8 @@ def test_sweep_that_sbatch_refuses_is_one_clear_line(slurm, cli) -> None:
         ("cluster.nodes=3", "cluster.nodes=3 but partition debug has 2 node(s)"),
         ("cluster.mem=900G", "cluster.mem=900G per node, but the largest node of partition debug has"),
         ("cluster.constraint=a100", "cluster.constraint=a100: no node of partition debug has it"),
+        ("cluster.tasks_per_node=3", "cluster.tasks_per_node=3 needs at least 3 CPUs per node, but the largest node "
+                                     "of partition debug has 2; lower cluster.tasks_per_node"),
     ],
 )  # fmt: skip
 def test_a_request_no_node_can_hold_is_one_line_before_sbatch(slurm, cli, override: str, expected: str) -> None:
@@ -160,6 +164,13 @@ def test_a_request_no_node_can_hold_is_one_line_before_sbatch(slurm, cli, overri
         assert result.returncode == 2 and len(lines) == 1, result.stderr
         assert f"error: {who} could never start: " in lines[0] and expected in lines[0], lines[0]
     assert subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout == before
+
+
+def test_a_time_limit_within_the_stop_signal_is_refused(cli) -> None:
+    """cluster.time=1 with the 90 s signal queued fine and then saved and requeued itself every 30 s."""
+    result = cli("dry_run=true", "cluster.time=1", command="cnnfleet-submit")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "cluster.time=1: 60 s leaves no training time before the stop signal" in result.stderr
 
 
 def test_partition_limits_are_read_from_scontrol_output() -> None:
@@ -300,9 +311,14 @@ def test_a_reused_job_id_never_takes_over_a_run_and_scancel_leaves_a_stopped_sta
     assert {path: fingerprint(path) for path in before} == before  # the other runs are untouched
 
     # a new job continues the stopped run in its own folder; the run's identity stays the first job's
-    again = cli(*CPU_JOB, "trainer.max_epochs=50", "logger=csv", "ckpt_path=last", command="cnnfleet-submit")
+    again = cli(*CPU_JOB, "trainer.max_epochs=50", "logger=csv", "ckpt_path=last", "cluster.extra_sbatch=['--hold']",
+                command="cnnfleet-submit")  # fmt: skip
     second, _ = submitted_job(again)
     assert f"run folder: {run} (ckpt_path=last: the newest unfinished run (stopped)" in again.stdout, again.stdout
+    # while that job waits in the queue, a second continuation of the same run is refused
+    twice = cli(*CPU_JOB, "trainer.max_epochs=50", "logger=csv", "ckpt_path=last", command="cnnfleet-submit")
+    assert twice.returncode == 2 and f"belongs to job {second}, which SLURM still holds (PENDING)" in twice.stderr
+    subprocess.run(["scontrol", "release", second], check=True)
     assert wait_until(lambda: len(json.loads((run / "state.json").read_text())["attempts"]) == 2, 120)
     # a task killed outright (the OOM killer, kill -9) records nothing; the batch shell records the end
     os.kill(json.loads((run / ".lock").read_text())["pid"], signal.SIGKILL)

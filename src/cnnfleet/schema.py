@@ -379,6 +379,18 @@ class ClusterConfig:
     # more host folders in the container, host[:container[:ro]] (the working folder and CNNFLEET_ROOT always are)
     container_mounts: list[str] = key(factory=list, rules=(Each(MOUNT),))
 
+    @staticmethod
+    def cross_check(node: DictConfig) -> list[str]:
+        # SLURM may send --signal up to 60 s early: a limit within signal_seconds + 60 s signals at start-up,
+        # and the job would save and requeue itself over and over (found by trying cluster.time=1)
+        limit_s = slurm_time_minutes(node.time) * 60
+        if limit_s < node.signal_seconds + 60:
+            return [f"time={node.time}: {limit_s} s leaves no training time before the stop signal "
+                    f"(cluster.signal_seconds={node.signal_seconds}, which SLURM may send up to 60 s early); use "
+                    f"cluster.time >= {(node.signal_seconds + 60 + 59) // 60} minutes or a smaller "
+                    "cluster.signal_seconds"]  # fmt: skip
+        return []
+
 
 # ---------------------------------------------------------------- primary configs
 

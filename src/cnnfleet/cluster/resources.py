@@ -175,6 +175,10 @@ def request_problem(cluster: DictConfig, partition: Partition, cpus_per_task: in
         most = max(n.gpus for n in nodes)
         fix = "use a GPU partition (cluster.partition)" if most == 0 else f"use cluster.gpus_per_node<={most}"
         return f"cluster.gpus_per_node={gpus} but the nodes of {where} have at most {most} GPUs; {fix}"
+    if max(n.cpus for n in nodes) < tasks:
+        most = max(n.cpus for n in nodes)
+        return (f"cluster.tasks_per_node={tasks} needs at least {tasks} CPUs per node, but the largest node of "
+                f"{where} has {most}; lower cluster.tasks_per_node (and raise cluster.nodes)")  # fmt: skip
     if max(n.cpus for n in nodes) < cpus:
         most = max(n.cpus for n in nodes)
         fit = max(1, most // tasks)
@@ -194,12 +198,24 @@ def request_problem(cluster: DictConfig, partition: Partition, cpus_per_task: in
 
 
 def check_request(cluster: DictConfig, what: str = "this job") -> int | None:
-    """ConfigError (one line) when the partition can never run this request; returns cpus_per_task
-    to render (derived when null). Without SLURM to ask, nothing is checked (sbatch will say)."""
-    partition = read_partition(cluster.partition)
-    cpus = derive_cpus_per_task(cluster, partition)
-    if partition is not None:
+    """ConfigError (one line) when no partition named can ever run this request (sbatch takes a list,
+    `a,b`: the job runs in the first that can); returns cpus_per_task to render (derived when null,
+    from the first partition that fits). Without SLURM to ask, nothing is checked (sbatch will say)."""
+    names = [n for n in str(cluster.partition).split(",") if n] if cluster.partition else [None]
+    problems = []
+    for name in names:
+        try:
+            partition = read_partition(name)
+        except ConfigError as exc:  # no such partition: the next one listed may do
+            if len(names) == 1:
+                raise
+            problems.append(str(exc))
+            continue
+        cpus = derive_cpus_per_task(cluster, partition)
+        if partition is None:
+            return cpus
         problem = request_problem(cluster, partition, cpus or 1)
-        if problem is not None:
-            raise ConfigError(f"{what} could never start: {problem}")
-    return cpus
+        if problem is None:
+            return cpus
+        problems.append(problem)
+    raise ConfigError(f"{what} could never start: {'; '.join(problems)}")

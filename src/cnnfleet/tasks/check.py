@@ -113,9 +113,9 @@ def submit(cfg: DictConfig, overrides: list[str]) -> list[str]:
 
     # the partition can hold it (where SLURM can be asked; a dry run prints the script for any cluster)
     cpus = cfg.cluster.cpus_per_task if dry_run_requested() else check_request(cfg.cluster)
-    continued, reason = continuation(cfg, continued_run_dir())
+    continued, reason, run_dir = continuation(cfg, continued_run_dir())
     lines = train(cfg, [o for o in overrides if not o.startswith("hydra.")], probe_devices=False)
-    run = f"run: continues {continued[0].partition('=')[2]} ({reason})" if continued else "run: a new run"
+    run = f"run: continues {run_dir} ({reason})" if continued else "run: a new run"
     return [*lines[1:], run, f"job: {cfg.cluster.nodes} node(s) x {layout.tasks_per_node} task(s) x "
                              f"{cpus or 'default'} CPU(s), time {cfg.cluster.time}"]  # fmt: skip
 

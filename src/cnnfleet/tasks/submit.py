@@ -1,5 +1,6 @@
 """submit(cfg): render the sbatch script from the training config and hand it to sbatch."""
 
+import json
 import shutil
 import subprocess
 import uuid
@@ -45,12 +46,29 @@ def queued_jobs() -> dict[str, str]:
     return dict(line.split(None, 1) for line in out.splitlines() if len(line.split()) == 2)
 
 
-def _check_no_job_holds(run_dir: Path) -> None:
-    """A run whose job is still queued (a requeued job waits PENDING) is not continued by a second job."""
+CONTINUES = "continues.json"  # in a submission folder: the run its job continues (before the job has started)
+
+
+def jobs_continuing(run_dir: Path, log_dir: Path) -> set[str]:
+    """Job ids submitted to continue `run_dir` (cnnfleet-submit's record beside each script)."""
+    found = set()
+    for record in log_dir.glob(f"submissions/*/{CONTINUES}"):
+        try:
+            data = json.loads(record.read_text())
+        except (OSError, ValueError):
+            continue
+        if Path(data.get("run_dir", "")) == run_dir and data.get("job_id"):
+            found.add(str(data["job_id"]))
+    return found
+
+
+def _check_no_job_holds(run_dir: Path, log_dir: Path) -> None:
+    """A run that a queued job will continue (a requeued job waiting PENDING, or a continuation submitted
+    earlier that has not started) is not given a second job."""
     state = RunState.read(run_dir)
-    if state is None:
-        return
-    ids = {state.identity.get("job_id"), *(a.get("job_id") for a in state.attempts)} - {None}
+    ids = jobs_continuing(run_dir, log_dir)
+    if state is not None:
+        ids |= {state.identity.get("job_id"), *(a.get("job_id") for a in state.attempts)} - {None}
     queued = queued_jobs()
     for job in sorted(ids & set(queued)):
         raise ConfigError(
@@ -59,10 +77,10 @@ def _check_no_job_holds(run_dir: Path) -> None:
         )
 
 
-def continuation(cfg: DictConfig, given: str | None) -> tuple[list[str], str | None]:
-    """The job overrides that make the job continue a run (hydra.run.dir=<folder>), and why; ([], None) for
-    a new run. `given`: hydra.run.dir passed to cnnfleet-submit; `ckpt_path=last` or a checkpoint of an
-    unfinished run continue that run. Decided here with the job's own rules (launch/plan.py), so a
+def continuation(cfg: DictConfig, given: str | None) -> tuple[list[str], str | None, Path | None]:
+    """The job overrides that make the job continue a run (hydra.run.dir=<folder>), why, and the folder;
+    ([], None, None) for a new run. `given`: hydra.run.dir passed to cnnfleet-submit; `ckpt_path=last`
+    or a checkpoint of an unfinished run continue that run. Decided here with the job's own rules (launch/plan.py), so a
     completed, running or differently configured run is refused before the job waits in a queue."""
     from cnnfleet.launch.plan import decide
     from cnnfleet.run.record import plain_config
@@ -71,13 +89,13 @@ def continuation(cfg: DictConfig, given: str | None) -> tuple[list[str], str | N
         owner = owning_run_dir(checkpoint_file(str(cfg.ckpt_path)))
         state = RunState.read(owner) if owner is not None else None
         if state is None or state.status == COMPLETED:
-            return [], None  # a new run from these weights, in the job's own folder
+            return [], None, None  # a new run from these weights, in the job's own folder
         given = str(owner)
     if given is None and cfg.ckpt_path is None:
-        return [], None
+        return [], None, None
     plan = decide(cfg, [f"hydra.run.dir={given}"] if given else [], {}, plain_config(cfg))
-    _check_no_job_holds(plan.run_dir)
-    return [f"hydra.run.dir={quote_value(str(plan.run_dir))}"], plan.reason
+    _check_no_job_holds(plan.run_dir, Path(cfg.paths.log_dir) / cfg.task_name)
+    return [f"hydra.run.dir={quote_value(str(plan.run_dir))}"], plan.reason, plan.run_dir
 
 
 def submit(cfg: DictConfig, dry_run: bool, given_run_dir: str | None = None) -> str | None:
@@ -85,7 +103,7 @@ def submit(cfg: DictConfig, dry_run: bool, given_run_dir: str | None = None) -> 
         raise ConfigError("train=false: nothing to submit")
     overrides = job_overrides()
     layout = job_layout(cfg.cluster, overrides)
-    continued, reason = continuation(cfg, given_run_dir)
+    continued, reason, run_dir = continuation(cfg, given_run_dir)
     if continued:  # the job finds the newest checkpoint of that folder when it starts
         overrides = [o for o in overrides if o != "ckpt_path=last"] + continued
     log_dir = Path(cfg.paths.log_dir) / cfg.task_name
@@ -104,8 +122,10 @@ def submit(cfg: DictConfig, dry_run: bool, given_run_dir: str | None = None) -> 
     (log_dir / "slurm").mkdir(parents=True, exist_ok=True)  # sbatch does not create --output's folder
     write_text_atomic(submission, script)
     job_id = call_sbatch(submission)
+    if continued:  # a second continuation is refused while this job waits in the queue
+        write_text_atomic(submission.parent / CONTINUES, json.dumps({"run_dir": str(run_dir), "job_id": job_id}))
     runs = log_dir / "runs"
-    folder = (continued[0].partition("=")[2] + f" ({reason})" if continued else
+    folder = (f"{run_dir} ({reason})" if continued else
               f"{runs}/slurm-{job_id} (or slurm-{job_id}-<token> if SLURM reused the id)")  # fmt: skip
     print(f"submitted job {job_id}\nrun folder: {folder}\nlog: {log_dir / 'slurm' / f'{job_id}.out'}\n"
           f"script: {submission}")  # fmt: skip

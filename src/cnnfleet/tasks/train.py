@@ -170,6 +170,8 @@ def training_callbacks(cfg: DictConfig, module: Classifier, environment: dict, o
 
 
 def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> float | None:
+    if plan.world_size == 1:  # a stop that came during the imports (a scancel at start): act before building
+        stop_if_requested("start-up", 0, plan.rank == 0)  # anything, SLURM's KillWait is short
     route_lightning_logs()
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     output_dir = plan.run_dir

@@ -32,15 +32,17 @@ SILENT_SHARE = 0.9  # of device.timeout_s: report before the collective's own ti
 
 
 class RankWatch(L.Callback):
-    def __init__(self, timeout_s: float, on_silent: Callable[[int, str, "Heartbeat"], None]) -> None:
+    def __init__(self, timeout_s: float, on_silent: Callable[[int, str, Heartbeat, L.Trainer | None], None]) -> None:
         self.timeout_s, self.on_silent = timeout_s, on_silent
         self.heartbeat: Heartbeat | None = None
+        self.trainer: L.Trainer | None = None  # its step and epoch go into the record
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if trainer.world_size < 2 or self.heartbeat is not None:
             return
+        self.trainer = trainer
         heartbeat = Heartbeat(trainer.global_rank, trainer.world_size, max(5.0, SILENT_SHARE * self.timeout_s),
-                              lambda peer, what: self.on_silent(peer, what, heartbeat))  # fmt: skip
+                              lambda peer, what: self.on_silent(peer, what, heartbeat, trainer))  # fmt: skip
         try:
             heartbeat.start()
         except Exception as exc:  # noqa: BLE001 (no watch is better than no run; the timeout still holds)
@@ -62,7 +64,7 @@ class RankWatch(L.Callback):
         for peer, silent_s in heartbeat.silent(at_least_s):
             heartbeat.stop()
             self.on_silent(peer, f"{heartbeat.describe(peer)} stopped answering: its heartbeat stopped "
-                                 f"{silent_s:.0f} s ago and {why}", heartbeat)  # fmt: skip
+                                 f"{silent_s:.0f} s ago and {why}", heartbeat, self.trainer)  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -71,10 +73,12 @@ class RankWatch(L.Callback):
 def end_on_silent_rank(plan: RunPlan, attempt: Attempt) -> Callable[[int, str, Heartbeat], None]:
     """What a rank does when a peer stops answering (training/rank_watch.py): record, say, end."""
 
-    def end(peer: int, what: str, heartbeat: Heartbeat) -> None:
+    def end(peer: int, what: str, heartbeat: Heartbeat, trainer: L.Trainer | None = None) -> None:
         line = (f"{what}, so rank {plan.rank} ends the run (the others cannot go on without it); the checkpoints "
                 f"written so far are kept; continue with: {plan.next_command()}")  # fmt: skip
         try:
+            if trainer is not None:  # the step the run got to (its last checkpoint may be older)
+                attempt.at(trainer.global_step, trainer.current_epoch)
             if attempt.close(FAILED, line):
                 write_failure(plan.run_dir, line)
         finally:
