@@ -36,14 +36,15 @@ def continued_run_dir() -> str | None:
     return _run_dir
 
 
-def _pop_run_dir(argv: list[str]) -> tuple[str | None, list[str]]:
-    values = [a.partition("=")[2] for a in argv if a.startswith("hydra.run.dir=")]
-    return (values[-1] if values else None), [a for a in argv if not a.startswith("hydra.run.dir=")]
+def _pop(argv: list[str], key: str) -> tuple[list[str], list[str]]:
+    """The values of `key=...` in argv (cnnfleet-submit's own keys, not the job's) and argv without them."""
+    prefix = f"{key}="
+    return [a[len(prefix) :] for a in argv if a.startswith(prefix)], [a for a in argv if not a.startswith(prefix)]
 
 
 def _pop_dry_run(argv: list[str]) -> tuple[bool, list[str]]:
-    values = [a.partition("=")[2].lower() for a in argv if a.startswith("dry_run=")]
-    rest = [a for a in argv if not a.startswith("dry_run=")]
+    values, rest = _pop(argv, "dry_run")
+    values = [v.lower() for v in values]
     if any(v not in ("true", "false") for v in values):
         fail(PROG, f"dry_run must be true or false, got {values[-1]!r}")
     return (values[-1] == "true" if values else False), rest
@@ -52,7 +53,8 @@ def _pop_dry_run(argv: list[str]) -> tuple[bool, list[str]]:
 def main() -> None:
     global _dry_run, _run_dir
     _dry_run, rest = _pop_dry_run(sys.argv[1:])
-    _run_dir, rest = _pop_run_dir(rest)
+    run_dirs, rest = _pop(rest, "hydra.run.dir")  # the run the job continues; ours is the submission's
+    _run_dir = run_dirs[-1] if run_dirs else None
     check_first = "--no-check" not in rest  # build the job here before it waits in a queue
     rest = [a for a in rest if a != "--no-check"]
     # cnnfleet-submit's own folder: logs/<task>/submissions/<time>/ (job.sbatch, submit.log)

@@ -16,7 +16,6 @@ import signal as os_signals
 import socket
 import sys
 from collections.abc import Callable
-from typing import Any
 
 import lightning as L
 
@@ -65,9 +64,6 @@ class RankWatch(L.Callback):
             heartbeat.stop()
             self.on_silent(peer, f"{heartbeat.describe(peer)} stopped answering: its heartbeat stopped "
                                  f"{silent_s:.0f} s ago and {why}", heartbeat, self.trainer)  # fmt: skip
-
-    def state_dict(self) -> dict[str, Any]:
-        return {}
 
 
 def end_on_silent_rank(plan: RunPlan, attempt: Attempt) -> Callable[[int, str, Heartbeat], None]:
