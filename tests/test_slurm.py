@@ -18,6 +18,7 @@ import yaml
 from cnnfleet.cluster.resources import gpu_count, memory_mb
 from cnnfleet.launch.env import slurm_port
 from conftest import CliResult, wait_until
+from sweep_helpers import attempts, enqueue, load_study, start_cli, study_states, wait_for
 from test_lifecycle import fingerprint
 
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL", "DEADLINE"}
@@ -243,24 +244,77 @@ def test_multirun_on_slurm_runs_every_trial_as_its_own_ddp_job(slurm, cli) -> No
 
 @pytest.mark.slurm
 @pytest.mark.slow
-def test_optuna_sweep_on_slurm_runs_parallel_ddp_trials_with_one_set_of_hyperparameters(slurm, cli) -> None:
+def test_optuna_on_slurm_prunes_a_ddp_trial_through_the_shared_journal(slurm, cli, tmp_path) -> None:
+    """Each trial a 2-task DDP job; rank 0 reports through the journal file, the pruner stops lr 1e-7."""
+    sweep = tmp_path / "sweep"
+    enqueue(sweep, "prune", "minimize", [{"optimizer.lr": 0.01}, {"optimizer.lr": 1e-7}])
     result = cli(
-        "-m", "hparams_search=digits_optuna", "launcher=slurm", *CPU_JOB, "cluster.tasks_per_node=2",
-        "trainer.max_epochs=1", "logger=csv", "hydra.sweeper.n_trials=2", "hydra.sweeper.n_jobs=2", timeout=600,
+        "-m", "hydra/sweeper=cnnfleet_optuna", "launcher=slurm", *CPU_JOB, "cluster.tasks_per_node=2",
+        "optimized_metric=val/loss", "optimized_direction=minimize", "logger=csv", "trainer.max_epochs=3",
+        f"hydra.sweep.dir={sweep}", "hydra.sweeper.study_name=prune", "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.pruner_settings={n_startup_trials:1,n_warmup_steps:1}", "hydra.sweeper.poll_seconds=1",
+        "optimizer.lr=choice(1e-7,1e-2)", timeout=600,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    sweep = result.root / "logs" / "train" / "sweeps" / "digits_optuna"
-    rows = list(csv.DictReader((sweep / "sweep_summary.csv").open()))
-    assert sorted(r["trial"] for r in rows) == ["0", "1"] and {r["status"] for r in rows} == {"completed"}
-    for row in rows:
-        trial = Path(row["run_dir"])
-        assert json.loads((trial / "summary.json").read_text())["device"]["world_size"] == 2
+    assert study_states(sweep, "prune") == ["COMPLETE", "PRUNED"]
+    assert "export CNNFLEET_TRIAL=" in (sweep / "submissions" / "1" / "job.sbatch").read_text()
+    rows = {r["trial"]: r for r in csv.DictReader((sweep / "sweep_summary.csv").open())}
+    assert rows["0"]["status"] == "completed" and rows["1"]["status"] == "pruned"
+    for n in ("0", "1"):
+        trial = sweep / n
+        summary = json.loads((trial / "summary.json").read_text())
+        assert summary["device"]["world_size"] == 2
         logged = {}
         for line in (line for f in trial.glob("*.log") for line in f.read_text().splitlines()):
             if " hyperparameters: " in line:
                 logged[line.split("rank ")[1].split(" of ")[0]] = line.split(" hyperparameters: ")[1]
-        assert set(logged) == {"0", "1"} and logged["0"] == logged["1"]
-        assert json.loads(logged["0"])["optimizer"]["lr"] == pytest.approx(float(row["optimizer.lr"]))
+        assert set(logged) == {"0", "1"} and logged["0"] == logged["1"]  # both ranks train the trial's values
+        assert json.loads(logged["0"])["optimizer"]["lr"] == pytest.approx(float(rows[n]["optimizer.lr"]))
+    assert json.loads((sweep / "1" / "summary.json").read_text())["reason"].startswith("pruned at epoch 1")
+
+
+def job_ids(submission: Path) -> list[str]:
+    return sorted(p.stem for p in submission.glob("*.out"))
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_optuna_on_slurm_reattaches_after_the_driver_dies_and_retries_a_cancelled_trial(slurm, tmp_path) -> None:
+    """kill -9 of the driver while two trial jobs run: started again, it waits for both (no new job);
+    then a trial's job is cancelled (SIGTERM: stopped without a requeue): it runs again as a new job
+    that resumes in the trial's folder; the third trial takes the first free slot."""
+    sweep = tmp_path / "sweep"
+    enqueue(sweep, "reattach", "maximize", [{"trainer.max_epochs": e} for e in (30, 30, 1)])
+    args = ["-m", "hydra/sweeper=cnnfleet_optuna", "launcher=slurm", *CPU_JOB, "logger=csv",
+            f"hydra.sweep.dir={sweep}", "hydra.sweeper.study_name=reattach", "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=none", "hydra.sweeper.poll_seconds=1",
+            "trainer.max_epochs=choice(30,1)"]  # fmt: skip
+    first = start_cli(args, tmp_path, tmp_path / "first.log")
+    both = lambda: all((sweep / n / "checkpoints" / "last.ckpt").is_file() for n in "01")  # noqa: E731
+    wait_for(both, "both trial jobs training", first, timeout=300)
+    first.kill()
+    first.wait()
+    before = {n: job_ids(sweep / "submissions" / n) for n in "01"}
+    assert all(len(ids) == 1 for ids in before.values()), before
+
+    second = start_cli(args, tmp_path, tmp_path / "second.log")
+    log = tmp_path / "second.log"
+    wait_for(lambda: log.read_text().count("still runs (SLURM job") == 2, "the jobs re-attached", second)
+    cancelled = load_study(sweep, "reattach").trials[1].user_attrs["slot"]["job_id"]
+    subprocess.run(["scancel", cancelled], check=True)
+    assert second.wait(timeout=600) == 0, log.read_text()[-3000:]
+
+    assert study_states(sweep, "reattach") == ["COMPLETE"] * 3
+    assert job_ids(sweep / "submissions" / "0") == before["0"]  # waited for, never submitted again
+    retried = job_ids(sweep / "submissions" / "1")
+    assert len(retried) == 2 and cancelled in retried, retried
+    assert load_study(sweep, "reattach").trials[1].user_attrs["retries"] == 1
+    assert "retry 1 of 2 in its folder" in log.read_text()
+    runs = attempts(sweep / "1")
+    assert [a["job_id"] for a in runs] == retried and runs[0]["exit"].startswith("stopped by SIGTERM"), runs
+    assert runs[1]["resumed_from_step"] == runs[0]["step"] > 0
+    summary = json.loads((sweep / "1" / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["fit"]["global_step"] == 30 * 19
 
 
 def next_job_id() -> int:

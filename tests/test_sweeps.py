@@ -2,7 +2,8 @@
 
 import csv
 import json
-import sqlite3
+import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from cnnfleet.sweeps.optuna_search import search_space
 from cnnfleet.sweeps.results import TrialRow, rank_rows, swept_keys
 from conftest import run_cli
+from sweep_helpers import attempts, enqueue, load_study, start_cli, study_states, wait_for
 from wandb_records import read_run
 
 QUICK = ["trainer.max_epochs=1", "logger=csv"]
@@ -30,44 +32,111 @@ def summary(run_dir: str | Path) -> dict:
     return json.loads((Path(run_dir) / "summary.json").read_text())
 
 
-def study_states(db: Path) -> list[str]:
-    with sqlite3.connect(db) as con:
-        return [state for (state,) in con.execute("SELECT state FROM trials ORDER BY number")]
+def test_optuna_sweep_interrupted_and_resumed_twice_never_repeats_parameters(tmp_path: Path) -> None:
+    """Ctrl-C while a trial trains, twice: the stopped trial continues in its folder from its checkpoint,
+    and the sampler, seeded with seed + trials held, never draws earlier parameters again (a fixed seed
+    made the first new trial of every invocation repeat trial 0's)."""
+    optuna = ["-m", "hparams_search=digits_optuna", "trainer.max_epochs=3", "logger=csv",
+              "hydra.sweeper.sampler.n_startup_trials=2"]  # fmt: skip
+    sweep = tmp_path / "logs" / "train" / "sweeps" / "digits_optuna"
+    for interrupted in ("1", "2"):  # the driver and the trial get SIGINT as from a terminal
+        driver = start_cli([*optuna, "hydra.sweeper.n_trials=5"], tmp_path, tmp_path / "driver.log")
+        checkpoint = sweep / interrupted / "checkpoints" / "last.ckpt"
+        wait_for(checkpoint.is_file, f"trial {interrupted}'s first checkpoint", driver)
+        os.killpg(driver.pid, signal.SIGINT)
+        assert driver.wait(timeout=120) == 130, (tmp_path / "driver.log").read_text()[-3000:]
+        assert summary(sweep / interrupted)["status"] == "stopped"
+    log = (tmp_path / "driver.log").read_text()
+    assert "trial 1 continues in its folder" in log and "sweep stopped by SIGINT" in log
 
-
-def test_optuna_sweep_resumes_without_repeating_trials(tmp_path: Path) -> None:
-    optuna = ["-m", "hparams_search=digits_optuna", *QUICK]
-    first = run_cli("cnnfleet-train", [*optuna, "hydra.sweeper.n_trials=2"], tmp_path)
-    assert first.returncode == 0, first.stderr[-3000:]
-    sweep = sweep_folder(tmp_path, "sweeps")
-    assert sweep.name == "digits_optuna"  # named after the study: the same command finds it again
-    finished_first = {n: (sweep / n / "summary.json").stat().st_mtime_ns for n in ("0", "1")}
-
-    second = run_cli("cnnfleet-train", [*optuna, "hydra.sweeper.n_trials=4"], tmp_path)
-    assert second.returncode == 0, second.stderr[-3000:]
-    assert "2 finished trials, 2 to run" in second.stdout
-    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()) == ["0", "1", "2", "3"]
-    assert {n: (sweep / n / "summary.json").stat().st_mtime_ns for n in ("0", "1")} == finished_first  # not rerun
-    assert study_states(sweep / "optuna.db") == ["COMPLETE"] * 4
+    final = run_cli("cnnfleet-train", [*optuna, "hydra.sweeper.n_trials=5"], tmp_path)
+    assert final.returncode == 0, final.stderr[-3000:]
+    assert "2 finished trials, 3 to run" in final.stdout and "trial 2 continues in its folder" in final.stdout
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir() and p.name.isdigit()) == ["0", "1", "2", "3", "4"]
+    assert study_states(sweep) == ["COMPLETE"] * 5
+    params = [tuple(sorted(t.params.items())) for t in load_study(sweep).trials]
+    assert len(set(params)) == 5, params  # every trial a new point of the space
+    for n in ("1", "2"):  # resumed where it stopped, its metrics written once
+        runs = attempts(sweep / n)
+        assert len(runs) == 2 and runs[1]["resumed_from_step"] == runs[0]["step"] > 0, runs
+        steps = [row["step"] for row in csv.DictReader((sweep / n / "metrics.csv").open()) if row.get("train/loss")]
+        assert len(steps) == len(set(steps))
 
     rows = table(sweep)
-    assert len(rows) == 4
+    assert len(rows) == 5
     metric = "val/loss"  # digits_optuna minimizes val/loss
     for row in rows:  # the table holds exactly what each run wrote
         assert row["status"] == "completed"
         assert float(row[metric]) == summary(row["run_dir"])["optimized"]["value"]
     values = [float(row[metric]) for row in rows]
     assert values == sorted(values)  # best (lowest loss) first
-    params = ("optimizer.lr", "optimizer.weight_decay", "data.batch_size", "model.widths", "label_smoothing")
-    assert all(row[p] for row in rows for p in params)
-    assert (sweep / "sweep_summary.md").read_text().count("| completed |") == 4
+    names = ("optimizer.lr", "optimizer.weight_decay", "data.batch_size", "model.widths", "label_smoothing")
+    assert all(row[p] for row in rows for p in names)
+    assert (sweep / "sweep_summary.md").read_text().count("| completed |") == 5
     assert (sweep / "sweep_summary.png").stat().st_size > 0
-    results = (sweep / "optimization_results.yaml").read_text()
-    assert f"best_trial: {rows[0]['trial']}" in results
+    assert f"best_trial: {rows[0]['trial']}" in (sweep / "optimization_results.yaml").read_text()
+    again = run_cli("cnnfleet-train", [*optuna, "hydra.sweeper.n_trials=5"], tmp_path)
+    assert again.returncode == 0 and "5 finished trials, 0 to run" in again.stdout
 
-    third = run_cli("cnnfleet-train", [*optuna, "hydra.sweeper.n_trials=4"], tmp_path)
-    assert third.returncode == 0 and "4 finished trials, 0 to run" in third.stdout
-    assert len(table(sweep)) == 4
+
+def test_pruning_stops_hopeless_trials_and_failures_are_retried_by_class(tmp_path: Path) -> None:
+    """lr 1e-7 against 1e-2: the median pruner stops the hopeless trials at epoch 1; a trial killed by
+    SIGKILL (infrastructure) runs again in its folder; a refused value (bad input, exit 2) fails at once."""
+    sweep = tmp_path / "sweep"
+    good, bad = {"optimizer.lr": 0.01, "label_smoothing": 0.0}, {"optimizer.lr": 1e-7, "label_smoothing": 0.0}
+    refused = {"optimizer.lr": 0.01, "label_smoothing": 1.5}
+    enqueue(sweep, "prune", "minimize", [good, good, bad, bad, refused])
+    args = ["-m", "hydra/sweeper=cnnfleet_optuna", "optimized_metric=val/loss", "optimized_direction=minimize",
+            "logger=csv", "trainer.max_epochs=3", f"hydra.sweep.dir={sweep}", "hydra.sweeper.study_name=prune",
+            "hydra.sweeper.n_trials=5", "hydra.sweeper.max_retries=1",
+            "hydra.sweeper.pruner_settings={n_startup_trials:2,n_warmup_steps:1}",
+            "optimizer.lr=choice(1e-7,1e-2)", "label_smoothing=interval(0.0,2.0)"]  # fmt: skip
+    driver = start_cli(args, tmp_path, tmp_path / "driver.log")
+    wait_for(lambda: (sweep / "0" / "checkpoints" / "last.ckpt").is_file(), "trial 0's first checkpoint", driver)
+    os.kill(attempts(sweep / "0")[-1]["pid"], signal.SIGKILL)  # its process dies without a word
+    assert driver.wait(timeout=600) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    log = (tmp_path / "driver.log").read_text()
+
+    study = load_study(sweep, "prune")
+    assert study_states(sweep, "prune") == ["COMPLETE", "COMPLETE", "PRUNED", "PRUNED", "FAIL"]
+    assert study.trials[0].user_attrs["retries"] == 1 and "retry 1 of 1 in its folder" in log
+    runs = attempts(sweep / "0")
+    assert len(runs) == 2 and runs[0]["exit"] == "ended without a record (killed or lost)", runs
+    assert summary(sweep / "0")["status"] == "completed" and summary(sweep / "0")["fit"]["epochs"] == 3
+    for n in ("2", "3"):
+        pruned = summary(sweep / n)
+        assert pruned["status"] == "pruned" and pruned["fit"]["epochs"] <= 2, pruned
+        assert pruned["reason"].startswith("pruned at epoch 1 by MedianPruner (val/loss ")
+        assert json.loads((sweep / n / "state.json").read_text())["status"] == "pruned"
+        assert study.trials[int(n)].intermediate_values.keys() == {0, 1}
+    assert "label_smoothing" in study.trials[4].user_attrs["fail_reason"]  # the one line, not retried
+    assert study.trials[4].user_attrs["retries"] == 0
+    rows = {r["trial"]: r for r in table(sweep)}
+    assert [rows[n]["status"] for n in "01234"] == ["completed", "completed", "pruned", "pruned", "failed"]
+
+
+def test_local_slots_start_trials_as_slots_free_and_a_killed_driver_reattaches(tmp_path: Path) -> None:
+    """Uneven trials on 2 slots: short trials follow each other while the long one runs (no batches);
+    the driver killed with SIGKILL is started again: it waits for the trials that still run, never
+    runs them twice, and finishes the study."""
+    sweep = tmp_path / "sweep"
+    enqueue(sweep, "slots", "maximize", [{"trainer.max_epochs": e} for e in (14, 1, 1, 1)])
+    args = ["-m", "hydra/sweeper=cnnfleet_optuna", "logger=csv", f"hydra.sweep.dir={sweep}",
+            "hydra.sweeper.study_name=slots", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
+            "hydra.sweeper.pruner=none", "hydra.sweeper.poll_seconds=0.5",
+            "trainer.max_epochs=choice(14,1)"]  # fmt: skip
+    driver = start_cli(args, tmp_path, tmp_path / "driver.log")
+    wait_for(lambda: (sweep / "2" / "state.json").is_file(), "trial 2 (the slot trial 1 freed)", driver)
+    assert not (sweep / "0" / "summary.json").exists()  # trial 0 still trains: trial 2 did not wait for it
+    driver.kill()
+    driver.wait()
+    again = run_cli("cnnfleet-train", args, tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "trial 0 still runs (pid" in again.stdout
+    assert study_states(sweep, "slots") == ["COMPLETE"] * 4
+    assert len(attempts(sweep / "0")) == 1  # waited for, never started again
+    log = again.stdout + (tmp_path / "driver.log").read_text()
+    assert log.count("trial 0 started") == 1 and "trial 3 started" in log
 
 
 def test_optuna_records_a_diverging_trial_as_failed_and_goes_on(tmp_path: Path) -> None:
@@ -76,14 +145,13 @@ def test_optuna_records_a_diverging_trial_as_failed_and_goes_on(tmp_path: Path) 
     result = run_cli("cnnfleet-train", args, tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = sweep_folder(tmp_path, "sweeps")
-    assert study_states(sweep / "optuna.db") == ["COMPLETE", "FAIL"]
+    assert study_states(sweep) == ["COMPLETE", "FAIL"]
     rows = table(sweep)
     assert [r["status"] for r in rows] == ["completed", "failed"]
     assert rows[1]["optimizer.lr"] == "1000000.0"
     assert "training loss became nan at optimizer step" in rows[1]["reason"]
-    with sqlite3.connect(sweep / "optuna.db") as con:
-        (reason,) = con.execute("SELECT value_json FROM trial_user_attributes WHERE key='fail_reason'").fetchone()
-    assert "became nan" in reason
+    failed = load_study(sweep).trials[1]
+    assert "became nan" in failed.user_attrs["fail_reason"] and failed.user_attrs["retries"] == 0
     assert "Traceback" not in result.stderr
 
 

@@ -111,7 +111,9 @@ def sweep_variants(overrides: list[str], limit: int = 64) -> list[list[str]]:
     fixed, swept = [], []
     for override in parsed:
         key = override.get_key_element()
-        if override.is_sweep_override() and not override.is_interval_sweep() and not key.startswith("hydra"):
+        if override.is_interval_sweep() and not key.startswith("hydra"):
+            fixed.append(f"{key}={override.value().start}")  # its lower bound stands for the interval
+        elif override.is_sweep_override() and not key.startswith("hydra"):
             swept.append([f"{key}={v}" for v in override.sweep_string_iterator()])
         else:
             fixed.append(override.input_line)
@@ -318,9 +320,9 @@ def _summarize_sweeps(prog: str, check: bool) -> None:
 
     for sweep_dir in started_sweeps():
         rows = write_sweep_summary(sweep_dir)
-        failed = [row for row in rows if row.status != "completed"]
+        failed = [row for row in rows if row.status not in ("completed", "pruned")]
         if failed:
-            print(f"{prog}: {len(failed)} of {len(rows)} trials did not complete; see {sweep_dir}/sweep_summary.md")
+            print(f"{prog}: {len(failed)} of {len(rows)} trials did not finish; see {sweep_dir}/sweep_summary.md")
         if check and rows and len(failed) == len(rows):
             sys.stderr.write(f"{prog}: error: every trial failed; first reason: {failed[0].reason}\n")
             raise SystemExit(1)

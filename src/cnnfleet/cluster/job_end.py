@@ -9,9 +9,12 @@ which outlives its tasks, records it as failed with srun's exit status, and says
 import os
 import sys
 
-from cnnfleet.cluster.handoff import run_dir_of
+from cnnfleet.cluster.handoff import handoff_dir, run_dir_of
+from cnnfleet.run.files import write_text_atomic
 from cnnfleet.run.state import FAILED, RUNNING, RunState, is_locked
 from cnnfleet.sweeps.trial import write_failure
+
+TASKS_LOST = "TasksLost"  # summary.json "error": the tasks died without a word (the sweep retries such trials)
 
 
 def record_end(job_id: str, status: int) -> str | None:
@@ -25,13 +28,23 @@ def record_end(job_id: str, status: int) -> str | None:
     reason = (f"the job's tasks ended without a record (srun exit status {status}): a task was killed "
               "(out of memory, a signal) or lost its node")  # fmt: skip
     state.end_attempt(run_dir, FAILED, reason, state.step, state.epoch)
-    write_failure(run_dir, reason)
+    write_failure(run_dir, reason, error=TASKS_LOST)
     return f"cnnfleet: {run_dir}: {reason}; continue with: cnnfleet-submit hydra.run.dir={run_dir}"
+
+
+def record_exit(job_id: str, status: int) -> None:
+    """`job-<id>.exit` beside the script: the job's exit status for a sweep driver (no sacct needed), also
+    when the tasks failed before they chose a run folder (a bad value: exit 2)."""
+    folder = handoff_dir()
+    if folder is not None and folder.is_dir():
+        write_text_atomic(folder / f"job-{job_id}.exit", f"{status}\n")
 
 
 def main() -> None:
     status = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else -1
     job_id = os.environ.get("SLURM_JOB_ID")
+    if job_id:
+        record_exit(job_id, status)
     line = record_end(job_id, status) if job_id else None
     if line:
         print(line, file=sys.stderr)

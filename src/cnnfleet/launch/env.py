@@ -14,6 +14,8 @@ TOKEN_ENV = "CNNFLEET_RUN_TOKEN"  # set by cnnfleet-submit's script: one identit
 SUBMISSION_ENV = "CNNFLEET_SUBMISSION"  # the sbatch script cnnfleet-submit wrote, copied into the run folder
 REQUEUE_ENV = "CNNFLEET_REQUEUE"  # "0" when cluster.requeue=false: SIGUSR1 saves and stops, nothing is requeued
 RUN_DIR_ENV = "CNNFLEET_RUN_DIR"  # the run a follow-up job continues (sbatch --export from the job it follows)
+TRIAL_ENV = "CNNFLEET_TRIAL"  # an Optuna trial's study, number and pruner (JSON), set by the sweep driver
+CPUS_ENV = "CNNFLEET_CPUS"  # cores this process tree may use (a local sweep's share per trial slot)
 LIGHTNING_IGNORED_SLURM_JOB_NAMES = ("bash", "interactive")  # Lightning treats these as interactive shells
 SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -147,6 +149,8 @@ def cpus_per_process(local_processes: int, env: Mapping[str, str] | None = None)
     if slurm_task_id(env) is not None and (env.get("SLURM_CPUS_PER_TASK") or "").isdigit():
         return max(1, int(env["SLURM_CPUS_PER_TASK"])), "SLURM_CPUS_PER_TASK"
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if (env.get(CPUS_ENV) or "").isdigit() and int(env[CPUS_ENV]) > 0:  # a sweep slot's share of this host
+        cores = min(cores, int(env[CPUS_ENV]))
     share = max(1, cores // max(1, local_processes))
     return share, f"{cores} cores / {local_processes} process{'es' if local_processes > 1 else ''} per node"
 
@@ -169,3 +173,11 @@ def requeue_enabled(env: Mapping[str, str] | None = None) -> bool:
 def continued_run_dir(env: Mapping[str, str] | None = None) -> str | None:
     """The run folder a follow-up job continues (set by the job it follows), else None."""
     return _env(env).get(RUN_DIR_ENV) or None
+
+
+def sweep_trial(env: Mapping[str, str] | None = None) -> dict | None:
+    """The Optuna trial this run is (storage, study, trial id and number, pruner), or None."""
+    import json
+
+    text = _env(env).get(TRIAL_ENV)
+    return json.loads(text) if text else None

@@ -46,7 +46,7 @@ from cnnfleet.run.resume import (
     owning_run_dir,
     runs_of_task,
 )
-from cnnfleet.run.state import COMPLETED, RUNNING, RunLock, RunState, holder, is_locked
+from cnnfleet.run.state import FINISHED, RUNNING, RunLock, RunState, holder, is_locked
 
 # what a folder may hold before its run's state.json: cnnfleet-submit's copy of the script, a lock,
 # and what Hydra writes when a job starts (a run killed before its first state write, a sweep trial)
@@ -149,12 +149,12 @@ def _check_continuable(folder: Path, state: RunState, who: Launcher) -> None:
     user = holder(folder) if is_locked(folder) else _live_attempt(state)
     if user is not None:
         raise ConfigError(f"run folder {folder} is in use by {user}; wait for that run or use another folder")
-    if state.status == COMPLETED:
+    if state.status in FINISHED:
         fix = {"torchrun": "start with a new --rdzv-id for a new run",
                "slurm": "a new job of yours gets its own folder when submitted with cnnfleet-submit"}.get(
             who.kind, "leave hydra.run.dir out for a new folder")  # fmt: skip
         raise ConfigError(
-            f"{folder} holds a completed run ({state.describe()}); it is never resumed or overwritten: {fix}, or "
+            f"{folder} holds a {state.status} run ({state.describe()}); it is never resumed or overwritten: {fix}, or "
             f"start a new run from its weights with ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"
         )
 
@@ -207,7 +207,7 @@ def decide(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], new_co
     elif folder is None and ckpt is not None:
         owner = owning_run_dir(ckpt)
         state = RunState.read(owner) if owner is not None else None
-        if state is not None and state.status != COMPLETED:
+        if state is not None and state.status not in FINISHED:
             folder, why = owner, f"ckpt_path={ckpt.name} belongs to this unfinished run"
         elif state is not None:
             if cfg.train:

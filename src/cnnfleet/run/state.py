@@ -24,7 +24,9 @@ from cnnfleet.run.files import write_json_atomic
 STATE_FILE = "state.json"
 LOCK_FILE = ".lock"
 CREATED, RUNNING, STOPPED, COMPLETED, FAILED = "created", "running", "stopped", "completed", "failed"
+PRUNED = "pruned"  # a sweep trial its pruner stopped early: finished, like a completed run
 UNFINISHED = (CREATED, RUNNING, STOPPED, FAILED)
+FINISHED = (COMPLETED, PRUNED)
 
 
 def now() -> str:

@@ -1,30 +1,34 @@
-"""The Optuna search loop behind `hydra/sweeper=cnnfleet_optuna`.
+"""The Optuna search loop behind `hydra/sweeper=cnnfleet_optuna`: asynchronous, pruned, resumable.
 
 Why our own loop instead of hydra-optuna-sweeper: that plugin (1.2/1.3) pins optuna<3 (2021),
-whose sqlite storage needs SQLAlchemy 1.4, and its loop suits neither resuming nor failing
-trials: it runs n_trials NEW trials per invocation, restarts job numbers at 0 (so a resumed
-sweep writes over the first trials' folders) and stops at the first failed trial by default.
-Here, on Optuna 4 with SQLAlchemy 2:
+runs n_trials NEW trials per invocation (restarting folder numbers at 0), launches trials in
+batches that wait for their slowest member, and has no pruning. Here, on Optuna 4:
 
-* n_trials is the total of finished trials (completed + failed) the study should hold; the same
+* n_trials is the total of finished trials (completed, pruned, failed) the study holds; the same
   command resumes an interrupted study and runs only what is missing;
-* a trial's folder is named after its Optuna trial number, so no folder is reused;
-* a trial left RUNNING by an interrupted sweep is marked failed and its parameters are queued
-  again, so it is retried rather than lost;
-* a failed trial (exception, NaN loss: the trial returns None and records why in its
-  summary.json) is told to Optuna as FAIL with the reason as a user attribute; the sweep goes on.
+* the sampler is seeded with `seed + the number of trials the study holds`, so a resumed study
+  never draws the same parameters again (a fixed seed would replay trial 0's);
+* K = n_jobs slots: a new trial starts as soon as any running trial ends (sweeps/slots.py: local
+  processes or SLURM jobs), never waiting for a batch;
+* each trial is its own run `<sweep>/<trial number>`, reporting the optimized metric to the study
+  at every validation, where the pruner may stop it (sweeps/pruning.py);
+* the study lives in a journal file (safe on NFS/Lustre, sweeps/storage.py), and each running
+  trial's slot (pid or SLURM job) is stored with it: a driver started again (after a logout or a
+  kill -9) waits for trials that still run, resumes the ones that stopped in their own folders,
+  and counts the finished ones;
+* a trial's end is classified (sweeps/outcome.py): infrastructure failures are retried in place up
+  to max_retries, bad input and divergence are told as FAIL with the reason as a user attribute.
 """
 
 import json
 import logging
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, Transformer
-from omegaconf import OmegaConf
+from omegaconf import DictConfig, OmegaConf
 
 from cnnfleet.errors import ConfigError
 
@@ -41,6 +45,10 @@ class StudySettings:
     n_trials: int
     n_jobs: int = 1
     max_failure_rate: float = 1.0
+    pruner: str | None = "none"
+    pruner_settings: dict | None = None
+    max_retries: int = 2
+    poll_seconds: float = 2.0
 
 
 def distribution(override: Override) -> Any:
@@ -81,8 +89,13 @@ def search_space(arguments: list[str]) -> tuple[dict[str, Any], dict[str, str]]:
     return space, fixed
 
 
-def open_study(settings: StudySettings, sampler: Any) -> Any:
+def open_study(settings: StudySettings, sampler_cfg: Any, storage_spec: str) -> Any:
+    """Load or create the study; its sampler is seeded from the study (see the module's note)."""
     import optuna
+    from hydra.utils import instantiate
+
+    from cnnfleet.sweeps.pruning import build_pruner
+    from cnnfleet.sweeps.storage import optuna_storage
 
     if settings.direction not in ("maximize", "minimize"):
         raise ConfigError(f"optimized_direction={settings.direction!r}: use maximize or minimize")
@@ -90,37 +103,38 @@ def open_study(settings: StudySettings, sampler: Any) -> Any:
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # our log says what matters, once per trial
     study = optuna.create_study(
         study_name=settings.study_name,
-        storage=settings.storage,
-        sampler=sampler,
+        storage=optuna_storage(storage_spec),
         direction=settings.direction,
+        pruner=build_pruner(settings.pruner, settings.pruner_settings),
         load_if_exists=True,
     )
     if study.direction.name.lower() != settings.direction:
         raise ConfigError(
-            f"study '{settings.study_name}' in {settings.storage} was created to {study.direction.name.lower()}, "
+            f"study '{settings.study_name}' in {storage_spec} was created to {study.direction.name.lower()}, "
             f"not {settings.direction}; use another hydra.sweeper.study_name or the original direction"
         )
+    study.sampler = make_sampler(sampler_cfg, len(study.get_trials(deepcopy=False)), instantiate)
     return study
 
 
-def retry_interrupted(study: Any) -> list[int]:
-    """Trials left RUNNING by a crashed sweep: mark them failed and queue their parameters again."""
-    from optuna.trial import TrialState
+def make_sampler(sampler_cfg: Any, held: int, instantiate: Any) -> Any:
+    """The configured sampler, its seed advanced by the number of trials the study holds."""
+    if sampler_cfg is None:
+        return None
+    if not isinstance(sampler_cfg, dict | DictConfig):
+        return sampler_cfg  # an instantiated sampler (a caller of run_study): used as given
+    import warnings
 
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    interrupted = list(study.user_attrs.get(INTERRUPTED, []))
-    for trial in stale:
-        study.tell(trial.number, state=TrialState.FAIL)
-        study.enqueue_trial(trial.params)
-        interrupted.append(trial.number)
-        log.warning("trial %d was interrupted; its parameters are queued again: %s", trial.number, trial.params)
-    if stale:
-        study.set_user_attr(INTERRUPTED, interrupted)
-    return interrupted
+    from optuna.exceptions import ExperimentalWarning
+
+    seed = sampler_cfg.get("seed")
+    with warnings.catch_warnings():  # TPE's constant_liar is "experimental" since 2.8; said once in the docs
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        return instantiate(sampler_cfg, seed=None if seed is None else int(seed) + held)
 
 
 def finished_count(study: Any) -> int:
-    """Completed, failed and pruned trials, not counting interrupted ones (they are retried)."""
+    """Completed, failed and pruned trials (not the failed records of trials an older cnnfleet re-queued)."""
     from optuna.trial import TrialState
 
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
@@ -128,41 +142,231 @@ def finished_count(study: Any) -> int:
     return sum(1 for t in done if t.number not in interrupted)
 
 
-def failure_reason(run_dir: Path) -> str | None:
-    """The reason a trial wrote into its summary.json, when it failed."""
-    path = run_dir / "summary.json"
+def space_record(space: dict[str, Any]) -> dict[str, dict]:
+    """The search space for sweep.json (the results plot draws log-searched keys on log axes)."""
+    from optuna.distributions import CategoricalDistribution
+
+    record = {}
+    for key, dist in space.items():
+        if isinstance(dist, CategoricalDistribution):
+            record[key] = {"distribution": "categorical", "choices": [str(c) for c in dist.choices]}
+        else:
+            kind = "int" if type(dist).__name__ == "IntDistribution" else "float"
+            record[key] = {"distribution": kind, "log": bool(dist.log), "low": dist.low, "high": dist.high}
+    return record
+
+
+def _record_sweep(settings: StudySettings, space: dict[str, Any], storage_spec: str) -> None:
+    from cnnfleet.run.files import write_json_atomic
+    from cnnfleet.sweeps.callback import SWEEP_FILE
+
+    path = Path(settings.sweep_dir) / SWEEP_FILE
     try:
-        summary = json.loads(path.read_text())
+        record = json.loads(path.read_text())
     except (OSError, ValueError):
-        return None
-    return summary.get("reason") if summary.get("status") == "failed" else None
+        record = {}
+    record.update(space=space_record(space), optuna={"storage": storage_spec, "study_name": settings.study_name})
+    write_json_atomic(path, record)
 
 
-def run_study(settings: StudySettings, sampler: Any, launcher: Any, arguments: list[str]) -> Any:
-    """Ask, launch, tell until the study holds n_trials finished trials."""
+class Driver:
+    """Ask, start, wait for any, tell: K trials always running until the study holds n_trials."""
+
+    def __init__(self, settings: StudySettings, study: Any, slots: Any, storage_spec: str,
+                 space: dict[str, Any], fixed: dict[str, str]) -> None:  # fmt: skip
+        self.settings, self.study, self.slots, self.storage_spec = settings, study, slots, storage_spec
+        self.space, self.fixed = space, fixed
+        self.running: dict[int, Any] = {}
+
+    # ------------------------------------------------------------------ starting trials
+    def trial_env(self, job: Any) -> dict[str, str]:
+        from cnnfleet.launch.env import TRIAL_ENV
+
+        s = self.settings
+        info = {"storage": self.storage_spec, "study": s.study_name, "trial_id": job.trial_id, "number": job.number,
+                "pruner": s.pruner, "pruner_settings": dict(s.pruner_settings or {})}  # fmt: skip
+        return {TRIAL_ENV: json.dumps(info)}
+
+    def launch(self, job: Any, why: str) -> None:
+        job.handle = self.slots.start(job, self.trial_env(job))
+        trial = self._trial(job)
+        for key, value in (("slot", job.handle), ("retries", job.retries), ("run_dir", str(job.run_dir)),
+                           ("overrides", list(job.overrides))):  # fmt: skip
+            self.study._storage.set_trial_user_attr(trial._trial_id, key, value)
+        where = f"job {job.handle['job_id']}" if "job_id" in job.handle else f"pid {job.handle.get('pid')}"
+        log.info("trial %d %s (%s): %s", job.number, why, where, " ".join(job.overrides[: len(self.space)]))
+        self.running[job.number] = job
+
+    def _trial(self, job: Any) -> Any:
+        import optuna
+
+        return optuna.trial.Trial(self.study, job.trial_id)
+
+    def ask(self) -> None:
+        from cnnfleet.sweeps.slots import TrialJob
+
+        try:
+            trial = self.study.ask(self.space)
+        except ValueError as exc:  # Optuna refuses a parameter whose distribution changed
+            raise ConfigError(
+                f"the search space differs from the one study '{self.settings.study_name}' was started with ({exc}); "
+                "resume with the same search space, or start a new study with hydra.sweeper.study_name=<new name>"
+            ) from None
+        overrides = tuple(f"{k}={v}" for k, v in {**trial.params, **self.fixed}.items())
+        job = TrialJob(trial.number, trial._trial_id, overrides, Path(self.settings.sweep_dir) / str(trial.number))
+        self.launch(job, "started")
+
+    # ------------------------------------------------------------------ a driver started again
+    def adopt(self) -> None:
+        """Trials an earlier driver left RUNNING: wait for those that still run, continue or judge the others."""
+        from optuna.trial import TrialState
+
+        from cnnfleet.sweeps.slots import TrialJob
+
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            attrs = trial.user_attrs
+            overrides = tuple(attrs.get("overrides") or (f"{k}={v}" for k, v in {**trial.params, **self.fixed}.items()))
+            run_dir = Path(attrs.get("run_dir") or Path(self.settings.sweep_dir) / str(trial.number))
+            job = TrialJob(trial.number, trial._trial_id, overrides, run_dir, int(attrs.get("retries", 0)),
+                           dict(attrs.get("slot") or {}))  # fmt: skip
+            if job.handle and self.slots.alive(job):
+                self.running[job.number] = job
+                log.info("trial %d still runs (%s): waiting for it again", job.number, _where(job.handle))
+                continue
+            self.settle(job, None, resumed_by_driver=True)
+
+    # ------------------------------------------------------------------ trials that ended
+    def settle(self, job: Any, exit_code: int | None, resumed_by_driver: bool = False) -> None:
+        """Tell Optuna how the trial ended, or start it again in its own folder."""
+        from optuna.trial import TrialState
+
+        from cnnfleet.sweeps.outcome import COMPLETE, FAIL, PRUNED, RETRY, judge
+
+        self.running.pop(job.number, None)
+        outcome = judge(job.run_dir, exit_code, self.slots.tail(job))
+        if outcome.kind == RETRY and resumed_by_driver:  # stopped with the sweep (or never started): go on
+            self.launch(job, "continues in its folder")
+            return
+        if outcome.kind == RETRY and job.retries < self.settings.max_retries:
+            job.retries += 1
+            log.warning("trial %d: %s; retry %d of %d in its folder", job.number, outcome.reason, job.retries,
+                        self.settings.max_retries)  # fmt: skip
+            self.launch(job, f"retried ({job.retries}/{self.settings.max_retries})")
+            return
+        trial_id = job.trial_id
+        storage = self.study._storage
+        if outcome.kind == COMPLETE:
+            self.study.tell(self._trial(job), outcome.value)
+            log.info("trial %d completed: %s", job.number, outcome.value)
+            return
+        if outcome.kind == PRUNED:
+            self.study.tell(self._trial(job), state=TrialState.PRUNED)
+            log.info("trial %d %s", job.number, outcome.reason)
+            return
+        reason = outcome.reason if outcome.kind == FAIL else f"{outcome.reason} (after {job.retries} retries)"
+        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        _record_failure(job, reason)
+        self.study.tell(self._trial(job), state=TrialState.FAIL)
+        log.warning("trial %d failed: %s", job.number, reason)
+
+    def check_failure_rate(self) -> None:
+        from optuna.trial import TrialState
+
+        interrupted = set(self.study.user_attrs.get(INTERRUPTED, []))
+        failed = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+                  if t.number not in interrupted]  # fmt: skip
+        finished = finished_count(self.study)
+        if finished and len(failed) / finished > self.settings.max_failure_rate:
+            raise ConfigError(
+                f"{len(failed)} of {finished} trials failed (max_failure_rate={self.settings.max_failure_rate}); "
+                f"last reason: {failed[-1].user_attrs.get('fail_reason', '?')}"
+            )
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> None:
+        import time
+
+        from cnnfleet.launch import signals
+
+        self.adopt()
+        while True:
+            if signals.pending():
+                self.stop(signals.strongest(signals.pending()))
+            while (len(self.running) < self.settings.n_jobs
+                   and finished_count(self.study) + len(self.running) < self.settings.n_trials):  # fmt: skip
+                self.ask()
+            if not self.running:
+                return
+            ended = self.slots.ended(list(self.running.values()))
+            for job, code in ended:
+                self.settle(job, code)
+            if ended:
+                self.check_failure_rate()
+            else:
+                time.sleep(self.settings.poll_seconds)
+
+    def stop(self, request: int) -> None:
+        from cnnfleet.launch import signals
+
+        jobs = list(self.running.values())
+        line = self.slots.stop(jobs) if jobs else "no trial was running"
+        log.warning("sweep stopped by %s: %s; the same command continues the study", signals.NAMES[request], line)
+        raise SystemExit(signals.EXIT_CODES[request])
+
+
+def _where(handle: dict) -> str:
+    return f"SLURM job {handle['job_id']}" if "job_id" in handle else f"pid {handle.get('pid')} on {handle.get('host')}"
+
+
+def _record_failure(job: Any, reason: str) -> None:
+    """A trial that failed before its run wrote a summary (a refused value) still gets its row in the table."""
+    import yaml
+
+    from cnnfleet.sweeps.trial import write_failure
+
+    job.run_dir.mkdir(parents=True, exist_ok=True)
+    overrides = job.run_dir / ".hydra" / "overrides.yaml"
+    if not overrides.is_file():
+        overrides.parent.mkdir(exist_ok=True)
+        overrides.write_text(yaml.safe_dump(list(job.overrides)))
+    summary = job.run_dir / "summary.json"
+    try:
+        status = json.loads(summary.read_text()).get("status")
+    except (OSError, ValueError):
+        status = None
+    if status != "failed":
+        write_failure(job.run_dir, reason)
+
+
+def run_study(settings: StudySettings, sampler_cfg: Any, config: Any, arguments: list[str]) -> Any:
+    """Run the study until it holds n_trials finished trials; the best trial's results."""
     from optuna.trial import TrialState
+
+    from cnnfleet.sweeps.slots import make_slots
+    from cnnfleet.sweeps.storage import describe, resolve_spec
 
     space, fixed = search_space(arguments)
     if not space:
         raise ConfigError("the Optuna sweep has no search space: set hydra.sweeper.params or pass key=choice(...)")
-    study = open_study(settings, sampler)
-    interrupted = retry_interrupted(study)
-    to_go = settings.n_trials - finished_count(study)
+    if settings.n_jobs < 1 or settings.n_trials < 0 or settings.max_retries < 0:
+        raise ConfigError("hydra.sweeper.n_jobs must be >= 1, n_trials and max_retries >= 0")
+    sweep_dir = Path(settings.sweep_dir).absolute()
+    settings.sweep_dir = str(sweep_dir)
+    storage_spec = resolve_spec(settings.storage, sweep_dir)
+    slots = make_slots(config, sweep_dir, settings.study_name, settings.n_jobs)
+    if slots.kind == "slurm" and storage_spec.startswith("sqlite:"):
+        log.warning("sqlite's locking is unsafe on NFS/Lustre where SLURM jobs share files: prefer the default "
+                    "journal file (hydra.sweeper.storage=<sweep>/optuna.journal) or a database server")  # fmt: skip
+    study = open_study(settings, sampler_cfg, storage_spec)
+    _record_sweep(settings, space, storage_spec)
+    held = finished_count(study)
     log.info(
-        "study '%s' (%s %s): %d finished trials, %d to run; storage %s",
-        settings.study_name, settings.direction, ", ".join(space), settings.n_trials - max(to_go, 0),
-        max(to_go, 0), settings.storage,
+        "study '%s' (%s %s): %d finished trials, %d to run, %d at a time on %s; pruner %s; storage %s",
+        settings.study_name, settings.direction, ", ".join(space), held, max(settings.n_trials - held, 0),
+        settings.n_jobs, slots.describe(), settings.pruner, describe(storage_spec),
     )  # fmt: skip
-    while to_go > 0:
-        trials = [_ask(study, space, settings) for _ in range(min(settings.n_jobs, to_go))]
-        numbers = [t.number for t in trials]
-        assert numbers == list(range(numbers[0], numbers[0] + len(numbers))), "one sweep driver per study"
-        overrides = [tuple(f"{k}={v}" for k, v in {**t.params, **fixed}.items()) for t in trials]
-        returns = launcher.launch(overrides, initial_job_idx=numbers[0])  # folder name = trial number
-        for trial, trial_overrides, ret in zip(trials, overrides, returns, strict=True):
-            _tell(study, trial, trial_overrides, ret, settings)
-        to_go -= len(trials)
-        _check_failure_rate(study, settings, interrupted)
+    driver = Driver(settings, study, slots, storage_spec, space, fixed)
+    driver.run()
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:
         log.error("study '%s': no trial completed", settings.study_name)
@@ -170,54 +374,5 @@ def run_study(settings: StudySettings, sampler: Any, launcher: Any, arguments: l
     best = study.best_trial
     log.info("best trial %d: %s = %s with %s", best.number, settings.direction, best.value, best.params)
     results = {"name": "optuna", "best_trial": best.number, "best_params": best.params, "best_value": best.value}
-    OmegaConf.save(OmegaConf.create(results), Path(settings.sweep_dir) / "optimization_results.yaml")
+    OmegaConf.save(OmegaConf.create(results), sweep_dir / "optimization_results.yaml")
     return results
-
-
-def _ask(study: Any, space: dict[str, Any], settings: StudySettings) -> Any:
-    try:
-        return study.ask(space)
-    except ValueError as exc:  # Optuna refuses a parameter whose distribution changed
-        raise ConfigError(
-            f"the search space differs from the one study '{settings.study_name}' was started with ({exc}); "
-            "resume with the same search space, or start a new study with hydra.sweeper.study_name=<new name>"
-        ) from None
-
-
-def _tell(study: Any, trial: Any, overrides: tuple[str, ...], ret: Any, settings: StudySettings) -> None:
-    from optuna.trial import TrialState
-
-    from cnnfleet.sweeps.trial import one_line
-
-    run_dir = Path(settings.sweep_dir) / str(trial.number)
-    if getattr(ret, "hydra_cfg", None) is not None:
-        run_dir = Path(ret.hydra_cfg.hydra.runtime.output_dir)
-    trial.set_user_attr("run_dir", str(run_dir))
-    trial.set_user_attr("overrides", list(overrides))
-    reason = None
-    try:
-        value = ret.return_value
-    except Exception as exc:  # the job itself raised (a launcher or infrastructure error)
-        reason = one_line(exc)
-    else:
-        if value is None or not math.isfinite(float(value)):
-            reason = failure_reason(run_dir) or f"the trial reported no finite value ({value})"
-    if reason is not None:
-        trial.set_user_attr("fail_reason", reason)
-        study.tell(trial, state=TrialState.FAIL)
-        log.warning("trial %d failed: %s", trial.number, reason)
-    else:
-        study.tell(trial, float(value))
-        log.info("trial %d: %s -> %s", trial.number, " ".join(overrides), value)
-
-
-def _check_failure_rate(study: Any, settings: StudySettings, interrupted: list[int]) -> None:
-    from optuna.trial import TrialState
-
-    failed = [t for t in study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number not in interrupted]
-    finished = finished_count(study)
-    if finished and len(failed) / finished > settings.max_failure_rate:
-        raise ConfigError(
-            f"{len(failed)} of {finished} trials failed (max_failure_rate={settings.max_failure_rate}); "
-            f"last reason: {failed[-1].user_attrs.get('fail_reason', '?')}"
-        )

@@ -58,14 +58,16 @@ def one_line(exc: BaseException) -> str:
     return text if isinstance(exc, CnnfleetError) else f"{type(exc).__name__}: {text}"
 
 
-def write_failure(output_dir: str | Path, reason: str, wall_seconds: float | None = None) -> None:
+def write_failure(output_dir: str | Path, reason: str, wall_seconds: float | None = None,
+                  error: str | None = None) -> None:  # fmt: skip
     """summary.json of a failed run: the results table and the sweeper read the reason here.
     A run folder whose summary says completed keeps it: a failed later attempt (a resume with
     wrong settings) goes to last_failure.json instead of erasing the finished run's record."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return
-    record = {"status": "failed", "reason": reason, "run_dir": str(output_dir), "wall_seconds": wall_seconds}
+    record = {"status": "failed", "reason": reason, "error": error, "run_dir": str(output_dir),
+              "wall_seconds": wall_seconds}  # fmt: skip
     summary = output_dir / "summary.json"
     try:
         completed = json.loads(summary.read_text()).get("status") == "completed"

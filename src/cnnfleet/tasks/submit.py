@@ -15,7 +15,7 @@ from cnnfleet.errors import ConfigError, LaunchError
 from cnnfleet.overrides import quote_value
 from cnnfleet.run.files import write_text_atomic
 from cnnfleet.run.resume import LAST, checkpoint_file, owning_run_dir
-from cnnfleet.run.state import COMPLETED, RunState
+from cnnfleet.run.state import FINISHED, RunState
 
 SUBMIT_ONLY = ("hydra.",)  # overrides that configure cnnfleet-submit itself, not the job
 
@@ -88,7 +88,7 @@ def continuation(cfg: DictConfig, given: str | None) -> tuple[list[str], str | N
     if given is None and cfg.ckpt_path not in (None, LAST):
         owner = owning_run_dir(checkpoint_file(str(cfg.ckpt_path)))
         state = RunState.read(owner) if owner is not None else None
-        if state is None or state.status == COMPLETED:
+        if state is None or state.status in FINISHED:
             return [], None, None  # a new run from these weights, in the job's own folder
         given = str(owner)
     if given is None and cfg.ckpt_path is None:

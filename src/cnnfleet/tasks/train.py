@@ -16,15 +16,16 @@ from cnnfleet.data.in_memory import InMemoryDataModule
 from cnnfleet.errors import CheckpointError, CnnfleetError, ConfigError
 from cnnfleet.guard import building
 from cnnfleet.launch import signals
-from cnnfleet.launch.env import rendezvous_address
+from cnnfleet.launch.env import rendezvous_address, sweep_trial
 from cnnfleet.launch.plan import RunPlan, current_plan, plan_trial
 from cnnfleet.run.attempt import Attempt
 from cnnfleet.run.files import write_json_atomic, write_text_atomic
 from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.plots import plot_curves
 from cnnfleet.run.record import environment_record, plain_config
-from cnnfleet.run.state import COMPLETED, FAILED, STOPPED
+from cnnfleet.run.state import COMPLETED, FAILED, PRUNED, STOPPED
 from cnnfleet.run.summary import print_table, summary_rows, write_summary
+from cnnfleet.sweeps.pruning import Pruned, ReportToStudy
 from cnnfleet.sweeps.trial import in_multirun, needs_own_process, one_line, run_in_own_process, write_failure
 from cnnfleet.tracking.wandb_logger import finish_wandb_runs, start_wandb_runs
 from cnnfleet.training.builders import (
@@ -91,6 +92,9 @@ def train(cfg: DictConfig) -> float | None:
     attempt = Attempt.of(plan)
     try:
         result = _train(cfg, plan, loggers, attempt)
+        if isinstance(result, Pruned):  # an Optuna trial its pruner stopped: finished, not failed
+            attempt.close(PRUNED, result.reason)
+            return None
         attempt.close(COMPLETED, "completed")
         return result
     except Stopped as stopped:
@@ -145,7 +149,7 @@ def _report_stop(stopped: Stopped, plan: RunPlan) -> int:
 
 def _record_failure(output_dir: Path, exc: Exception) -> None:
     """summary.json says failed and why; a bug (not an input error) leaves its traceback beside it."""
-    write_failure(output_dir, one_line(exc), wall_seconds=time.perf_counter() - _started)
+    write_failure(output_dir, one_line(exc), wall_seconds=time.perf_counter() - _started, error=type(exc).__name__)
     if output_dir.is_dir() and not isinstance(exc, CnnfleetError):
         write_text_atomic(output_dir / "traceback.txt", "".join(traceback.format_exception(exc)))
 
@@ -155,11 +159,13 @@ def training_callbacks(cfg: DictConfig, module: Classifier, environment: dict, o
     """Every callback of a training run (build_trainer adds the finite-loss check and the loss logger)."""
     throughput = ThroughputMonitor()
     watch = RankWatch(cfg.device.timeout_s, on_silent_rank)
+    trial = sweep_trial()  # an Optuna trial reports to its study at every validation (sweeps/pruning.py)
     return (
         throughput,
         watch,
         [
             *build_callbacks(cfg.callbacks),
+            *([ReportToStudy(trial, cfg.optimized_metric)] if trial else []),
             throughput,
             ConfusionMatrixCallback(cfg.data.num_classes, str(output_dir)),
             LogRunConfig({**module.run_config, "run_env": environment}),
@@ -169,7 +175,7 @@ def training_callbacks(cfg: DictConfig, module: Classifier, environment: dict, o
     )
 
 
-def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> float | None:
+def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> float | Pruned | None:
     if plan.world_size == 1:  # a stop that came during the imports (a scancel at start): act before building
         stop_if_requested("start-up", 0, plan.rank == 0)  # anything, SLURM's KillWait is short
     route_lightning_logs()
@@ -221,21 +227,25 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
                 f"trainer.max_epochs={cfg.trainer.max_epochs}; raise trainer.max_epochs to train it further"
             )
         stop_if_requested("the pause before testing", trainer.global_step, rank == 0, trainer)
+        pruned = next((c.pruned for c in callbacks if isinstance(c, ReportToStudy) and c.pruned), None)
         with explain_out_of_memory(cfg, plan), explain_misconfiguration():
-            test_metrics = _test(trainer, module, datamodule, cfg) if cfg.test else {}
+            test_metrics = _test(trainer, module, datamodule, cfg) if cfg.test and not pruned else {}
     finally:
         attempt.at(trainer.global_step, trainer.current_epoch)
 
     metric = {**final_val, **test_metrics}.get(cfg.optimized_metric)
     metric = float(metric) if metric is not None else None
     summary = _summary(trainer, throughput, plan, datamodule, cfg, test_metrics, final_val, resumed)
+    if pruned:  # the value the pruner judged, not a test result
+        metric = pruned.value
+        summary.update(status=PRUNED, reason=pruned.reason, pruned_at_epoch=pruned.epoch)
     summary["optimized"] = {"metric": cfg.optimized_metric, "direction": cfg.optimized_direction, "value": metric}
     if trainer.is_global_zero:
         write_json_atomic(output_dir / "classes.json", list(datamodule.class_names))
         write_summary(output_dir, summary)
         plot_curves(output_dir / "metrics.csv", output_dir / "curves.png")
         print_table("cnnfleet run summary", summary_rows(summary))
-    return metric
+    return pruned or metric
 
 
 def _model_name(model_cfg: DictConfig) -> str:

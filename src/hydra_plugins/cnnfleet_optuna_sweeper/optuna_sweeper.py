@@ -1,6 +1,8 @@
 """Hydra Sweeper plugin: a thin shell over cnnfleet.sweeps.optuna_search.run_study.
 
 Hydra imports every module of `hydra_plugins` at start-up, so this file imports nothing heavy.
+The sampler arrives as its config (`_recursive_: false` in conf/hydra/sweeper/cnnfleet_optuna.yaml):
+the driver instantiates it with a seed that follows from the study.
 """
 
 from typing import Any
@@ -21,6 +23,10 @@ class CnnfleetOptunaSweeper(Sweeper):
         n_jobs: int = 1,
         max_failure_rate: float = 1.0,
         params: DictConfig | None = None,
+        pruner: str | None = "none",
+        pruner_settings: DictConfig | None = None,
+        max_retries: int = 2,
+        poll_seconds: float = 2.0,
     ) -> None:
         self.sampler = sampler
         self.direction = direction
@@ -30,20 +36,18 @@ class CnnfleetOptunaSweeper(Sweeper):
         self.n_jobs = n_jobs
         self.max_failure_rate = max_failure_rate
         self.params = params
-        self.launcher: Any = None
+        self.pruner, self.pruner_settings = pruner, pruner_settings
+        self.max_retries, self.poll_seconds = max_retries, poll_seconds
         self.config: DictConfig | None = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        from hydra.core.plugins import Plugins
-
-        self.config = config
-        self.launcher = Plugins.instance().instantiate_launcher(
-            config=config, hydra_context=hydra_context, task_function=task_function
-        )
+        self.config = config  # trials run as runs of their own (sweeps/slots.py), not through Hydra's launcher
 
     def sweep(self, arguments: list[str]) -> Any:
         import os
         import sys
+
+        from omegaconf import OmegaConf
 
         from cnnfleet.cli import fail
         from cnnfleet.errors import CnnfleetError
@@ -59,8 +63,12 @@ class CnnfleetOptunaSweeper(Sweeper):
             n_trials=self.n_trials,
             n_jobs=self.n_jobs,
             max_failure_rate=self.max_failure_rate,
+            pruner=self.pruner,
+            pruner_settings=OmegaConf.to_container(self.pruner_settings) if self.pruner_settings else {},
+            max_retries=self.max_retries,
+            poll_seconds=self.poll_seconds,
         )
         try:
-            return run_study(settings, self.sampler, self.launcher, search)
+            return run_study(settings, self.sampler, self.config, search)
         except CnnfleetError as exc:  # one line, not Hydra's traceback
             fail(os.path.basename(sys.argv[0]), str(exc))

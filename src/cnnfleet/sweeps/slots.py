@@ -1,0 +1,221 @@
+"""Trial slots: where a sweep's trials run, each a run of its own, started as soon as a slot frees.
+
+Every Optuna trial is an ordinary single run, `cnnfleet-train <its overrides> hydra.run.dir=<sweep>/<n>`,
+so the run lifecycle (launch/plan.py) applies to it unchanged: a trial continued after an
+interruption resumes from its own checkpoints, a requeued SLURM job keeps its folder.
+
+* LocalSlots: a child process per trial on this host (its output in `<trial>/console.log`),
+  `CNNFLEET_CPUS` = the host's cores / n_jobs, so K trials never run K x all-cores threads.
+* SlurmSlots: an sbatch job per trial, rendered like cnnfleet-submit's (cluster/sbatch.py: the
+  same requeue contract), job name `<cluster.job_name>-<sweep tag>-<n>`; a trial is alive while
+  squeue holds a job of that name (a requeued job keeps its id, a follow-up job its name), so
+  no sacct (accounting) is needed. The batch shell leaves `job-<id>.exit` (cluster/job_end.py).
+
+A slot's handle (pid and host, or job name and id) is stored with the Optuna trial, so a driver
+started again finds trials that still run and waits for them instead of running them twice.
+"""
+
+import hashlib
+import os
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from cnnfleet.launch.env import CPUS_ENV
+from cnnfleet.overrides import quote_value
+from cnnfleet.run.state import is_locked
+from cnnfleet.sweeps.trial import SWEEP_DIR_ENV
+
+CONSOLE = "console.log"
+
+
+@dataclass
+class TrialJob:
+    """One trial as the driver tracks it."""
+
+    number: int
+    trial_id: int
+    overrides: tuple[str, ...]
+    run_dir: Path
+    retries: int = 0
+    handle: dict = field(default_factory=dict)
+
+
+def _pid_runs(pid: int, run_dir: Path) -> bool:
+    """pid lives on this host and is the trial's process (its command line names the trial folder)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return False
+    return str(run_dir) in cmdline
+
+
+class LocalSlots:
+    kind = "local"
+
+    def __init__(self, sweep_dir: Path, n_jobs: int) -> None:
+        self.sweep_dir = sweep_dir
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.cpus = max(1, cores // max(1, n_jobs))
+        self.children: dict[int, subprocess.Popen] = {}
+
+    def describe(self) -> str:
+        return f"local processes, {self.cpus} core{'s' if self.cpus > 1 else ''} each"
+
+    def start(self, job: TrialJob, trial_env: dict[str, str]) -> dict:
+        job.run_dir.mkdir(parents=True, exist_ok=True)
+        folder = f"hydra.run.dir={quote_value(str(job.run_dir))}"
+        command = [sys.executable, "-m", "cnnfleet.train", *job.overrides, folder]
+        env = {**os.environ, **trial_env, CPUS_ENV: str(self.cpus), SWEEP_DIR_ENV: str(self.sweep_dir)}
+        with (job.run_dir / CONSOLE).open("ab") as console:
+            child = subprocess.Popen(command, stdout=console, stderr=subprocess.STDOUT, env=env)
+        self.children[job.number] = child
+        return {"kind": self.kind, "pid": child.pid, "host": socket.gethostname()}
+
+    def alive(self, job: TrialJob) -> bool:
+        """A trial a previous driver started: its process still runs (or still holds the folder's lock)."""
+        handle = job.handle
+        if handle.get("kind") != self.kind or handle.get("host") != socket.gethostname():
+            return is_locked(job.run_dir)
+        return _pid_runs(int(handle.get("pid", 0)), job.run_dir) or is_locked(job.run_dir)
+
+    def ended(self, jobs: list[TrialJob]) -> list[tuple[TrialJob, int | None]]:
+        """The jobs whose process has ended, with its exit code (None: not our child, code unknown)."""
+        done = []
+        for job in jobs:
+            child = self.children.get(job.number)
+            if child is not None:
+                code = child.poll()
+                if code is not None:
+                    del self.children[job.number]
+                    done.append((job, code))
+            elif not self.alive(job):
+                done.append((job, None))
+        return done
+
+    def stop(self, jobs: list[TrialJob]) -> str:
+        """The driver is stopping: each trial saves and stops (SIGTERM; they resume when the sweep does)."""
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(signal.SIGTERM)
+        for child in self.children.values():
+            try:
+                child.wait(timeout=120)
+            except subprocess.TimeoutExpired:
+                child.kill()
+        return f"{len(jobs)} running trial(s) saved and stopped; they resume where they stopped"
+
+    def tail(self, job: TrialJob) -> str | None:
+        return last_line(job.run_dir / CONSOLE)
+
+
+def last_line(path: Path) -> str | None:
+    """The last `...: error: ...` line of a console log (the one-line reason of an early exit), else its last line."""
+    try:
+        lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    errors = [line.split(": error: ", 1)[1] for line in lines if ": error: " in line]
+    return (errors or lines or [None])[-1]
+
+
+class SlurmSlots:
+    kind = "slurm"
+
+    def __init__(self, cfg: DictConfig, sweep_dir: Path, study_name: str) -> None:
+        from cnnfleet.cluster.resources import check_request
+        from cnnfleet.cluster.sbatch import job_layout
+
+        self.cfg, self.sweep_dir = cfg, sweep_dir
+        self.layout = job_layout(cfg.cluster, [])
+        self.cpus = check_request(cfg.cluster, what="the sweep's jobs")  # one line before any sbatch
+        tag = hashlib.sha1(str(sweep_dir).encode()).hexdigest()[:6]
+        self.prefix = f"{cfg.cluster.job_name}-{tag}"
+
+    def describe(self) -> str:
+        return f"SLURM jobs ({self.layout.nodes} node(s) x {self.layout.tasks_per_node} task(s) each)"
+
+    def _folder(self, job: TrialJob) -> Path:
+        return self.sweep_dir / "submissions" / str(job.number)
+
+    def _render(self, job: TrialJob, trial_env: dict[str, str], script: Path) -> str:
+        from cnnfleet.cluster.sbatch import render
+
+        trial_env = {SWEEP_DIR_ENV: str(self.sweep_dir), **trial_env}
+        exports = [f"export {key}={shlex.quote(value)}" for key, value in trial_env.items()]
+        cluster = OmegaConf.merge(
+            self.cfg.cluster,
+            {"job_name": f"{self.prefix}-{job.number}",
+             "setup": [*self.cfg.cluster.setup, *exports]},
+        )  # fmt: skip
+        train_args = [*job.overrides, *self.layout.device_overrides, f"hydra.run.dir={quote_value(str(job.run_dir))}"]
+        return render(
+            cluster, self.layout, train_args, workdir=str(Path.cwd()), root=str(self.cfg.paths.root_dir),
+            task=self.cfg.task_name, output=str(script.parent / "%j.out"), token=uuid.uuid4().hex[:12],
+            script=str(script), cpus_per_task=self.cpus,
+        )  # fmt: skip
+
+    def start(self, job: TrialJob, trial_env: dict[str, str]) -> dict:
+        from cnnfleet.run.files import write_text_atomic
+        from cnnfleet.tasks.submit import call_sbatch
+
+        script = self._folder(job) / "job.sbatch"
+        script.parent.mkdir(parents=True, exist_ok=True)
+        if not script.is_file():  # a retried trial is the same script again: a new job continues its folder
+            write_text_atomic(script, self._render(job, trial_env, script))
+        job_id = call_sbatch(script)
+        return {"kind": self.kind, "job_name": f"{self.prefix}-{job.number}", "job_id": job_id, "script": str(script)}
+
+    def _queued_names(self, jobs: list[TrialJob]) -> set[str] | None:
+        names = ",".join(str(job.handle.get("job_name")) for job in jobs if job.handle.get("job_name"))
+        if not names:
+            return set()
+        try:
+            proc = subprocess.run(["squeue", "-h", f"--name={names}", "-o", "%j"], capture_output=True, text=True,
+                                  timeout=60)  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return set(proc.stdout.split()) if proc.returncode == 0 else None  # None: ask again later
+
+    def alive(self, job: TrialJob) -> bool:
+        queued = self._queued_names([job])
+        return queued is None or job.handle.get("job_name") in queued
+
+    def ended(self, jobs: list[TrialJob]) -> list[tuple[TrialJob, int | None]]:
+        queued = self._queued_names(jobs)
+        if queued is None:  # squeue did not answer: nothing is known to have ended
+            return []
+        return [(job, self.exit_code(job)) for job in jobs if job.handle.get("job_name") not in queued]
+
+    def exit_code(self, job: TrialJob) -> int | None:
+        """The newest job of the trial's exit status, from the file its batch shell left."""
+        exits = sorted(self._folder(job).glob("job-*.exit"), key=lambda p: p.stat().st_mtime)
+        try:
+            return int(exits[-1].read_text().strip()) if exits else None
+        except ValueError:
+            return None
+
+    def stop(self, jobs: list[TrialJob]) -> str:
+        ids = " ".join(str(job.handle.get("job_id")) for job in jobs)
+        return (f"{len(jobs)} trial job(s) keep running on SLURM ({ids}): the same command waits for them again; "
+                f"`scancel {ids}` stops them")  # fmt: skip
+
+    def tail(self, job: TrialJob) -> str | None:
+        outs = sorted(self._folder(job).glob("*.out"), key=lambda p: p.stat().st_mtime)
+        return last_line(outs[-1]) if outs else None
+
+
+def make_slots(cfg: DictConfig, sweep_dir: Path, study_name: str, n_jobs: int) -> Any:
+    """Slots for the sweep's launcher: launcher=slurm -> SLURM jobs, else local processes."""
+    target = str(cfg.hydra.launcher.get("_target_", ""))
+    if "slurm" in target.lower():
+        return SlurmSlots(cfg, sweep_dir, study_name)
+    return LocalSlots(sweep_dir, n_jobs)
