@@ -123,7 +123,7 @@ def test_local_slots_start_trials_as_slots_free_and_a_killed_driver_reattaches(t
     enqueue(sweep, "slots", "maximize", [{"trainer.max_epochs": e} for e in (14, 1, 1, 1)])
     args = ["-m", "hydra/sweeper=cnnfleet_optuna", "logger=csv", f"hydra.sweep.dir={sweep}",
             "hydra.sweeper.study_name=slots", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
-            "hydra.sweeper.pruner=none", "hydra.sweeper.poll_seconds=0.5",
+            "hydra.sweeper.pruner=none",
             "trainer.max_epochs=choice(14,1)"]  # fmt: skip
     driver = start_cli(args, tmp_path, tmp_path / "driver.log")
     wait_for(lambda: (sweep / "2" / "state.json").is_file(), "trial 2 (the slot trial 1 freed)", driver)

@@ -303,7 +303,7 @@ class Driver:
             if ended:
                 self.check_failure_rate()
             else:
-                time.sleep(self.settings.poll_seconds)
+                time.sleep(self.slots.poll_seconds or self.settings.poll_seconds)
 
     def stop(self, request: int) -> None:
         from cnnfleet.launch import signals

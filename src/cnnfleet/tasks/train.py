@@ -11,7 +11,7 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig
 
-from cnnfleet import STARTED
+import cnnfleet
 from cnnfleet.data.in_memory import InMemoryDataModule
 from cnnfleet.errors import CheckpointError, CnnfleetError, ConfigError
 from cnnfleet.guard import building
@@ -52,7 +52,7 @@ from cnnfleet.training.run_config import LogRunConfig
 from cnnfleet.training.throughput import ThroughputMonitor
 
 log = logging.getLogger(__name__)
-_started = STARTED  # wall time origin: the command's start, or the trial's start in a multirun
+_started = cnnfleet.STARTED  # wall time origin: the command's start, or the trial's start in a multirun
 
 
 def resume_position(ckpt_path: str, model_cfg: dict, module: Classifier | None = None) -> dict:
@@ -77,7 +77,7 @@ def resume_position(ckpt_path: str, model_cfg: dict, module: Classifier | None =
 def train(cfg: DictConfig) -> float | None:
     """Train, validate and test one run; returns cfg.optimized_metric for sweepers."""
     global _started
-    _started = STARTED if not in_multirun() else time.perf_counter()  # a trial's own time in a sweep
+    _started = cnnfleet.STARTED if not in_multirun() else time.perf_counter()  # a trial's own time in a sweep
     try:
         devices = plan_devices(cfg.device)
     except CnnfleetError as exc:
