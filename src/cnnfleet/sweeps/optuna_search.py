@@ -289,21 +289,26 @@ class Driver:
         from cnnfleet.launch import signals
 
         self.adopt()
-        while True:
-            if signals.pending():
-                self.stop(signals.strongest(signals.pending()))
-            while (len(self.running) < self.settings.n_jobs
-                   and finished_count(self.study) + len(self.running) < self.settings.n_trials):  # fmt: skip
-                self.ask()
-            if not self.running:
-                return
-            ended = self.slots.ended(list(self.running.values()))
-            for job, code in ended:
-                self.settle(job, code)
-            if ended:
-                self.check_failure_rate()
-            else:
-                time.sleep(self.slots.poll_seconds or self.settings.poll_seconds)
+        try:
+            while True:
+                if signals.pending():
+                    self.stop(signals.strongest(signals.pending()))
+                while (len(self.running) < self.settings.n_jobs
+                       and finished_count(self.study) + len(self.running) < self.settings.n_trials):  # fmt: skip
+                    self.ask()
+                if not self.running:
+                    return
+                ended = self.slots.ended(list(self.running.values()))
+                for job, code in ended:
+                    self.settle(job, code)
+                if ended:
+                    self.check_failure_rate()
+                else:
+                    time.sleep(self.slots.poll_seconds or self.settings.poll_seconds)
+        except Exception:  # max_failure_rate, a refused sbatch: local trials stop with a checkpoint
+            if self.running:
+                log.warning("the sweep ends: %s", self.slots.stop(list(self.running.values())))
+            raise
 
     def stop(self, request: int) -> None:
         from cnnfleet.launch import signals
