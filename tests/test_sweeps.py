@@ -120,23 +120,64 @@ def test_local_slots_start_trials_as_slots_free_and_a_killed_driver_reattaches(t
     the driver killed with SIGKILL is started again: it waits for the trials that still run, never
     runs them twice, and finishes the study."""
     sweep = tmp_path / "sweep"
-    enqueue(sweep, "slots", "maximize", [{"trainer.max_epochs": e} for e in (14, 1, 1, 1)])
+    enqueue(sweep, "slots", "maximize", [{"trainer.max_epochs": e} for e in (40, 1, 1, 1)])
     args = ["-m", "hydra/sweeper=cnnfleet_optuna", "logger=csv", f"hydra.sweep.dir={sweep}",
             "hydra.sweeper.study_name=slots", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
             "hydra.sweeper.pruner=none",
-            "trainer.max_epochs=choice(14,1)"]  # fmt: skip
+            "trainer.max_epochs=choice(40,1)"]  # fmt: skip
     driver = start_cli(args, tmp_path, tmp_path / "driver.log")
     wait_for(lambda: (sweep / "2" / "state.json").is_file(), "trial 2 (the slot trial 1 freed)", driver)
     assert not (sweep / "0" / "summary.json").exists()  # trial 0 still trains: trial 2 did not wait for it
     driver.kill()
     driver.wait()
+    second = start_cli(args, tmp_path, tmp_path / "second.log")  # it waits for trial 0; Ctrl-C stops trial 0 too
+    wait_for(lambda: "trial 0 still runs (pid" in (tmp_path / "second.log").read_text(), "re-attaching", second)
+    second.send_signal(signal.SIGINT)  # the driver alone: trial 0 belongs to the first driver's process group
+    assert second.wait(timeout=120) == 130
+    assert summary(sweep / "0")["status"] == "stopped"  # saved and stopped, not left running alone
     again = run_cli("cnnfleet-train", args, tmp_path)
     assert again.returncode == 0, again.stderr[-3000:]
-    assert "trial 0 still runs (pid" in again.stdout
+    assert "trial 0 continues in its folder" in again.stdout
     assert study_states(sweep, "slots") == ["COMPLETE"] * 4
-    assert len(attempts(sweep / "0")) == 1  # waited for, never started again
-    log = again.stdout + (tmp_path / "driver.log").read_text()
-    assert log.count("trial 0 started") == 1 and "trial 3 started" in log
+    runs = attempts(sweep / "0")
+    assert len(runs) == 2 and runs[1]["resumed_from_step"] == runs[0]["step"] > 0, runs
+    log = again.stdout + (tmp_path / "driver.log").read_text() + (tmp_path / "second.log").read_text()
+    assert log.count("trial 0 started") == 1 and "trial 3 started" in log  # trial 0 was never run twice
+
+
+BAD_SWEEPER_VALUES = {
+    "hydra.sweeper.n_jobs=abc": "hydra.sweeper.n_jobs='abc': use a whole number >= 1",
+    "hydra.sweeper.n_jobs=1.5": "hydra.sweeper.n_jobs=1.5: use a whole number >= 1",
+    "hydra.sweeper.max_retries=-1": "hydra.sweeper.max_retries=-1: use a whole number >= 0",
+    "hydra.sweeper.pruner_settings=5": "hydra.sweeper.pruner_settings=5: use a mapping",
+    "hydra.sweeper.pruner_settings={warmup:2}": "pruner_settings.warmup: MedianPruner takes n_startup_trials",
+    "hydra.sweeper.pruner=mean": "hydra.sweeper.pruner=mean: use one of median, hyperband",
+    "hydra.sweeper.poll_seconds=0": "hydra.sweeper.poll_seconds=0: use a number of seconds > 0",
+    "hydra.sweeper.max_failure_rate=2": "hydra.sweeper.max_failure_rate=2: use a fraction between 0 and 1",
+    "hydra.sweeper.storage=/nonexistent/dir/x.journal": "its folder /nonexistent/dir does not exist",
+    "hydra.sweeper.storage=sqlite:///other.db": "holds trial folders (0) that study 'digits_optuna' in sqlite",
+}
+
+
+def test_bad_sweeper_values_and_a_study_that_does_not_own_the_folder_are_one_line_before_any_trial(
+    tmp_path: Path,
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(item: tuple[int, str]) -> tuple[str, object]:
+        n, override = item
+        root = tmp_path / str(n)
+        (root / "logs" / "train" / "sweeps" / "digits_optuna" / "0").mkdir(parents=True)  # a trial of another study
+        return override, run_cli("cnnfleet-train", ["-m", "hparams_search=digits_optuna", override], root)
+
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = dict(pool.map(attempt, enumerate(BAD_SWEEPER_VALUES)))
+    for override, expected in BAD_SWEEPER_VALUES.items():
+        result = results[override]
+        errors = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2 and len(errors) == 1 and expected in errors[0], (override, result.stderr[-2000:])
+        assert "trial 0 started" not in result.stdout
+    assert not Path("/nonexistent").exists()
 
 
 def test_optuna_records_a_diverging_trial_as_failed_and_goes_on(tmp_path: Path) -> None:

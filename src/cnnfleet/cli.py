@@ -260,12 +260,16 @@ def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, plans_run:
     if not args.multirun:
         hydra_app()
         return
-    finished = False
+    finished, refused = False, False
     try:
         hydra_app()
         finished = True
+    except SystemExit as exc:
+        refused = exc.code == EXIT_USAGE  # the sweep's settings were refused: its one line is the whole answer
+        raise
     finally:  # also after Ctrl-C or a sweeper error: the table shows what finished
-        _summarize_sweeps(prog, check=finished)
+        if not refused:
+            _summarize_sweeps(prog, check=finished)
 
 
 def run_check(check: str, cfg: DictConfig, overrides: list[str], prog: str, exit_after: bool) -> None:
@@ -322,7 +326,8 @@ def _summarize_sweeps(prog: str, check: bool) -> None:
         rows = write_sweep_summary(sweep_dir)
         failed = [row for row in rows if row.status not in ("completed", "pruned")]
         if failed:
-            print(f"{prog}: {len(failed)} of {len(rows)} trials did not finish; see {sweep_dir}/sweep_summary.md")
+            print(f"{prog}: {len(failed)} of {len(rows)} trials failed or did not finish; see "
+                  f"{sweep_dir}/sweep_summary.md")  # fmt: skip
         if check and rows and len(failed) == len(rows):
             sys.stderr.write(f"{prog}: error: every trial failed; first reason: {failed[0].reason}\n")
             raise SystemExit(1)

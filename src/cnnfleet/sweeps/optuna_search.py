@@ -22,6 +22,7 @@ batches that wait for their slowest member, and has no pruning. Here, on Optuna 
 
 import json
 import logging
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,43 @@ def _record_sweep(settings: StudySettings, space: dict[str, Any], storage_spec: 
     write_json_atomic(path, record)
 
 
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_settings(settings: StudySettings) -> None:
+    """hydra.sweeper.* values as one line each (the sweeper's keys have no schema of their own)."""
+    wholes = {"n_jobs": (settings.n_jobs, 1), "n_trials": (settings.n_trials, 0),
+              "max_retries": (settings.max_retries, 0)}  # fmt: skip
+    for key, (value, low) in wholes.items():
+        if not _whole(value) or value < low:
+            raise ConfigError(f"hydra.sweeper.{key}={value!r}: use a whole number >= {low}")
+    poll = settings.poll_seconds
+    if isinstance(poll, bool) or not isinstance(poll, int | float) or not math.isfinite(poll) or poll <= 0:
+        raise ConfigError(f"hydra.sweeper.poll_seconds={poll!r}: use a number of seconds > 0")
+    rate = settings.max_failure_rate
+    if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
+        raise ConfigError(f"hydra.sweeper.max_failure_rate={rate!r}: use a fraction between 0 and 1")
+    if settings.pruner_settings is not None and not isinstance(settings.pruner_settings, dict):
+        raise ConfigError(f"hydra.sweeper.pruner_settings={settings.pruner_settings!r}: use a mapping of the "
+                          "pruner's arguments, e.g. 'hydra.sweeper.pruner_settings={n_warmup_steps:2}'")  # fmt: skip
+
+
+def check_folders_belong(study: Any, sweep_dir: Path, storage_spec: str, study_name: str) -> None:
+    """Every trial folder in the sweep folder is a trial of this study: a study started elsewhere (another
+    storage or study name) would otherwise meet finished runs it never trained under its trial numbers."""
+    known = {t.number for t in study.get_trials(deepcopy=False)}
+    strangers = sorted(int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()
+                       and int(p.name) not in known)  # fmt: skip
+    if strangers:
+        listed = ", ".join(map(str, strangers[:5])) + (", ..." if len(strangers) > 5 else "")
+        raise ConfigError(
+            f"{sweep_dir} holds trial folders ({listed}) that study '{study_name}' in {storage_spec} does not know: "
+            "the sweep was started with another hydra.sweeper.storage or study_name; resume it with those, or "
+            "start this study in a new folder (hydra.sweep.dir=<new folder>)"
+        )
+
+
 class Driver:
     """Ask, start, wait for any, tell: K trials always running until the study holds n_trials."""
 
@@ -177,6 +215,7 @@ class Driver:
         self.settings, self.study, self.slots, self.storage_spec = settings, study, slots, storage_spec
         self.space, self.fixed = space, fixed
         self.running: dict[int, Any] = {}
+        self.continue_hint = ""  # the sweep folder to name when the command alone would start a new one
 
     # ------------------------------------------------------------------ starting trials
     def trial_env(self, job: Any) -> dict[str, str]:
@@ -214,6 +253,10 @@ class Driver:
             ) from None
         overrides = tuple(f"{k}={v}" for k, v in {**trial.params, **self.fixed}.items())
         job = TrialJob(trial.number, trial._trial_id, overrides, Path(self.settings.sweep_dir) / str(trial.number))
+        if (job.run_dir / "state.json").exists() or (job.run_dir / "summary.json").exists():
+            check_folders_belong(self.study, Path(self.settings.sweep_dir), self.storage_spec, self.settings.study_name)
+            raise ConfigError(f"{job.run_dir} already holds a run: trial {job.number} of study "
+                              f"'{self.settings.study_name}' never takes over another run's folder")  # fmt: skip
         self.launch(job, "started")
 
     # ------------------------------------------------------------------ a driver started again
@@ -315,7 +358,8 @@ class Driver:
 
         jobs = list(self.running.values())
         line = self.slots.stop(jobs) if jobs else "no trial was running"
-        log.warning("sweep stopped by %s: %s; the same command continues the study", signals.NAMES[request], line)
+        log.warning("sweep stopped by %s: %s; continue the study with the same command%s", signals.NAMES[request],
+                    line, self.continue_hint)  # fmt: skip
         raise SystemExit(signals.EXIT_CODES[request])
 
 
@@ -353,16 +397,17 @@ def run_study(settings: StudySettings, sampler_cfg: Any, config: Any, arguments:
     space, fixed = search_space(arguments)
     if not space:
         raise ConfigError("the Optuna sweep has no search space: set hydra.sweeper.params or pass key=choice(...)")
-    if settings.n_jobs < 1 or settings.n_trials < 0 or settings.max_retries < 0:
-        raise ConfigError("hydra.sweeper.n_jobs must be >= 1, n_trials and max_retries >= 0")
+    check_settings(settings)
     sweep_dir = Path(settings.sweep_dir).absolute()
     settings.sweep_dir = str(sweep_dir)
+    sweep_dir.mkdir(parents=True, exist_ok=True)
     storage_spec = resolve_spec(settings.storage, sweep_dir)
     slots = make_slots(config, sweep_dir, settings.study_name, settings.n_jobs)
     if slots.kind == "slurm" and storage_spec.startswith("sqlite:"):
         log.warning("sqlite's locking is unsafe on NFS/Lustre where SLURM jobs share files: prefer the default "
                     "journal file (hydra.sweeper.storage=<sweep>/optuna.journal) or a database server")  # fmt: skip
     study = open_study(settings, sampler_cfg, storage_spec)
+    check_folders_belong(study, sweep_dir, storage_spec, settings.study_name)
     _record_sweep(settings, space, storage_spec)
     held = finished_count(study)
     log.info(
@@ -371,6 +416,8 @@ def run_study(settings: StudySettings, sampler_cfg: Any, config: Any, arguments:
         settings.n_jobs, slots.describe(), settings.pruner, describe(storage_spec),
     )  # fmt: skip
     driver = Driver(settings, study, slots, storage_spec, space, fixed)
+    if "hydra.sweep.dir" not in " ".join(config.hydra.overrides.hydra) and "/sweeps/" not in str(sweep_dir):
+        driver.continue_hint = f" and hydra.sweep.dir={sweep_dir}"  # a timestamped folder: name it
     driver.run()
     complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     if not complete:

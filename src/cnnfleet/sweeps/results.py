@@ -405,7 +405,8 @@ def _plot_param(ax: Any, rows: list[TrialRow], key: str, space: dict | None, met
         ax.set_xscale("log")
     elif scale == "categorical":
         ax.set_xticks(range(len(labels)), labels, rotation=30 if len(labels) > 3 else 0, fontsize=7)
-        ax.set_xlim(-0.5, len(labels) - 0.5)
+        if labels:  # a sweep whose trials have not started has no values yet
+            ax.set_xlim(-0.5, len(labels) - 0.5)
     ax.set_xlabel(key + (" (log)" if scale == "log" else ""))
     ax.set_ylabel(metric)
 

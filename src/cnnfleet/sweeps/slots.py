@@ -53,13 +53,22 @@ class TrialJob:
     handle: dict = field(default_factory=dict)
 
 
-def _pid_runs(pid: int, run_dir: Path) -> bool:
-    """pid lives on this host and is the trial's process (its command line names the trial folder)."""
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (clock ticks since boot, /proc/<pid>/stat field 22): with the pid it
+    names one process, never a later one that got the same pid. None when no such process runs."""
     try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
-        return False
-    return str(run_dir) in cmdline
+        return None
+    fields = stat.rsplit(")", 1)[-1].split()  # the command name in parentheses may hold spaces
+    return fields[19] if len(fields) > 19 and fields[0] not in ("Z", "X") else None  # a zombie has ended
+
+
+def _pid_runs(handle: dict) -> bool:
+    """The trial process the handle names still runs on this host."""
+    pid, started = int(handle.get("pid") or 0), handle.get("started")
+    return pid > 0 and handle.get("host") == socket.gethostname() and started is not None and (
+        process_start(pid) == started)  # fmt: skip
 
 
 class ForkedChild:
@@ -156,14 +165,11 @@ class LocalSlots:
         env = {**trial_env, CPUS_ENV: str(self.cpus), SWEEP_DIR_ENV: str(self.sweep_dir)}
         child = ForkedChild(argv, env, job.run_dir / CONSOLE)
         self.children[job.number] = child
-        return {"kind": self.kind, "pid": child.pid, "host": socket.gethostname()}
+        return {"kind": self.kind, "pid": child.pid, "host": socket.gethostname(), "started": process_start(child.pid)}
 
     def alive(self, job: TrialJob) -> bool:
         """A trial a previous driver started: its process still runs (or still holds the folder's lock)."""
-        handle = job.handle
-        if handle.get("kind") != self.kind or handle.get("host") != socket.gethostname():
-            return is_locked(job.run_dir)
-        return _pid_runs(int(handle.get("pid", 0)), job.run_dir) or is_locked(job.run_dir)
+        return _pid_runs(job.handle) or is_locked(job.run_dir)
 
     def ended(self, jobs: list[TrialJob]) -> list[tuple[TrialJob, int | None]]:
         """The jobs whose process has ended, with its exit code (None: not our child, code unknown)."""
@@ -180,16 +186,27 @@ class LocalSlots:
         return done
 
     def stop(self, jobs: list[TrialJob]) -> str:
-        """The driver is stopping: each trial saves and stops (SIGTERM; they resume when the sweep does)."""
+        """The driver is stopping: each trial saves and stops (SIGTERM; they resume when the sweep does),
+        our children and the trials an earlier driver started alike."""
+        import time
+
+        adopted = [job for job in jobs if job.number not in self.children and self._own_pid(job)]
         for child in self.children.values():
-            if child.poll() is None:
-                child.send_signal(signal.SIGTERM)
+            child.send_signal(signal.SIGTERM)
+        for job in adopted:
+            os.kill(int(job.handle["pid"]), signal.SIGTERM)
         for child in self.children.values():
             try:
                 child.wait(timeout=120)
             except subprocess.TimeoutExpired:
                 child.kill()
+        deadline = time.monotonic() + 120
+        while any(self._own_pid(job) for job in adopted) and time.monotonic() < deadline:
+            time.sleep(0.2)
         return f"{len(jobs)} running trial(s) saved and stopped; they resume where they stopped"
+
+    def _own_pid(self, job: TrialJob) -> bool:
+        return _pid_runs(job.handle)
 
     def tail(self, job: TrialJob) -> str | None:
         return last_line(job.run_dir / CONSOLE)

@@ -52,13 +52,16 @@ def optuna_storage(spec: str) -> Any:
         try:
             return optuna.storages.RDBStorage(spec)
         except Exception as exc:  # a driver missing, a server unreachable, a malformed URL
-            raise ConfigError(f"hydra.sweeper.storage={spec}: cannot open it ({type(exc).__name__}: {exc})") from None
+            why = " ".join(f"{type(exc).__name__}: {exc}".split())[:300]
+            raise ConfigError(f"hydra.sweeper.storage={spec}: cannot open it ({why})") from None
     from optuna.storages.journal import JournalFileBackend
 
     path = Path(spec)
     if path.is_dir():
         raise ConfigError(f"hydra.sweeper.storage={spec} is a folder; give a journal file path (e.g. {path / JOURNAL})")
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.parent.is_dir():
+        raise ConfigError(f"hydra.sweeper.storage={spec}: its folder {path.parent} does not exist; create it or give "
+                          "another journal file path")  # fmt: skip
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 

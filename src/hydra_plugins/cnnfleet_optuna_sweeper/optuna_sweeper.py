@@ -47,28 +47,33 @@ class CnnfleetOptunaSweeper(Sweeper):
         import os
         import sys
 
-        from omegaconf import OmegaConf
-
         from cnnfleet.cli import fail
         from cnnfleet.errors import CnnfleetError
         from cnnfleet.sweeps.optuna_search import StudySettings, run_study
 
         assert self.config is not None, "setup() runs before sweep()"
         search = [f"{key}={value}" for key, value in (self.params or {}).items()] + list(arguments)
-        settings = StudySettings(
-            sweep_dir=str(self.config.hydra.sweep.dir),
-            study_name=self.study_name,
-            storage=self.storage,
-            direction=self.direction,
-            n_trials=self.n_trials,
-            n_jobs=self.n_jobs,
-            max_failure_rate=self.max_failure_rate,
-            pruner=self.pruner,
-            pruner_settings=OmegaConf.to_container(self.pruner_settings) if self.pruner_settings else {},
-            max_retries=self.max_retries,
-            poll_seconds=self.poll_seconds,
-        )
         try:
+            settings = StudySettings(
+                sweep_dir=str(self.config.hydra.sweep.dir),
+                study_name=self.study_name,
+                storage=self.storage,
+                direction=self.direction,
+                n_trials=self.n_trials,
+                n_jobs=self.n_jobs,
+                max_failure_rate=self.max_failure_rate,
+                pruner=self.pruner,
+                pruner_settings=_plain(self.pruner_settings),
+                max_retries=self.max_retries,
+                poll_seconds=self.poll_seconds,
+            )
             return run_study(settings, self.sampler, self.config, search)
         except CnnfleetError as exc:  # one line, not Hydra's traceback
             fail(os.path.basename(sys.argv[0]), str(exc))
+
+
+def _plain(value: Any) -> Any:
+    """pruner_settings as plain Python (a mapping is checked by the driver; anything else is refused there)."""
+    from omegaconf import DictConfig, ListConfig, OmegaConf
+
+    return OmegaConf.to_container(value) if isinstance(value, DictConfig | ListConfig) else value
