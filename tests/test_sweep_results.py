@@ -199,6 +199,7 @@ def optuna_sweep(folder: Path) -> Path:
     from cnnfleet.sweeps.storage import optuna_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    folder.mkdir(parents=True, exist_ok=True)  # a journal's folder must exist (the sweep folder)
     journal = folder / "optuna.journal"
     study = optuna.create_study(study_name="toy", storage=optuna_storage(str(journal)), direction="minimize",
                                 sampler=optuna.samplers.RandomSampler(seed=0))  # fmt: skip

@@ -231,7 +231,7 @@ class Driver:
         trial = self._trial(job)
         for key, value in (("slot", job.handle), ("retries", job.retries), ("run_dir", str(job.run_dir)),
                            ("overrides", list(job.overrides))):  # fmt: skip
-            self.study._storage.set_trial_user_attr(trial._trial_id, key, value)
+            trial.set_user_attr(key, value)
         where = f"job {job.handle['job_id']}" if "job_id" in job.handle else f"pid {job.handle.get('pid')}"
         log.info("trial %d %s (%s): %s", job.number, why, where, " ".join(job.overrides[: len(self.space)]))
         self.running[job.number] = job
@@ -296,8 +296,6 @@ class Driver:
                         self.settings.max_retries)  # fmt: skip
             self.launch(job, f"retried ({job.retries}/{self.settings.max_retries})")
             return
-        trial_id = job.trial_id
-        storage = self.study._storage
         if outcome.kind == COMPLETE:
             self.study.tell(self._trial(job), outcome.value)
             log.info("trial %d completed: %s", job.number, outcome.value)
@@ -307,7 +305,7 @@ class Driver:
             log.info("trial %d %s", job.number, outcome.reason)
             return
         reason = outcome.reason if outcome.kind == FAIL else f"{outcome.reason} (after {job.retries} retries)"
-        storage.set_trial_user_attr(trial_id, "fail_reason", reason)
+        self._trial(job).set_user_attr("fail_reason", reason)
         _record_failure(job, reason)
         self.study.tell(self._trial(job), state=TrialState.FAIL)
         log.warning("trial %d failed: %s", job.number, reason)
