@@ -3,10 +3,9 @@
 import json
 import os
 import subprocess
-import time
 from pathlib import Path
 
-from conftest import script_path
+from conftest import script_path, wait_until
 
 
 def load_study(sweep: Path, name: str = "digits_optuna"):  # noqa: ANN201 (optuna.Study)
@@ -43,11 +42,14 @@ def start_cli(args: list[str], root: Path, log: Path) -> subprocess.Popen:
 
 
 def wait_for(condition, what: str, driver: subprocess.Popen, timeout: float = 240) -> None:  # noqa: ANN001
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert driver.poll() is None, f"the sweep ended (exit {driver.returncode}) before {what}"
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
+    """conftest.wait_until, failing at once when the sweep's driver has already ended."""
+
+    def met_or_ended() -> bool:
+        return bool(condition()) or driver.poll() is not None
+
+    wait_until(met_or_ended, timeout, interval=0.2)
+    assert condition(), (f"the sweep ended (exit {driver.returncode}) before {what}" if driver.poll() is not None
+                         else f"timed out waiting for {what}")  # fmt: skip
 
 
 def attempts(run_dir: Path) -> list[dict]:
