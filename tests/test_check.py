@@ -43,7 +43,7 @@ def test_check_builds_everything_and_exits_0(checks: dict, name: str) -> None:
 
 def test_check_reports_what_it_built(checks: dict) -> None:
     report = checks["results"]["train"].stdout
-    for part in ("run folder:", "devices:", "data: train 1259", "model: cnnfleet.models.resnet_cifar.ResNetCifar",
+    for part in ("run folder:", "devices:", "data: train 1258", "model: cnnfleet.models.resnet_cifar.ResNetCifar",
                  "one training step, loss", "optimizer: torch.optim.AdamW", "loggers:", "trainer:"):  # fmt: skip
         assert part in report, report
     assert "resume: " in checks["results"]["resume"].stdout

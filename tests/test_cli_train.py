@@ -11,13 +11,13 @@ import yaml
 
 from conftest import run_cli
 
-DIGITS_STEPS_PER_EPOCH = 19  # 1259 // 64: the last partial global batch is dropped (data/sharding.py)
+DIGITS_STEPS_PER_EPOCH = 19  # 1258 // 64: the last partial global batch is dropped (data/sharding.py)
 
 
 def test_default_run_reaches_99_percent_on_digits(default_run) -> None:
     summary = default_run.summary()
     assert summary["test"]["test/acc"] >= 0.99
-    assert summary["split_sizes"] == {"train": 1259, "val": 179, "test": 359}
+    assert summary["split_sizes"] == {"train": 1258, "val": 180, "test": 359}
     assert summary["fit"]["epochs"] == 20 and summary["fit"]["global_step"] == 20 * DIGITS_STEPS_PER_EPOCH
     assert summary["device"]["precision"] == "32-true" and summary["device"]["world_size"] == 1
     assert "test accuracy" in default_run.stdout and "images/s" in default_run.stdout
@@ -94,6 +94,11 @@ def test_config_combinations_run_end_to_end(cli, overrides: list[str]) -> None:
     result = cli(*overrides)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "test/acc" in result.summary()["test"]
+    if overrides[0].startswith("debug="):  # smoke runs: labelled, and no checkpoint ckpt_path=last could pick
+        (run,) = result.run_dirs()
+        assert not list(run.rglob("*.ckpt")), list(run.rglob("*.ckpt"))
+        assert result.summary()["smoke"].startswith(("trainer.fast_dev_run=", "trainer.overfit_batches="))
+        assert "smoke run: not a result" in result.stdout
 
 
 BAD_INPUT = {

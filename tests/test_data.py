@@ -24,6 +24,18 @@ def test_stratified_split_is_disjoint_complete_and_proportional() -> None:
         assert len(set(np.bincount(labels[idx]))) == 1
 
 
+def test_stratified_split_of_many_small_classes_keeps_every_split() -> None:
+    # 1000 classes of 4 images (an ImageNet-sized subset): rounding per class gave val 0 images
+    labels = np.repeat(np.arange(1000), 4)
+    parts = stratified_split(labels, val_fraction=0.1, test_fraction=0.2, seed=0)
+    assert {name: len(idx) for name, idx in parts.items()} == {"train": 2800, "val": 400, "test": 800}
+    assert sorted(np.concatenate(list(parts.values()))) == list(range(4000))
+    for idx in parts.values():  # no class gives a split more than one image beyond its share
+        assert np.bincount(labels[idx], minlength=1000).max() - np.bincount(labels[idx], minlength=1000).min() <= 1
+    singles = stratified_split(np.arange(7), val_fraction=0.3, test_fraction=0.3, seed=0)  # classes of one image
+    assert {name: len(idx) for name, idx in singles.items()} == {"train": 3, "val": 2, "test": 2}
+
+
 def test_stratified_split_depends_only_on_its_seed() -> None:
     labels = np.repeat(np.arange(3), 30)
     a = stratified_split(labels, 0.1, 0.2, seed=1)
@@ -41,7 +53,7 @@ def test_bad_fractions_are_a_config_error() -> None:
 def test_digits_split_sizes_and_normalisation() -> None:
     dm = DigitsDataModule(**DIGITS)
     dm.setup()
-    assert dm.split_sizes() == {"train": 1259, "val": 179, "test": 359}
+    assert dm.split_sizes() == {"train": 1258, "val": 180, "test": 359}
     x, y = dm.splits["train"].tensors
     assert x.shape[1:] == (1, 8, 8) and y.dtype == torch.int64
     assert abs(x.mean().item()) < 0.1 and 0.8 < x.std().item() < 1.2  # config stats fit the data

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from cnnfleet.data.augment import auto_augment, mix
 from cnnfleet.errors import ConfigError
@@ -16,7 +17,7 @@ from conftest import CliResult, run_cli, wait_until
 from dataset_files import write_cifar10, write_cifar100, write_image_folder, write_mnist
 
 QUICK = ["trainer.max_epochs=1", "logger=csv", "data.batch_size=32"]
-IMAGEFOLDER = ["data=imagefolder", "data.num_classes=3", "data.image_size=32", "data.resize_size=36",
+IMAGEFOLDER = ["data=imagefolder", "data.image_size=32", "data.resize_size=36",
                "data.batch_size=8", "data.num_workers=1", "trainer.max_epochs=1", "logger=csv"]  # fmt: skip
 
 
@@ -78,6 +79,9 @@ def test_image_folder_trains_predicts_and_exports(root) -> None:
     summary = json.loads((run / "summary.json").read_text())
     assert summary["split_sizes"] == {"train": 24, "val": 24, "test": 24}  # no test/ folder: test = val
     assert json.loads((run / "classes.json").read_text()) == ["cat", "dog", "fox"]
+    # data.num_classes left unset: counted from train/'s folders at launch, recorded like a given value
+    assert yaml.safe_load((run / "config.yaml").read_text())["data"]["num_classes"] == 3
+    assert "data.num_classes=3" in (run / "command.txt").read_text()
     ckpt = run / "checkpoints" / "best.ckpt"
 
     predicted = run_cli("cnnfleet-predict", [f"ckpt_path={ckpt}", f"inputs={root / 'data' / 'pets' / 'val'}",
@@ -104,16 +108,22 @@ def check_export_matches_checkpoint(export_dir: Path, ckpt: Path) -> None:
     from cnnfleet.inference import load_trained
 
     trained = load_trained(ckpt)
-    x = torch.randn(5, *trained.input_shape())  # another batch size than the export's example
+    pixels = torch.rand(5, *trained.input_shape())  # another batch size than the export's example
+    mean = torch.tensor(trained.data["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(trained.data["std"]).view(1, -1, 1, 1)
+    x = (pixels - mean) / std
     with torch.no_grad():
         expected = trained.module.net(x)
-        program = torch.export.load(str(export_dir / "model.pt2")).module()
-        assert torch.allclose(program(x), expected, atol=1e-5)
-        net = instantiate(trained.module.hparams.model).eval()
+        program = torch.export.load(str(export_dir / "model.pt2")).module()  # raw pixels in: normalises inside
+        assert torch.allclose(program(pixels), expected, atol=1e-5)
+        net = instantiate(trained.module.hparams.model).eval()  # the bare network takes normalised images
         net.load_state_dict(load_file(str(export_dir / "model.safetensors")))
         assert torch.equal(net(x), expected)
     report = json.loads((export_dir / "export.json").read_text())
     assert report["class_names"] == trained.class_names and max(report["max_abs_logit_diff"].values()) <= 1e-4
+    assert report["input"]["mean"] == trained.data["mean"] and report["input"]["resize_size"] == trained.data.get(
+        "resize_size"
+    )
 
 
 def test_augmentations_compose_with_an_in_memory_data_set(root) -> None:

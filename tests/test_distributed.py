@@ -12,7 +12,7 @@ import torch
 from conftest import BIN, CliResult, run_cli
 
 # 20 optimizer steps on a net without BatchNorm (torch has no CPU SyncBatchNorm), fp32, no dropout.
-# B=60: the first 20 steps are full batches in both layouts (1259 samples, 2 ranks x 30).
+# B=60: the first 20 steps are full batches in both layouts (1258 samples, 2 ranks x 30).
 # SGD, not Adam: Adam's first updates are ~lr * sign(g), so the 1e-8 differences of a different
 # summation order flip near-zero gradients and show up as 1e-3 in the weights (measured).
 EQUIVALENCE = [
@@ -40,7 +40,7 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
         assert diff <= rel, f"{name}: relative difference {diff:.2e}"
 
 
-# The same comparison over 3 whole epochs: each epoch ends with 59 of the 1259 images left over, which
+# The same comparison over 3 whole epochs: each epoch ends with 58 of the 1258 images left over, which
 # neither layout trains on (the sampler keeps whole global batches only: data/sharding.py).
 FULL_EPOCHS = [*(arg for arg in EQUIVALENCE if not arg.startswith(("trainer.max_epochs", "trainer.limit_train"))),
                "trainer.max_epochs=3"]  # fmt: skip
@@ -86,7 +86,7 @@ def test_two_ranks_train_the_same_weights_as_one_rank_over_whole_epochs(
 ) -> None:
     single = run_cli("cnnfleet-train", [*FULL_EPOCHS, "device=cpu"], tmp_path)
     weights = final_weights(single)
-    assert single.summary()["fit"]["global_step"] == 3 * 20  # 1259 // 60 whole batches an epoch
+    assert single.summary()["fit"]["global_step"] == 3 * 20  # 1258 // 60 whole batches an epoch
     assert ddp_two_processes_full_epochs.summary()["fit"]["global_step"] == 3 * 20
     assert_same_weights(weights, final_weights(ddp_two_processes_full_epochs))
 

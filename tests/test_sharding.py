@@ -8,7 +8,7 @@ from cnnfleet.data.on_device import DeviceBatches
 from cnnfleet.data.sharding import TrainingSampler, sharded_loader
 from cnnfleet.errors import ConfigError
 
-N_TRAIN, GLOBAL_BATCH = 1259, 64  # digits' training split at the default batch: 19 whole batches, 43 images left
+N_TRAIN, GLOBAL_BATCH = 1258, 64  # digits' training split at the default batch: 19 whole batches, 42 images left
 
 
 def rank_batches(world: int, rank: int, epoch: int = 0) -> list[list[int]]:
@@ -59,8 +59,8 @@ def test_a_resumed_epoch_skips_the_consumed_batches_once() -> None:
 
 def test_a_global_batch_larger_than_the_training_split_is_a_config_error() -> None:
     expected = (
-        "data.batch_size=2048 (global) is larger than the 1259 training images: an epoch would have no step; "
-        "use data.batch_size <= 1259"
+        "data.batch_size=2048 (global) is larger than the 1258 training images: an epoch would have no step; "
+        "use data.batch_size <= 1258"
     )
     with pytest.raises(ConfigError) as error:
         sharded_loader(TensorDataset(torch.arange(N_TRAIN)), True, 2, 0, 2048, seed=0)

@@ -121,6 +121,10 @@ def test_bench_overhead_compares_against_the_hand_written_loop(tmp_path: Path) -
     report = (folder / "bench.md").read_text()
     assert "ratio cnnfleet / hand-written" in report and "+ Lightning's loop" in report
     assert json.loads((folder / "env.json").read_text())["hardware"]["cpus"] >= 1
+    assert "runs" not in loops[0]  # one repeat: no column repeating the median
+    console = result.stdout + result.stderr
+    assert "Tip" not in console  # Lightning's product tips
+    assert console.count("GPU available:") == 2, console  # once per Trainer (cnnfleet's, bare Lightning's)
 
 
 def test_bench_devices_reports_cpu_and_says_when_no_gpu(tmp_path: Path) -> None:

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 from cnnfleet.conf_dir import conf_dir
 from cnnfleet.config_errors import COMPOSE_ERRORS, explain
+from cnnfleet.data.class_folders import complete_from_data
 from cnnfleet.domains import check_config as check_domains
 from cnnfleet.domains import creatable_problem, nearest_existing, path_text_problem
 from cnnfleet.errors import CnnfleetError, ConfigError, user_message
@@ -243,11 +244,13 @@ def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, plans_run:
         try:
             cfg = compose_config(name, list(args.overrides))
             check_config(cfg)
+            # values the data define (an image folder's class count): every rank and the record see them
+            overrides = [*args.overrides, *complete_from_data(cfg)]
             if not plans_run and not check_first:  # eval, predict, export, bench: a new folder of their own
                 check_new_folder(cfg, prog)
             if check_only or check_first:
-                run_check(check, cfg, list(args.overrides), prog, exit_after=check_only)
-            new_overrides = _run_overrides(cfg, list(args.overrides), plans_run and not args.cfg)
+                run_check(check, cfg, overrides, prog, exit_after=check_only)
+            new_overrides = _run_overrides(cfg, overrides, plans_run and not args.cfg)
         except COMPOSE_ERRORS as exc:
             fail(prog, explain(exc, conf_dir()))
         finally:
@@ -343,6 +346,7 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig, prog: str) -> A
     if in_multirun():
         try:
             check_domains(cfg)
+            complete_from_data(cfg)
         except CnnfleetError as exc:  # this trial's values: recorded like any failed trial, the sweep goes on
             from cnnfleet.sweeps.trial import write_failure
 
@@ -356,6 +360,7 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig, prog: str) -> A
             return None
     try:
         check_domains(cfg)  # the Hydra app may be called without launch() (tests, other entry points)
+        complete_from_data(cfg)
         return task(cfg)
     except CnnfleetError as exc:
         fail(prog, user_message(exc), exc.exit_code)

@@ -83,7 +83,7 @@ def sections(primary: str) -> list[tuple[str, list[tuple[str, str, str, str]]]]:
             out.append((title, rows(schema, f"{group}.")))
     if primary == "train_schema":
         for schema in TARGET_SCHEMAS.values():
-            out.append(("logger.wandb", rows(schema, "logger.wandb.")))
+            out.append((schema.NODE, rows(schema, f"{schema.NODE}.")))
     return out
 
 

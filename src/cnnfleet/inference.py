@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 
+from cnnfleet.deploy import Artifact, Preprocessed, input_contract
 from cnnfleet.errors import CheckpointError, DataError
 from cnnfleet.guard import building
 from cnnfleet.training.checkpoint_io import read_checkpoint
@@ -41,6 +42,18 @@ def load_trained(ckpt_path: str | Path) -> TrainedModel:
         raise CheckpointError(f"{ckpt_path} has no cnnfleet run config; it was not written by cnnfleet-train")
     module.eval()
     return TrainedModel(module, checkpoint, dict(module.run_config["data"]))
+
+
+def deployed(trained: TrainedModel, device: torch.device) -> Artifact:
+    """The checkpoint's network as an export runs it: float32 0..1 pixels in, normalised inside."""
+    contract = input_contract(trained.data, "float32")
+    model = Preprocessed(trained.module.eval_net, contract["mean"], contract["std"], "float32").eval().to(device)
+
+    def run(images: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(images.to(device)).float().cpu()
+
+    return Artifact(contract, trained.class_names, run, device.type)
 
 
 def eval_transform(data: dict) -> Any:

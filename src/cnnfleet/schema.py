@@ -8,7 +8,7 @@ the rest have one schema for the group. Field comments are the reference for eac
 
 import os
 from dataclasses import dataclass
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
 from annotated_types import Ge, Gt, Le, Len, Lt, MaxLen
 from hydra.core.config_store import ConfigStore
@@ -29,6 +29,11 @@ SHARE_OR_COUNT = Typed(
     Union[Annotated[int, Ge(0)], Annotated[float, Ge(0), Le(1)]],  # noqa: UP007
     "a count of batches (int >= 0) or a share (float in [0, 1])",
 )
+BATCHES_OR_EPOCH_SHARE = Typed(
+    Union[Annotated[int, Ge(1)], Annotated[float, Gt(0), Le(1)]],  # noqa: UP007
+    "a count of training batches (int >= 1) or a share of an epoch (float in (0, 1])",
+)
+DURATION = Pattern(r"\d+:\d{1,2}:\d{1,2}:\d{1,2}", "a duration DD:HH:MM:SS, e.g. 00:02:00:00")
 SLURM_WORD = Pattern(r"[^\s'\"\\]{1,256}", "one word without spaces or quotes (at most 256 characters)")
 
 
@@ -69,10 +74,18 @@ class InMemoryDataConfig:
     auto_augment: str = key("none", AUGMENT)  # torchvision's policies, per image
     mixup_alpha: float = key(0.0, *ALPHA)  # MixUp Beta(alpha, alpha) mixing of image pairs (0 = off)
     cutmix_alpha: float = key(0.0, *ALPHA)  # CutMix (0 = off); with both on, each batch uses one of them
+    # train on these classes only (labels of the full set), relabelled 0..k-1 in this order; null = all.
+    # data.num_classes must equal their count (e.g. data.classes=[0,1,2] data.num_classes=3)
+    classes: list[int] | None = key(None, Len(2, 100000), Each(Ge(0), Lt(100000)))
 
     @staticmethod
     def cross_check(node: DictConfig) -> list[str]:
         out = _per_channel(node)
+        if node.classes is not None and len(set(node.classes)) != len(node.classes):
+            out.append(f"classes={list(node.classes)}: lists a class twice (expected distinct labels)")
+        elif node.classes is not None and len(node.classes) != node.num_classes:
+            out.append(f"classes={list(node.classes)}: selects {len(node.classes)} classes but data.num_classes="
+                       f"{node.num_classes}; set data.num_classes={len(node.classes)}")  # fmt: skip
         if node.val_fraction + node.test_fraction >= 1:
             out.append(f"val_fraction + test_fraction = {node.val_fraction + node.test_fraction:g}: "
                        "leaves no training samples (expected a sum < 1)")  # fmt: skip
@@ -138,7 +151,8 @@ class ImageFolderDataConfig:
     _target_: str = "cnnfleet.data.image_folder.ImageFolderDataModule"
     root: str = key(MISSING, PathRule("dir", hint="holding train/ and val/"))  # the data set's folder
     batch_size: int = key(256, *BATCH)  # GLOBAL batch (all ranks together)
-    num_classes: int = key(1000, Ge(2), Le(100000))  # class folders under train/ (checked)
+    # null: the class folders under train/ (counted at launch); a number is checked against them
+    num_classes: int | None = key(None, Ge(2), Le(100000))
     channels: int = key(3, OneOf(1, 3))  # 3 = RGB, 1 = grayscale
     image_size: int = key(224, *PIXELS)  # training crop and evaluation center crop, pixels
     resize_size: int = key(256, *PIXELS)  # evaluation: resize the short side to this, then center-crop image_size
@@ -163,9 +177,42 @@ class ImageFolderDataConfig:
 
 # ---------------------------------------------------------------- model
 
+# init_from names of cached library weights: torchvision:<model>[.<weights>], timm:<model>[.<tag>]
+WEIGHT_NAME = r"(torchvision|timm):([A-Za-z0-9_]{1,128})(?:\.([A-Za-z0-9_.]{1,128}))?"
+
 
 @dataclass
-class SimpleCNNConfig:
+class ModelConfig:
+    """Keys every model takes besides its constructor's (applied by cnnfleet after the network is built)."""
+
+    # fine-tune: weights loaded into the new network before training (not a resume: step 0, new optimizer):
+    # a cnnfleet .ckpt, a .safetensors/.pth state dict (cnnfleet-export's, torchvision's, timm's) or a cached
+    # weight name torchvision:resnet18.IMAGENET1K_V1 / timm:resnet18.a1_in1k; a head of another class count
+    # is re-initialised; null = random initialisation
+    init_from: str | None = key(None, PathRule("text"))
+    # module-name prefixes (features, head.3, net.layer1) whose parameters are not trained
+    freeze: list[str] = key(factory=list, rules=(Each(Pattern(r"[A-Za-z0-9_.]{1,256}", "a module name such as "
+                                                               "features or net.layer1")),))  # fmt: skip
+
+    @staticmethod
+    def cross_check(node: DictConfig) -> list[str]:
+        import re
+        from pathlib import Path
+
+        if OmegaConf.is_missing(node, "init_from"):  # cli.check_missing names it
+            return []
+        source = node.init_from
+        if source is not None and source.startswith("<") and source.endswith(">"):  # a recipe's placeholder
+            return [f"init_from={source}: this recipe fine-tunes trained weights: pass model.init_from=<a run's "
+                    "checkpoints/best.ckpt, a .safetensors file or a weight name>"]  # fmt: skip
+        if source is None or re.fullmatch(WEIGHT_NAME, source) or Path(source).expanduser().is_file():
+            return []
+        return [f"init_from={source!r}: no such file; pass a checkpoint (.ckpt), a .safetensors or .pth state "
+                "dict, or a cached weight name such as torchvision:resnet18.IMAGENET1K_V1"]  # fmt: skip
+
+
+@dataclass
+class SimpleCNNConfig(ModelConfig):
     """A small VGG-style CNN (conv-BN-ReLU blocks) sized for 8x8 to 32x32 images."""
 
     _target_: str = "cnnfleet.models.simple_cnn.SimpleCNN"
@@ -175,7 +222,7 @@ class SimpleCNNConfig:
 
 
 @dataclass
-class ResNetCifarConfig:
+class ResNetCifarConfig(ModelConfig):
     """ResNet-18/34 adapted to small images: 3x3 stem, no max-pool."""
 
     _target_: str = "cnnfleet.models.resnet_cifar.ResNetCifar"
@@ -184,7 +231,7 @@ class ResNetCifarConfig:
 
 
 @dataclass
-class AirbenchConfig:
+class AirbenchConfig(ModelConfig):
     """airbench-style fast CIFAR net: 2x2 patch stem, three conv groups, scaled linear head."""
 
     _target_: str = "cnnfleet.models.airbench.AirbenchNet"
@@ -198,7 +245,7 @@ MODEL_NAME = Pattern(r"[A-Za-z0-9_.]{1,128}", "a model name: letters, digits, _ 
 
 
 @dataclass
-class TorchvisionModelConfig:
+class TorchvisionModelConfig(ModelConfig):
     """Any torchvision classification model by name; head and input channels follow the data set."""
 
     _target_: str = "cnnfleet.models.torchvision_models.TorchvisionNet"
@@ -208,7 +255,7 @@ class TorchvisionModelConfig:
 
 
 @dataclass
-class TimmModelConfig:
+class TimmModelConfig(ModelConfig):
     """Any timm model by name (pip install 'cnnfleet[timm]')."""
 
     _target_: str = "cnnfleet.models.timm_models.TimmNet"
@@ -229,6 +276,9 @@ class OptimizerConfig:
     # pair it with a warm-up (scheduler=onecycle or cosine)
     scale_lr_with_batch: bool = False
     base_batch_size: int = key(256, *BATCH)  # global batch that `lr` was tuned for when scaling
+    # layer-wise lr decay (BEiT, timm --layer-decay): layer d of D gets lr x layer_decay^(D-1-d), the head x1;
+    # layers are the network's top-level children in order (see training/optim.py); null = off
+    layer_decay: float | None = key(None, Gt(0), Le(1))
 
 
 @dataclass
@@ -305,10 +355,18 @@ class TrainerConfig:
     """Keys passed one to one to lightning.Trainer, except those marked cnnfleet."""
 
     max_epochs: int = key(20, Ge(0), Le(1_000_000))  # epochs to train (one epoch = every training sample once)
+    min_epochs: int | None = key(None, Ge(0), Le(1_000_000))  # train at least this long (early stopping waits)
+    max_steps: int = key(-1, Ge(-1), Le(10**12))  # stop after this many optimizer steps; -1 = no step limit
+    min_steps: int | None = key(None, Ge(0), Le(10**12))
+    # stop after this much training time, "DD:HH:MM:SS" (a finished run: resuming it trains no further)
+    max_time: str | None = key(None, DURATION)
     accumulate_grad_batches: int = key(1, Ge(1), Le(4096))  # optimizer step every N batches
     gradient_clip_val: float | None = key(None, Gt(0))  # clip gradient norm to this value; null = off
     log_every_n_steps: int = key(10, Ge(1), Le(10_000_000))  # logging interval, optimizer steps
-    check_val_every_n_epoch: int = key(1, Ge(1), Le(1_000_000))  # validate every N epochs
+    check_val_every_n_epoch: int | None = key(1, Ge(1), Le(1_000_000))  # validate every N epochs
+    # validate inside an epoch too: every N training batches (int) or at this share of an epoch (float)
+    val_check_interval: Any = key(None, BATCHES_OR_EPOCH_SHARE)
+    gradient_clip_algorithm: str | None = key(None, OneOf("norm", "value"))  # null = norm
     deterministic: bool = False  # torch deterministic algorithms (slower on GPU)
     benchmark: bool | None = None  # cudnn.benchmark; null = Lightning's default
     sync_batchnorm: bool = False  # BatchNorm statistics over the global batch (GPUs only)
@@ -319,8 +377,16 @@ class TrainerConfig:
     limit_train_batches: Any = key(None, SHARE_OR_COUNT)  # cap training batches per epoch; null = all
     limit_val_batches: Any = key(None, SHARE_OR_COUNT)
     limit_test_batches: Any = key(None, SHARE_OR_COUNT)
+    limit_predict_batches: Any = key(None, SHARE_OR_COUNT)
     num_sanity_val_steps: int = key(0, Ge(-1), Le(1_000_000))  # validation batches run before training (0 = skip)
     enable_progress_bar: bool | None = None  # null = on only when stdout is a terminal
+    enable_model_summary: bool = False  # Lightning's summary table at fit start (or callbacks=[default,model_summary])
+    enable_autolog_hparams: bool = True  # loggers record the run's hyperparameters
+    # simple | advanced | pytorch: the report (and pytorch's trace) into <run>/profiler/; null = off
+    profiler: str | None = key(None, OneOf("simple", "advanced", "pytorch"))
+    detect_anomaly: bool = False  # torch.autograd anomaly detection (slow: debugging NaNs)
+    inference_mode: bool = True  # torch.inference_mode for val/test (false: torch.no_grad)
+    reload_dataloaders_every_n_epochs: int = key(0, Ge(0), Le(1_000_000))
     # cnnfleet: stop at the first NaN/inf loss; checked every N steps (each check is one host sync)
     # and always before validation and before any checkpoint is written
     check_finite_every_n_steps: int = key(1, Ge(1), Le(1_000_000))
@@ -439,7 +505,8 @@ class EvalConfig:
 class PredictConfig:
     paths: PathsConfig = MISSING
     task_name: str = key("predict", TASK_NAME)
-    ckpt_path: str = key(MISSING, PathRule("file"))  # a checkpoint written by cnnfleet-train
+    ckpt_path: str | None = key(None, PathRule("file"))  # a checkpoint written by cnnfleet-train (or artifact=)
+    artifact: str | None = key(None, PathRule("file"))  # or a model.pt2 / model.onnx of cnnfleet-export
     inputs: str = key(MISSING, ANY_PATH)  # image file, folder (recursive) or glob pattern
     top_k: int = key(3, Ge(1), Le(100000))  # classes listed per image
     batch_size: int = key(64, *BATCH)  # images per forward pass
@@ -452,6 +519,9 @@ class ExportConfig:
     ckpt_path: str = key(MISSING, PathRule("file"))  # a checkpoint written by cnnfleet-train
     check_batch: int = key(8, Ge(1), Le(4096))  # random images used to compare exported and original logits
     tolerance: float = key(1e-4, Gt(0), Le(1))  # largest allowed absolute logit difference
+    # programs written beside model.safetensors; each takes raw pixels and normalises inside
+    formats: list[str] = key(factory=lambda: ["pt2", "onnx"], rules=(Len(0, 2), Each(OneOf("pt2", "onnx"))))
+    input_dtype: str = key("float32", OneOf("float32", "uint8"))  # the programs' input: float32 0..1 or uint8 0..255
 
 
 @dataclass
@@ -480,6 +550,7 @@ WANDB_NAME = Pattern(r"[^/\\#?%:]{1,128}", "1 to 128 characters without / \\ # ?
 class WandbLoggerConfig:
     """logger.wandb: W&B's own rules for names (wandb_settings.validate_project) and tags."""
 
+    NODE: ClassVar[str] = "logger.wandb"  # where the node lives (docs/config.md's section)
     project: str = key("cnnfleet", WANDB_NAME)
     entity: str | None = key(None, Pattern(r"[A-Za-z0-9_-]{1,128}", "a W&B user or team: letters, digits, - and _"))
     group: str | None = key(None, Len(1, 128))  # null = the sweep folder name in a multirun
@@ -489,6 +560,25 @@ class WandbLoggerConfig:
 
 
 TARGET_SCHEMAS["cnnfleet.tracking.wandb_logger.build_wandb_logger"] = WandbLoggerConfig
+
+
+MLFLOW_URI = Pattern(r"[A-Za-z][A-Za-z0-9+.-]*:.+", "a URI: file:<folder>, sqlite:///<file>, http(s)://<server>")
+
+
+@dataclass
+class MLflowLoggerConfig:
+    """logger.mlflow (logger=mlflow): a local MLflow file store, or any tracking URI MLflow accepts."""
+
+    NODE: ClassVar[str] = "logger.mlflow"
+    # a local file store shared by every run (file:<folder>), or sqlite:///<file>, or http(s)://<server>
+    tracking_uri: str = key("file:${paths.log_dir}/mlruns", MLFLOW_URI)
+    experiment_name: str = key("cnnfleet", Len(1, 256))
+    run_name: str | None = key(None, Len(1, 250))  # null = the run folder's name
+    tags: list[str] = key(factory=list, rules=(Each(Len(1, 250)),))  # each becomes the MLflow tag tag.<name>=true
+    log_model: bool = False  # true: checkpoints become run artifacts at the end (copied into the store)
+
+
+TARGET_SCHEMAS["cnnfleet.tracking.mlflow_logger.build_mlflow_logger"] = MLflowLoggerConfig
 
 
 def defaults(cls: type) -> dict[str, Any]:

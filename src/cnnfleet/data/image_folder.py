@@ -17,6 +17,7 @@ from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from cnnfleet.data.augment import mix, policy_transform
+from cnnfleet.data.class_folders import check_class_count
 from cnnfleet.data.in_memory import SplitLoaders
 from cnnfleet.data.resumable import completed_batches
 from cnnfleet.data.sharding import sharded_loader
@@ -79,7 +80,7 @@ class ImageFolderDataModule(SplitLoaders, L.LightningDataModule):
         self,
         root: str,
         batch_size: int,
-        num_classes: int,
+        num_classes: int | None,
         channels: int,
         image_size: int,
         resize_size: int,
@@ -118,22 +119,8 @@ class ImageFolderDataModule(SplitLoaders, L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        if not self.root.is_dir():
-            raise DataError(f"data.root={self.root} does not exist; point it at a folder with train/ and val/ inside")
-        for split in ("train", "val"):
-            if self._folder(split) is None:
-                raise DataError(f"{self.root} has no {split}/ folder; expected {self.root}/{split}/<class>/<image>")
-        train_classes = sorted(p.name for p in (self.root / "train").iterdir() if p.is_dir())
-        if not train_classes:
-            raise DataError(f"{self.root}/train has no class folders; expected {self.root}/train/<class>/<image>")
-        if len(train_classes) == 1:
-            raise DataError(f"{self.root}/train has one class folder ({train_classes[0]}); a classifier needs "
-                            "at least 2 classes, one folder each")  # fmt: skip
-        if len(train_classes) != self.num_classes:
-            raise DataError(
-                f"data.num_classes={self.num_classes} but {self.root}/train has {len(train_classes)} class folders; "
-                f"set data.num_classes={len(train_classes)}"
-            )
+        train_classes = check_class_count(self.root, self.num_classes)
+        self.num_classes = len(train_classes)
         self.classes = train_classes
         mode = "RGB" if self.channels == 3 else "L"
         train_tf = train_transform(self.image_size, self.crop_scale_min, self.horizontal_flip, self.auto_augment,

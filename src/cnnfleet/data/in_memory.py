@@ -32,15 +32,49 @@ def stratified_split(labels: np.ndarray, val_fraction: float, test_fraction: flo
             "and sum to less than 1"
         )
     rng = np.random.RandomState(seed)
+    classes, sizes = np.unique(labels, return_counts=True)
+    n_test = _apportion(sizes, test_fraction, np.zeros_like(sizes))
+    n_val = _apportion(sizes, val_fraction, n_test)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in SPLITS}
-    for cls in np.unique(labels):
+    for cls, t, v in zip(classes, n_test, n_val, strict=True):
         idx = rng.permutation(np.flatnonzero(labels == cls))
-        n_test = int(round(len(idx) * test_fraction))
-        n_val = int(round(len(idx) * val_fraction))
-        parts["test"].append(idx[:n_test])
-        parts["val"].append(idx[n_test : n_test + n_val])
-        parts["train"].append(idx[n_test + n_val :])
+        parts["test"].append(idx[:t])
+        parts["val"].append(idx[t : t + v])
+        parts["train"].append(idx[t + v :])
     return {name: np.sort(np.concatenate(chunks)) for name, chunks in parts.items()}
+
+
+def _apportion(sizes: np.ndarray, fraction: float, taken: np.ndarray) -> np.ndarray:
+    """Images per class for a split of `fraction` of all images: each class gets the floor of its
+    share, and the images left over go to the classes with the largest remainders (Hamilton's
+    method). Rounding each class on its own empties a split when classes are small (1000 classes
+    of 4 images at val_fraction=0.1 round to 0 each); this keeps the split's total at
+    round(N * fraction) and never takes more than a class has left after `taken`."""
+    exact = sizes * fraction
+    counts = np.minimum(np.floor(exact).astype(np.int64), sizes - taken)
+    short = int(round(float(sizes.sum()) * fraction)) - int(counts.sum())
+    room = counts < sizes - taken
+    # largest remainder first; among equals, the classes the other split took least from
+    order = [i for i in np.lexsort((taken, -(exact - counts))) if room[i]]
+    counts[order[: max(0, short)]] += 1
+    return counts
+
+
+def select_classes(arrays: dict[str, tuple[np.ndarray, np.ndarray]], classes: list[int]) -> dict:
+    """Only the samples of `classes` (labels of the full set), relabelled 0..k-1 in the order given;
+    DataError for a class the data set does not have."""
+    present = set(np.concatenate([labels for _, labels in arrays.values()]).tolist())
+    absent = [c for c in classes if c not in present]
+    if absent:
+        raise DataError(f"data.classes={classes}: the data set has no class {absent[0]} (its labels are "
+                        f"{min(present)}..{max(present)})")  # fmt: skip
+    lookup = np.full(max(max(present), max(classes)) + 1, -1, dtype=np.int64)
+    lookup[classes] = np.arange(len(classes))
+    out = {}
+    for name, (images, labels) in arrays.items():
+        keep = lookup[labels] >= 0
+        out[name] = (images[keep], lookup[labels[keep]])
+    return out
 
 
 class SplitLoaders:
@@ -78,6 +112,7 @@ class InMemoryDataModule(SplitLoaders, L.LightningDataModule):
         cutmix_alpha: float,
         on_device: bool | str,
         shuffle_seed: int = 0,
+        classes: list[int] | None = None,
     ) -> None:
         super().__init__()
         if len(mean) != channels or len(std) != channels:
@@ -100,6 +135,7 @@ class InMemoryDataModule(SplitLoaders, L.LightningDataModule):
             raise ConfigError(f"data.on_device={on_device!r}; use auto, true or false")
         self.on_device = on_device is not False  # auto: in-memory data sets always fit
         self.shuffle_seed = shuffle_seed
+        self.classes = list(classes) if classes is not None else None  # data.classes: a subset, relabelled 0..k-1
         self.splits: dict[str, TensorDataset] = {}
         self.device_splits: dict[str, tuple[Tensor, Tensor]] = {}
 
@@ -117,12 +153,14 @@ class InMemoryDataModule(SplitLoaders, L.LightningDataModule):
     @property
     def class_names(self) -> list[str]:
         """Names for tables and the confusion matrix; data sets with named classes override this."""
-        return [str(i) for i in range(self.num_classes)]
+        return [str(c) for c in self.classes] if self.classes else [str(i) for i in range(self.num_classes)]
 
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
         arrays = self.split_arrays()
+        if self.classes is not None:
+            arrays = select_classes(arrays, self.classes)
         for name, key in (("train", None), ("val", "data.val_fraction")):
             if len(arrays[name][1]) == 0:
                 total = sum(len(labels) for _, labels in arrays.values())

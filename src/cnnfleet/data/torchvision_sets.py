@@ -144,4 +144,6 @@ class TorchvisionDataModule(InMemoryDataModule):
 
     @property
     def class_names(self) -> list[str]:
+        if self._classes and self.classes:  # data.classes: the subset's names, in its order
+            return [self._classes[c] for c in self.classes]
         return self._classes or super().class_names

@@ -8,7 +8,9 @@ from cnnfleet.models.resnet_cifar import ResNetCifar
 from cnnfleet.models.simple_cnn import SimpleCNN
 from cnnfleet.models.timm_models import TimmNet
 from cnnfleet.models.torchvision_models import TorchvisionNet
-from cnnfleet.schema import GROUP_SCHEMAS, defaults
+from cnnfleet.schema import GROUP_SCHEMAS, ModelConfig, defaults
+
+RUN_KEYS = set(defaults(ModelConfig))  # init_from, freeze: applied to a built network (training/builders.py)
 
 MODELS: dict[str, type[nn.Module]] = {
     "simple_cnn": SimpleCNN,
@@ -24,4 +26,5 @@ def create_model(name: str, /, **kwargs) -> nn.Module:
     constructors have none: defaults live in schema.py only); ConfigError for an unknown name."""
     if name not in MODELS:
         raise ConfigError(f"unknown model '{name}'; valid: {', '.join(sorted(MODELS))}")
-    return MODELS[name](**{**defaults(GROUP_SCHEMAS["model"][f"{name}_schema"]), **kwargs})
+    settings = {k: v for k, v in defaults(GROUP_SCHEMAS["model"][f"{name}_schema"]).items() if k not in RUN_KEYS}
+    return MODELS[name](**{**settings, **kwargs})

@@ -23,7 +23,7 @@ DEFINING_KEYS = (
 )  # fmt: skip  # fmt: skip
 # schedules planned for a fixed number of steps (torch's OneCycleLR fails past its end)
 FIXED_LENGTH_SCHEDULES = ("cnnfleet.training.schedulers.one_cycle",)
-SCHEDULE_LENGTH_KEYS = ("trainer.max_epochs", "trainer.limit_train_batches")
+SCHEDULE_LENGTH_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches")
 
 
 def owning_run_dir(ckpt: Path) -> Path | None:

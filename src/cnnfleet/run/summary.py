@@ -46,12 +46,14 @@ def summary_rows(summary: dict) -> dict[str, Any]:
     test = summary.get("test", {})
     fit = summary.get("fit", {})
     return {
+        "smoke run: not a result": summary.get("smoke"),
         "test accuracy": test.get("test/acc"),
         "test loss": test.get("test/loss"),
         "final val accuracy": fit.get("final_val", {}).get("val/acc"),
         "epochs": fit.get("epochs"),
         "optimizer steps": fit.get("global_step"),
         "resumed from step": (summary.get("resumed_from") or {}).get("global_step"),
+        "stopped by": fit.get("stopped_by"),
         "wall time (s)": summary.get("wall_seconds"),
         "train images/s": fit.get("images_per_second"),
         "time waiting for data": f"{fit['data_wait_fraction']:.1%}"

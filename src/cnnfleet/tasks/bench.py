@@ -26,12 +26,14 @@ from cnnfleet.bench.harness import (
 )
 from cnnfleet.bench.report import write_report
 from cnnfleet.errors import ConfigError
+from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.record import environment_record, write_run_record
 
 
 def bench(cfg: DictConfig) -> dict:
     # mode and epochs (>= 2: the first is warm-up) are checked by their domains in schema.BenchConfig
     folder = Path(cfg.paths.output_dir)
+    route_lightning_logs()  # Lightning's lines once, through our handlers (not also its own), no tips
     write_run_record(cfg, folder, environment_record())  # hardware, versions, settings
     return {"overhead": overhead, "devices": devices, "scaling": scaling}[cfg.mode](cfg, folder)
 
@@ -82,7 +84,8 @@ def overhead(cfg: DictConfig, folder: Path) -> dict:
 
 
 def _list(values: list[float]) -> str:
-    return " ".join(f"{v:.0f}" for v in values)
+    """Each repeat's value beside the median; empty for one repeat (it would only repeat the median)."""
+    return " ".join(f"{v:.0f}" for v in values) if len(values) > 1 else ""
 
 
 def _time_to(summary: dict, target: float) -> float | None:

@@ -148,15 +148,17 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> list[str]:
 
 def predict(cfg: DictConfig, overrides: list[str]) -> list[str]:
     from cnnfleet.data.image_folder import load_image
-    from cnnfleet.inference import eval_transform, find_inputs
+    from cnnfleet.deploy import image_mode, pixel_transform
+    from cnnfleet.inference import find_inputs
+    from cnnfleet.tasks.predict import load_predictor
 
-    trained = _trained(str(cfg.ckpt_path))
+    model = load_predictor(cfg)  # a checkpoint or an exported program
     files = find_inputs(str(cfg.inputs))
-    mode = "RGB" if trained.data["channels"] == 3 else "L"
-    image = eval_transform(trained.data)(load_image(str(files[0]), mode))
-    with building("model", trained.module.hparams.model.get("_target_")), torch.no_grad():
-        trained.module(image.unsqueeze(0))
-    return [f"checkpoint: {cfg.ckpt_path}", f"inputs: {len(files)} image(s); {files[0]} decoded and classified"]
+    image = pixel_transform(model.contract)(load_image(str(files[0]), image_mode(model.contract["channels"])))
+    with building("model", cfg.ckpt_path if cfg.ckpt_path is not None else cfg.artifact):
+        model.run(image.unsqueeze(0))
+    source = f"checkpoint: {cfg.ckpt_path}" if cfg.ckpt_path is not None else f"artifact: {cfg.artifact}"
+    return [source, f"inputs: {len(files)} image(s); {files[0]} decoded and classified"]
 
 
 def export(cfg: DictConfig, overrides: list[str]) -> list[str]:

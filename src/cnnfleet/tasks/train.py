@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
+from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig
 
 import cnnfleet
@@ -35,6 +36,7 @@ from cnnfleet.training.builders import (
     build_loggers,
     build_trainer,
     compile_network,
+    smoke_run,
 )
 from cnnfleet.training.checkpoint_io import read_checkpoint
 from cnnfleet.training.confusion import ConfusionMatrixCallback
@@ -248,6 +250,20 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
     return pruned or metric
 
 
+def _stop_reason(trainer: L.Trainer) -> dict:
+    """Why fit ended before trainer.max_epochs, when a limit or early stopping ended it."""
+    early = trainer.early_stopping_callback
+    if early is not None and early.stopped_epoch:
+        return {"stopped_by": f"early stopping on {early.monitor} at epoch {early.stopped_epoch}",
+                "stopped_early_at_epoch": early.stopped_epoch}  # fmt: skip
+    timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
+    if timer is not None and timer.time_remaining() is not None and timer.time_remaining() <= 0:
+        return {"stopped_by": "trainer.max_time"}
+    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
+        return {"stopped_by": f"trainer.max_steps={trainer.max_steps}"}
+    return {}
+
+
 def _model_name(model_cfg: DictConfig) -> str:
     """`torchvision:resnet50`, `timm:convnext_nano`, or the option's class (SimpleCNN, ...)."""
     target = str(model_cfg.get("_target_", "?")).rsplit(".", 1)[-1]
@@ -278,6 +294,8 @@ def _summary(
     datamodule.setup()
     return {
         "status": "completed",
+        # a smoke run's numbers check that everything runs; they are no result (summary_rows says so)
+        **({"smoke": smoke} if (smoke := smoke_run(cfg.trainer)) else {}),
         "run_dir": str(plan.run_dir),
         "test": test,
         "fit": {
@@ -288,6 +306,7 @@ def _summary(
             "best_monitor": checkpoint_cb.monitor if checkpoint_cb is not None else None,
             "best_checkpoint": checkpoint_cb.best_model_path if checkpoint_cb is not None else None,
             **throughput.summary(trainer.strategy.root_device),
+            **_stop_reason(trainer),
         },
         "resumed_from": resumed,
         "model": {"name": _model_name(cfg.model), "parameters": count_parameters(trainer.lightning_module.net)},

@@ -1,24 +1,34 @@
 """One builder per concern: data, model, callbacks, loggers, trainer — each from its sub-config."""
 
+import logging
 import sys
+import warnings
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import RichProgressBar
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
 from cnnfleet.data.in_memory import InMemoryDataModule
 from cnnfleet.errors import ConfigError
 from cnnfleet.guard import building
+from cnnfleet.launch.plan import current_plan
+from cnnfleet.models.freeze import freeze
+from cnnfleet.models.init_from import init_from
 from cnnfleet.training.checkpoint_io import AtomicCheckpointIO
 from cnnfleet.training.device import DevicePlan
 from cnnfleet.training.finite_loss import StopOnNonFiniteLoss
+from cnnfleet.training.last_checkpoint import LastCheckpoint
 from cnnfleet.training.module import Classifier
 from cnnfleet.training.optim import resolve_optimizer
 from cnnfleet.training.preemption import keep_our_signal_handlers
 from cnnfleet.training.step_loss import TrainLossLogger
+
+log = logging.getLogger(__name__)
+MODEL_RUN_KEYS = ("init_from", "freeze")  # model keys cnnfleet applies to the built network (schema.ModelConfig)
 
 
 def _instantiate(node: DictConfig, key: str) -> Any:
@@ -33,9 +43,14 @@ def build_datamodule(data_cfg: DictConfig, seed: int) -> InMemoryDataModule:
 
 
 def build_classifier(model_cfg: DictConfig, data_cfg: DictConfig, cfg: DictConfig) -> Classifier:
-    """The network's stem and head follow the data set's channels and classes."""
+    """The network's stem and head follow the data set's channels and classes; then model.init_from's
+    weights (not when the run resumes: the checkpoint's replace them) and model.freeze."""
+    if data_cfg.num_classes is None:  # cnnfleet's commands count an image folder's classes at launch
+        raise ConfigError("data.num_classes is not set: set data.num_classes=N (the commands count the class "
+                          "folders under data.root/train when it is left unset)")  # fmt: skip
     model = OmegaConf.to_container(model_cfg, resolve=True)
     model.update(in_channels=data_cfg.channels, num_classes=data_cfg.num_classes)
+    run_keys = {key: model.pop(key) for key in MODEL_RUN_KEYS if key in model}  # not constructor arguments
     scheduler = OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.scheduler is not None else None
     with building("model", model_cfg.get("_target_")):
         module = Classifier(
@@ -48,7 +63,31 @@ def build_classifier(model_cfg: DictConfig, data_cfg: DictConfig, cfg: DictConfi
             ema_decay=cfg.trainer.ema_decay,
         )
     check_input_shape(module.net, data_cfg.channels, data_cfg.image_size, model_cfg)
+    fine_tune(module, run_keys, model, resuming=_resuming(cfg))
     return module
+
+
+def fine_tune(module: Classifier, run_keys: dict, model: dict, resuming: bool) -> None:
+    """model.init_from (into the network and its EMA copy), then model.freeze."""
+    if run_keys.get("init_from") and resuming:
+        log.info("model.init_from=%s not applied: the run resumes from a checkpoint", run_keys["init_from"])
+    elif run_keys.get("init_from"):
+        with building("model.init_from", run_keys["init_from"]):
+            init_from(module.net, run_keys["init_from"], model, model["in_channels"])
+        if module.ema_net is not None:
+            module.ema_net.load_state_dict(module.net.state_dict())
+    if run_keys.get("freeze"):
+        # frozen BatchNorm is in eval mode on purpose (models/freeze.py): Lightning's warning about it is noise
+        warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
+        frozen = freeze(module.net, list(run_keys["freeze"]))
+        log.info("model.freeze: %s parameters frozen under %s", f"{frozen:,}", ", ".join(run_keys["freeze"]))
+
+
+def _resuming(cfg: DictConfig) -> bool:
+    """Whether the fit starts from a checkpoint: the process's run plan says (a run folder resumed by
+    SLURM requeue has no ckpt_path), else (a sweep trial, --check) ckpt_path."""
+    plan = current_plan()
+    return bool(plan.resume_from) if plan is not None else cfg.ckpt_path is not None
 
 
 def check_input_shape(net: torch.nn.Module, channels: int, size: int, model_cfg: DictConfig) -> None:
@@ -83,6 +122,47 @@ def build_callbacks(callbacks_cfg: DictConfig | None) -> list[L.Callback]:
 
 
 MODULE_KEYS = ("channels_last", "compile", "compile_mode", "ema_decay")  # trainer keys that are not Lightning's
+# lightning.Trainer's arguments that the trainer group does not pass through, and where each is set
+# (tests/test_trainer_passthrough.py holds the trainer group to Trainer's signature with this table)
+TRAINER_ARGS_ELSEWHERE = {
+    "accelerator": "device.accelerator",
+    "strategy": "device.strategy",
+    "devices": "device.devices",
+    "num_nodes": "device.num_nodes",
+    "precision": "device.precision",
+    "logger": "the logger group (logger=csv|tensorboard|wandb|none)",
+    "callbacks": "the callbacks group (callbacks=[default,early_stopping,model_summary])",
+    "plugins": "set by cnnfleet: atomic checkpoint writes and SLURM's environment",
+    "default_root_dir": "paths.output_dir (the run folder)",
+    "enable_checkpointing": "callbacks.model_checkpoint / callbacks.last_checkpoint (null to drop one)",
+    "use_distributed_sampler": "set by cnnfleet: the data module shards per rank (data/sharding.py)",
+    "barebones": "not offered: it refuses the loggers, callbacks and checkpoints every run writes",
+    "model_registry": "not offered: a Lightning cloud model registry",
+}
+PROFILERS = {
+    "simple": "lightning.pytorch.profilers.SimpleProfiler",
+    "advanced": "lightning.pytorch.profilers.AdvancedProfiler",
+    "pytorch": "lightning.pytorch.profilers.PyTorchProfiler",
+}
+
+
+def smoke_run(trainer_cfg: DictConfig) -> str | None:
+    """What makes this a smoke run (debug=fast_dev_run, debug=overfit), or None for a real one."""
+    if trainer_cfg.fast_dev_run:
+        return f"trainer.fast_dev_run={trainer_cfg.fast_dev_run}"
+    if trainer_cfg.overfit_batches:
+        return f"trainer.overfit_batches={trainer_cfg.overfit_batches}"
+    return None
+
+
+def build_profiler(name: str | None, output_dir: str) -> Any:
+    """trainer.profiler=simple|advanced|pytorch with its report written to <run>/profiler/ (Lightning
+    would put a named profiler's file in the logger's folder, or print it only)."""
+    if name is None:
+        return None
+    cls = get_class(PROFILERS[name])
+    extra = {"export_to_chrome": True} if name == "pytorch" else {}
+    return cls(dirpath=str(Path(output_dir) / "profiler"), filename=name, **extra)
 
 
 def compile_network(module: Classifier, trainer_cfg: DictConfig) -> None:
@@ -126,6 +206,10 @@ def build_trainer(
         raise ConfigError(
             "trainer.sync_batchnorm=true needs GPUs (torch's SyncBatchNorm has no CPU kernel); set it false"
         )
+    kwargs["profiler"] = build_profiler(kwargs["profiler"], output_dir)
+    if smoke_run(trainer_cfg):  # its weights are no result: no checkpoint a later ckpt_path=last could pick
+        callbacks = [c for c in callbacks if not isinstance(c, ModelCheckpoint | LastCheckpoint)]
+        kwargs["enable_checkpointing"] = False
     if kwargs["enable_progress_bar"] is None:
         kwargs["enable_progress_bar"] = sys.stdout.isatty()  # keep batch logs (SLURM, CI) clean
     if kwargs["enable_progress_bar"]:
@@ -144,7 +228,6 @@ def build_trainer(
             plugins=[AtomicCheckpointIO(), *cluster_plugins()],
             use_distributed_sampler=False,  # the DataModule shards per rank (see data/in_memory.py)
             default_root_dir=output_dir,
-            enable_model_summary=False,
             **kwargs,
         )
     keep_our_signal_handlers(trainer)  # stop requests are flags acted on at safe points (preemption.py)

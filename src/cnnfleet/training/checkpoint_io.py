@@ -2,34 +2,22 @@
 
 Lightning's TorchCheckpointIO writes in place; a kill during the write leaves a truncated
 best.ckpt/last.ckpt that resume would pick. We write to a temporary file in the same folder,
-fsync it, then os.replace() it over the target (atomic on POSIX within one file system).
+fsync it, then os.replace() it over the target (atomic on POSIX within one file system):
+cnnfleet.run.files.atomic_path, the one helper for every atomic write.
 """
 
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from cnnfleet.run.files import atomic_path
+
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)  # make the rename itself durable
-        finally:
-            os.close(dir_fd)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_path(path, durable=True) as tmp, open(tmp, "wb") as handle:
+        torch.save(obj, handle)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -18,6 +18,8 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 from cnnfleet import __version__
 from cnnfleet.errors import ConfigError
 from cnnfleet.guard import building
+from cnnfleet.models.freeze import keep_frozen_norms_in_eval
+from cnnfleet.training.optim import build_optimizer
 
 RUN_CONFIG_KEY = "cnnfleet"  # checkpoint entry holding the run's resolved config
 
@@ -55,6 +57,11 @@ class Classifier(L.LightningModule):
         self.train_sums: Tensor | None = None
         self.val_loss = MeanMetric()
         self.test_loss = MeanMetric()
+
+    def train(self, mode: bool = True) -> "Classifier":
+        super().train(mode)
+        keep_frozen_norms_in_eval(self.net)  # model.freeze: frozen BatchNorm keeps its statistics (models/freeze.py)
+        return self
 
     @property
     def eval_net(self) -> torch.nn.Module:
@@ -135,7 +142,7 @@ class Classifier(L.LightningModule):
 
     def build_optimizer(self) -> torch.optim.Optimizer:
         with building("optimizer", self.hparams.optimizer.get("_target_")):
-            return instantiate(self.hparams.optimizer)(params=self.parameters())
+            return build_optimizer(self, self.net, self.hparams.optimizer)  # frozen left out, layer decay
 
     def build_scheduler(self, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
         with building("scheduler", self.hparams.scheduler.get("_target_")):
