@@ -34,7 +34,6 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 SITE = Path(tempfile.gettempdir()) / "cnnfleet-gpu-site"
 READY = "CNNFLEET_GPU_CHECK_READY"
-PEAK_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0, "L40S": 362.0, "L4": 121.0}  # dense, datasheets
 
 
 # ---------------------------------------------------------------------------------------- set-up
@@ -296,30 +295,28 @@ def overhead(report: Report, name: str, workload: list[str], epochs: int, repeat
 
 
 def _peak_flops() -> float | None:
+    """The GPU's dense bf16 peak from cnnfleet's own table (training/flops.py), as runs use it."""
     import torch
 
-    name = torch.cuda.get_device_name(0)
-    return next((tf * 1e12 for key, tf in PEAK_BF16_TFLOPS.items() if key in name), None)
+    from cnnfleet.training.flops import peak_for
+
+    peak = peak_for(torch.cuda.get_device_name(0), "bf16")
+    return peak[0] if peak else None
 
 
 def train_flops(model: list[str], image_size: int, channels: int = 3) -> float:
-    """FLOPs of one image's forward and backward pass (torch's FLOP counter, batch 2)."""
-    import torch
-    from torch.utils.flop_counter import FlopCounterMode
-
+    """FLOPs of one image's forward and backward pass: the count every run makes (training/flops.py)."""
     from cnnfleet.bench.harness import compose_train
     from cnnfleet.schema import register_configs
     from cnnfleet.training.builders import build_classifier
+    from cnnfleet.training.flops import train_flops_per_image
 
     register_configs()
     with tempfile.TemporaryDirectory() as tmp:
         cfg = compose_train([*model, "data=synthetic", f"data.image_size={image_size}", f"data.channels={channels}"],
                             tmp)  # fmt: skip
     net = build_classifier(cfg.model, cfg.data, cfg).net
-    x = torch.randn(2, channels, image_size, image_size)
-    with FlopCounterMode(display=False) as counter:
-        net(x).sum().backward()
-    return counter.get_total_flops() / 2
+    return train_flops_per_image(net, (channels, image_size, image_size)) or 0.0
 
 
 def resnet50(report: Report, compile_: bool) -> None:

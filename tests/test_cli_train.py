@@ -21,6 +21,9 @@ def test_default_run_reaches_99_percent_on_digits(default_run) -> None:
     assert summary["fit"]["epochs"] == 20 and summary["fit"]["global_step"] == 20 * DIGITS_STEPS_PER_EPOCH
     assert summary["device"]["precision"] == "32-true" and summary["device"]["world_size"] == 1
     assert "test accuracy" in default_run.stdout and "images/s" in default_run.stdout
+    # FLOPs of one training image counted before fit (training/flops.py); no MFU on a CPU (no peak)
+    assert summary["fit"]["flops_per_image"] == pytest.approx(14.24e6, rel=0.01) and summary["fit"]["mfu"] is None
+    assert summary["fit"]["tflops_per_device"] > 0
 
 
 def test_run_folder_explains_itself(default_run) -> None:

@@ -8,6 +8,7 @@ import csv
 import hashlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import threading
@@ -105,7 +106,10 @@ def test_ctrl_c_a_second_process_a_changed_value_two_resumes_and_a_reused_folder
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-3000:]
     line = [line for line in stderr.splitlines() if "stopped by SIGINT" in line]
-    assert len(line) == 1 and "continue with: cnnfleet-train ckpt_path=last" in line[0] and "Traceback" not in stderr
+    assert len(line) == 1 and "continue with: cnnfleet-train " in line[0] and "Traceback" not in stderr
+    # the hint repeats the run's own overrides (they define it) before ckpt_path=last
+    hint = line[0].split("continue with: ")[1].split(" (or hydra.run.dir=")[0]
+    assert hint.endswith(" ckpt_path=last") and all(shlex.quote(a) in hint for a in args if "ckpt_path" not in a)
     step = int(line[0].split("at step ")[1].split(":")[0])
     saved = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
     assert saved["global_step"] == step == state(run)["step"] and state(run)["status"] == "stopped"
@@ -121,6 +125,12 @@ def test_ctrl_c_a_second_process_a_changed_value_two_resumes_and_a_reused_folder
     # a changed value that would make it another run: one line, and the folder is untouched
     changed = run_cli("cnnfleet-train", [*SHORT, "trainer.max_epochs=9", "ckpt_path=last"], tmp_path)
     assert changed.returncode == 2 and "trainer.max_epochs: 8 -> 9" in one_error_line(changed.stderr)
+    assert "start a new run from its weights with model.init_from=" in one_error_line(changed.stderr)
+    assert fingerprint(run) == before
+
+    # a smoke run never continues a real run's folder (its 1-step weights would become the run's)
+    smoke = run_cli("cnnfleet-train", [*args, "debug=fast_dev_run", f"hydra.run.dir={run}"], tmp_path)
+    assert smoke.returncode == 2 and "a smoke run (debug=fast_dev_run" in one_error_line(smoke.stderr)
     assert fingerprint(run) == before
 
     resumed = run_cli("cnnfleet-train", [*args, "ckpt_path=last"], tmp_path)

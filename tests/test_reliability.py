@@ -77,7 +77,12 @@ def test_sigterm_saves_and_resume_matches_the_uninterrupted_run_exactly(tmp_path
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143, stderr[-2000:]
     lines = [line for line in stderr.splitlines() if "stopped by SIGTERM" in line]
-    assert len(lines) == 1 and "continue with: cnnfleet-train ckpt_path=last" in lines[0] and "Traceback" not in stderr
+    assert (
+        len(lines) == 1
+        and "continue with: cnnfleet-train " in lines[0]
+        and " ckpt_path=last" in lines[0]
+        and "Traceback" not in stderr
+    )
     stopped_at = int(lines[0].split("at step ")[1].split(":")[0])
     assert 0 < stopped_at < 4 * STEPS_PER_EPOCH  # it stopped before the end
 
@@ -149,7 +154,7 @@ def test_a_frozen_ddp_rank_ends_the_run_within_the_timeout_in_one_line_naming_it
     ours = [line for line in stderr.splitlines() if line.startswith("cnnfleet-train: error:")]
     assert len(ours) == 1, stderr[-3000:]
     assert f"rank 1 (host {socket.gethostname()}, pid {child[0]}) stopped answering: its heartbeat stopped" in ours[0]
-    assert "continue with: cnnfleet-train ckpt_path=last" in ours[0] and "Traceback" not in stderr
+    assert "continue with: cnnfleet-train " in ours[0] and " ckpt_path=last" in ours[0] and "Traceback" not in stderr
     (run,) = (tmp_path / "logs" / "train" / "runs").iterdir()
     state = json.loads((run / "state.json").read_text())
     assert state["status"] == "failed" and "rank 1" in state["attempts"][-1]["exit"]

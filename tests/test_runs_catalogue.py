@@ -1,7 +1,7 @@
 """cnnfleet-runs (the local run catalogue) through its real CLI, and logger=mlflow's local store.
 
 The catalogue is built from copies of the session's default run (no new training): a better
-second run, a failed, a damaged, a half-written, a running and a killed one.
+second run, a failed, a damaged, a half-written, a running, a killed and a smoke one.
 """
 
 import json
@@ -40,7 +40,7 @@ def _copy(source: Path, runs: Path, name: str) -> Path:
 
 @pytest.fixture(scope="module")
 def catalogue(default_run, tmp_path_factory):
-    """A logs root with seven run folders made from the default run; yields (root, lock held on 'live')."""
+    """A logs root with eight run folders made from the default run; yields (root, lock held on 'live')."""
     root = tmp_path_factory.mktemp("catalogue")
     runs = root / "logs" / "train" / "runs"
     (source,) = default_run.run_dirs()
@@ -60,6 +60,8 @@ def catalogue(default_run, tmp_path_factory):
     half = runs / "e_half" / ".hydra"
     half.mkdir(parents=True)
     (half.parent / "train.log").write_text("")
+    smoke = _copy(source, runs, "h_smoke")  # a debug=fast_dev_run run: completed, but no result
+    _edit_json(smoke / "summary.json", smoke="trainer.fast_dev_run=True")
     for name in ("f_live", "g_killed"):
         folder = _copy(source, runs, name)
         (folder / "summary.json").unlink()
@@ -81,8 +83,9 @@ def test_list_shows_every_run_with_its_status_and_never_a_traceback(catalogue) -
     statuses = {name: row["status"] for name, row in rows.items()}
     assert statuses == {
         "a_default": "completed", "b_better": "completed", "c_failed": "failed", "d_damaged": "completed",
-        "e_half": "incomplete", "f_live": "running", "g_killed": "interrupted",
+        "e_half": "incomplete", "f_live": "running", "g_killed": "interrupted", "h_smoke": "smoke",
     }  # fmt: skip
+    assert rows["h_smoke"]["note"].startswith("smoke run (trainer.fast_dev_run=True): not a result")
     assert rows["c_failed"]["note"].startswith("diverged: loss is nan")
     assert "summary.json unreadable" in rows["d_damaged"]["note"]
     assert "killed or its node lost" in rows["g_killed"]["note"]
@@ -92,7 +95,7 @@ def test_list_shows_every_run_with_its_status_and_never_a_traceback(catalogue) -
     assert table.returncode == 0 and "Traceback" not in table.stderr
     header, *lines = table.stdout.splitlines()
     assert header.split() == ["run", "status", "task", "test/acc", "val/acc", "date", "device", "world", "wall", "note"]
-    assert len(lines) == 7
+    assert len(lines) == 8
 
 
 def test_filter_sort_and_limit_pick_the_best_completed_run(catalogue) -> None:

@@ -94,7 +94,9 @@ def help_text(job: str) -> str:
         lines.append(f"  [{title}]")
         width = max(len(key) for key, *_ in table) if table else 0
         lines.extend(f"    {key:<{width}}  {domain}; default {default}" for key, domain, default, _ in table)
-    return "\n".join(lines)
+    # Hydra fills its help template with string.Template: a default such as logger.mlflow's
+    # "file:${paths.log_dir}/mlruns" must reach it as "$${...}" to print as written
+    return "\n".join(lines).replace("$", "$$")
 
 
 def markdown() -> str:

@@ -541,6 +541,48 @@ class BenchConfig:
     threads_per_process: int = key(1, Ge(1), Le(256))  # scaling on CPU
 
 
+# ---------------------------------------------------------------- callbacks (validated by _target_)
+
+# what the run logs (training/module.py): a callback monitoring anything else would fail after an epoch
+MONITORED = OneOf("val/loss", "val/acc", "val/f1", "val/acc_top5", "train/loss_epoch", "train/acc")
+
+
+@dataclass
+class EarlyStoppingConfig:
+    """callbacks.early_stopping (callbacks=[default,early_stopping]): Lightning's EarlyStopping."""
+
+    NODE: ClassVar[str] = "callbacks.early_stopping"
+    monitor: str = key("val/loss", MONITORED)  # val/acc_top5 exists with more than 5 classes
+    mode: str = key("min", OneOf("min", "max"))  # min for losses, max for accuracies
+    patience: int = key(3, Ge(0), Le(1_000_000))  # validations without an improvement of min_delta
+    min_delta: float = key(0.0, Ge(0))
+    check_finite: bool = True  # stop when the monitored value is NaN or inf
+    verbose: bool = False
+
+
+@dataclass
+class ModelCheckpointConfig:
+    """callbacks.model_checkpoint: the keys of Lightning's ModelCheckpoint a user changes."""
+
+    NODE: ClassVar[str] = "callbacks.model_checkpoint"
+    monitor: str | None = key("val/loss", MONITORED)  # what best.ckpt is best at
+    mode: str = key("min", OneOf("min", "max"))
+    save_top_k: int = key(1, Ge(-1), Le(1_000_000))
+
+
+@dataclass
+class ModelSummaryConfig:
+    """callbacks.model_summary (callbacks=[default,model_summary]): Lightning's layer table."""
+
+    NODE: ClassVar[str] = "callbacks.model_summary"
+    max_depth: int = key(2, Ge(-1), Le(100))  # module levels shown; -1 = all, 0 = none
+
+
+TARGET_SCHEMAS["lightning.pytorch.callbacks.EarlyStopping"] = EarlyStoppingConfig
+TARGET_SCHEMAS["lightning.pytorch.callbacks.ModelCheckpoint"] = ModelCheckpointConfig
+TARGET_SCHEMAS["lightning.pytorch.callbacks.ModelSummary"] = ModelSummaryConfig
+
+
 # ---------------------------------------------------------------- loggers (validated by _target_)
 
 WANDB_NAME = Pattern(r"[^/\\#?%:]{1,128}", "1 to 128 characters without / \\ # ? % :")

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from cnnfleet.run.state import FAILED, PRUNED, RUNNING, STATE_FILE, STOPPED, is_locked
+from cnnfleet.run.state import COMPLETED, FAILED, PRUNED, RUNNING, STATE_FILE, STOPPED, is_locked
 
 SUMMARY_FILE = "summary.json"
 INTERRUPTED = "interrupted"  # state.json says running, but no process holds the lock: killed, or its node lost
@@ -175,8 +175,23 @@ def read_run(run_dir: Path, root: Path) -> RunRecord:
         record.wall_seconds = (datetime.now(timezone.utc) - since).total_seconds()
         problems.append("time so far")
     why = _why(record.status, state, summary)
+    if smoke := _smoke(run_dir, summary):  # a smoke run's numbers are no result: never listed as one
+        record.status = "smoke" if record.status == COMPLETED else record.status
+        why = f"smoke run ({smoke}): not a result" + (f"; {why}" if why else "")
     record.note = "; ".join([*([why] if why else []), *problems])
     return record
+
+
+def _smoke(run_dir: Path, summary: dict | None) -> str | None:
+    """What made the run a smoke run (summary.json says; a stopped one's config.yaml does), or None."""
+    if summary is not None and summary.get("smoke"):
+        return str(summary["smoke"])
+    trainer = (read_config(run_dir) or {}).get("trainer")
+    if isinstance(trainer, dict):
+        for key in ("fast_dev_run", "overfit_batches"):
+            if trainer.get(key):
+                return f"trainer.{key}={trainer[key]}"
+    return None
 
 
 def read_runs(root: Path) -> list[RunRecord]:

@@ -17,12 +17,14 @@ SLURM/torchrun ranks compute the same keyed folder from the same read-only facts
 
 import dataclasses
 import os
+import shlex
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig
 
 from cnnfleet.cluster.handoff import record_run_dir
@@ -90,7 +92,8 @@ class RunPlan:
             return f"cnnfleet-submit hydra.run.dir={self.run_dir} (with the job's other overrides)"
         if self.launcher.kind == "torchrun":
             return f"the same torchrun command (same --rdzv-id={self.launcher.job_id})"
-        return f"cnnfleet-train ckpt_path=last (or hydra.run.dir={self.run_dir})"
+        command = " ".join(["cnnfleet-train", *original_overrides(self.run_dir), "ckpt_path=last"])
+        return f"{command} (or hydra.run.dir={self.run_dir} in place of ckpt_path=last)"
 
     def identity(self) -> dict[str, Any]:
         who = self.launcher
@@ -99,6 +102,20 @@ class RunPlan:
 
 _current: RunPlan | None = None
 _lock: RunLock | None = None  # held by rank 0 for the life of the process
+
+
+def original_overrides(run_dir: Path) -> list[str]:
+    """The run's first command-line overrides (.hydra/overrides.yaml), shell-quoted, without the ones
+    that choose the folder and checkpoint: what continuing it must repeat (its values define it)."""
+    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    if not path.is_file():
+        return []
+    try:
+        saved = yaml.safe_load(path.read_text()) or []
+    except (OSError, yaml.YAMLError):
+        return []
+    chosen = ("ckpt_path", "hydra.run.dir", "data.num_classes")  # data.num_classes: counted again at launch
+    return [shlex.quote(str(o)) for o in saved if str(o).partition("=")[0].lstrip("+~") not in chosen]
 
 
 def current_plan() -> RunPlan | None:
@@ -271,6 +288,11 @@ def plan_launch(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], n
         )
     check_schedule(cfg)
     plan = follow(cfg, overrides, env, rank) if rank > 0 else decide(cfg, overrides, env, new_config)
+    if (cfg.trainer.fast_dev_run or cfg.trainer.overfit_batches) and not plan.fresh:
+        raise ConfigError(
+            f"a smoke run (debug=fast_dev_run / debug=overfit) starts a run folder of its own, but this command would "
+            f"continue {plan.run_dir}; leave out ckpt_path and hydra.run.dir"
+        )
     if rank == 0:
         _own(plan)  # the decision was read-only; from here on the folder is ours
         record_run_dir(who.job_id if who.kind == "slurm" else None, plan.run_dir)  # for the batch shell
@@ -313,6 +335,10 @@ def check_schedule(cfg: DictConfig) -> None:
         raise ConfigError(
             f"trainer.max_epochs={trainer.max_epochs} trains nothing; use >= 1 (or train=false to only test)"
         )
+    if trainer.max_steps == 0:
+        raise ConfigError("trainer.max_steps=0 trains nothing; use >= 1, or -1 for no step limit")
+    if trainer.max_time is not None and not any(int(part) for part in str(trainer.max_time).split(":")):
+        raise ConfigError(f"trainer.max_time={trainer.max_time} trains nothing; give a duration, e.g. 00:02:00:00")
     if trainer.limit_train_batches is not None and trainer.limit_train_batches <= 0:
         raise ConfigError(
             f"trainer.limit_train_batches={trainer.limit_train_batches} trains nothing; use a fraction in (0, 1], "

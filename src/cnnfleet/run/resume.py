@@ -124,7 +124,8 @@ def check_same_run(run_dir: Path, new_config: dict, extending: bool = False) -> 
     if not changes:
         return
     listed = "; ".join(f"{key}: {old!r} -> {new!r}" for key, (old, new) in changes.items())
-    one_cycle = any(key in SCHEDULE_LENGTH_KEYS or key.startswith("scheduler") for key in changes)
+    fixed_length = flatten(saved).get("scheduler._target_") in FIXED_LENGTH_SCHEDULES
+    one_cycle = fixed_length and any(key in SCHEDULE_LENGTH_KEYS or key.startswith("scheduler.") for key in changes)
     why = "the one-cycle schedule was planned for the original length" if one_cycle else "these define the run"
     if extending:
         raise ConfigError(
@@ -135,5 +136,5 @@ def check_same_run(run_dir: Path, new_config: dict, extending: bool = False) -> 
         )  # fmt: skip
     raise ConfigError(
         f"cannot continue {run_dir.name} with other settings ({listed}): {why}; resume with the run's values, or "
-        f"start a new run from its weights with ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+        f"start a new run from its weights with model.init_from={run_dir / 'checkpoints' / 'last.ckpt'}"
     )

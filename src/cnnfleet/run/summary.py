@@ -60,6 +60,7 @@ def summary_rows(summary: dict) -> dict[str, Any]:
         if fit.get("data_wait_fraction") is not None
         else None,
         "peak GPU memory (GiB)": fit.get("peak_gpu_memory_gb"),
+        "MFU": f"{fit['mfu']:.1%} of {fit['mfu_peak']}" if fit.get("mfu") is not None else None,
         "model (parameters)": f"{summary['model']['name']} ({summary['model']['parameters']:,})"
         if summary.get("model")
         else None,

@@ -47,6 +47,7 @@ from cnnfleet.training.explain import (
     explain_out_of_memory,
     explain_rendezvous_failure,
 )
+from cnnfleet.training.flops import train_flops_per_image
 from cnnfleet.training.module import Classifier, count_parameters
 from cnnfleet.training.preemption import Stopped, graceful_stop, stop_if_requested
 from cnnfleet.training.rank_watch import RankWatch, end_on_silent_rank
@@ -157,9 +158,10 @@ def _record_failure(output_dir: Path, exc: Exception) -> None:
 
 
 def training_callbacks(cfg: DictConfig, module: Classifier, environment: dict, output_dir: Path,
-                       on_silent_rank: Callable) -> tuple[ThroughputMonitor, RankWatch, list[L.Callback]]:  # fmt: skip
+                       on_silent_rank: Callable, flops_per_image: float | None = None,
+                       ) -> tuple[ThroughputMonitor, RankWatch, list[L.Callback]]:  # fmt: skip
     """Every callback of a training run (build_trainer adds the finite-loss check and the loss logger)."""
-    throughput = ThroughputMonitor()
+    throughput = ThroughputMonitor(flops_per_image)
     watch = RankWatch(cfg.device.timeout_s, on_silent_rank)
     trial = sweep_trial()  # an Optuna trial reports to its study at every validation (sweeps/pruning.py)
     return (
@@ -203,12 +205,14 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
     # every rank says what it trains: its own log file shows that all ranks agree
     log.info("rank %d of %d hyperparameters: %s", rank, plan.world_size, hyperparameters_line(cfg))
     module.run_config = plain_config(cfg)
+    # counted before compile, on a meta-device copy: MFU in the logs and the summary (training/flops.py)
+    flops = train_flops_per_image(module.net, (datamodule.channels, datamodule.image_size, datamodule.image_size))
     compile_network(module, cfg.trainer)
     if rank == 0:
         log.info("model %s: %s parameters", _model_name(cfg.model), f"{count_parameters(module.net):,}")
     loggers.extend(build_loggers(cfg.logger))
     throughput, watch, callbacks = training_callbacks(cfg, module, environment, output_dir,
-                                                     end_on_silent_rank(plan, attempt))  # fmt: skip
+                                                     end_on_silent_rank(plan, attempt), flops)  # fmt: skip
     trainer = build_trainer(cfg.trainer, plan.devices, callbacks, loggers, str(output_dir))
     start_wandb_runs(loggers)  # every check of the input has passed: W&B may write into the run folder
 
@@ -224,9 +228,14 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
                 trainer.fit(module, datamodule=datamodule, ckpt_path=plan.resume_from)
             final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         if cfg.train and plan.extends and resumed and trainer.global_step == resumed["global_step"]:
+            limits = [f"trainer.max_epochs={cfg.trainer.max_epochs}"]
+            limits += [f"trainer.max_steps={cfg.trainer.max_steps}"] if cfg.trainer.max_steps != -1 else []
+            limits += [f"trainer.max_time={cfg.trainer.max_time} (its clock travels in the checkpoint)"] \
+                if cfg.trainer.max_time else []  # fmt: skip
             raise ConfigError(
-                f"nothing was trained: the checkpoint of {Path(plan.extends).name} is already at the end of "
-                f"trainer.max_epochs={cfg.trainer.max_epochs}; raise trainer.max_epochs to train it further"
+                f"nothing was trained: the checkpoint of {Path(plan.extends).name} (epoch {resumed.get('epoch')}, "
+                f"step {resumed['global_step']}) is already at the end of its schedule: {', '.join(limits)}; "
+                "raise the limit that ended it"
             )
         stop_if_requested("the pause before testing", trainer.global_step, rank == 0, trainer)
         pruned = next((c.pruned for c in callbacks if isinstance(c, ReportToStudy) and c.pruned), None)

@@ -1,6 +1,7 @@
 """Failures of a valid run, each turned into one line that says what happened and what to do:
 a rank that cannot reach the others, a rank lost mid-training, out of memory, a finished schedule."""
 
+import dataclasses
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -107,3 +108,11 @@ def explain_misconfiguration() -> Iterator[None]:
     except MisconfigurationException as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"invalid trainer settings: {first}") from None
+    except ValueError as exc:  # e.g. "`val_check_interval` (1000) must be less than or equal to ... (19)"
+        from cnnfleet.schema import TrainerConfig
+
+        text = " ".join(str(exc).split())
+        named = [f.name for f in dataclasses.fields(TrainerConfig) if f"`{f.name}`" in text]
+        if not named:
+            raise
+        raise ConfigError(f"invalid trainer settings: trainer.{named[0]}: {text}") from None

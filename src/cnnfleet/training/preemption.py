@@ -160,6 +160,7 @@ class GracefulStop(L.Callback):
 
     def _stop(self, trainer: L.Trainer, request: int, phase: str, save: bool) -> None:
         path = None
+        save = save and not (trainer.fast_dev_run or trainer.overfit_batches)  # a smoke run's weights are no result
         hpc = request == signals.REQUEUE and self.job_id is not None and requeue_enabled()
         if save and hpc:
             path = next_hpc_path(trainer.default_root_dir)

@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from cnnfleet.training.flops import peak_flops
 from cnnfleet.training.log_rows import log_rows
 
 
@@ -40,7 +41,11 @@ def _seconds(start: "float | torch.cuda.Event", end: "float | torch.cuda.Event")
 
 
 class ThroughputMonitor(L.Callback):
-    def __init__(self) -> None:
+    def __init__(self, flops_per_image: float | None = None) -> None:
+        # MFU: FLOPs of one training image (training/flops.py) against the devices' peak
+        self.flops_per_image = flops_per_image
+        self._peak: tuple[float, str] | None = None
+        self._world = 1
         self.train_seconds = 0.0  # training epochs only, validation excluded
         self.data_wait_seconds = 0.0
         self.images = 0  # all ranks together
@@ -57,6 +62,7 @@ class ThroughputMonitor(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # a run resumed mid-epoch gets no on_train_epoch_start for that epoch (measured: the first
         # interval then began at perf_counter's origin and reported ~78 minutes per step)
+        self._peak, self._world = peak_flops(pl_module.device, str(trainer.precision)), trainer.world_size
         self.on_train_epoch_start(trainer, pl_module)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -131,6 +137,11 @@ class ThroughputMonitor(L.Callback):
         }
         if "peak_mem_gb" in closed:
             metrics["perf/peak_mem_gb"] = closed["peak_mem_gb"]
+        if self.flops_per_image:
+            per_device = closed["images"] / seconds / trainer.world_size * self.flops_per_image
+            metrics["perf/tflops_per_device"] = per_device / 1e12
+            if self._peak:
+                metrics["perf/mfu"] = per_device / self._peak[0]
         # Lightning's convention: the k-th optimizer step's rows carry step k - 1 (train/loss, the LR
         # monitor), so a resume from global_step k drops exactly the rows at step >= k (run/attempt.py)
         log_rows(trainer, metrics, step=closed["step"] - 1)
@@ -140,7 +151,14 @@ class ThroughputMonitor(L.Callback):
         peak = torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None
         steady = self.epochs[1:]  # the first epoch pays for warm-up (allocator, cudnn autotune, compile)
         steady_seconds = sum(e["train_seconds"] for e in steady)
+        steady_rate = sum(e["images"] for e in steady) / steady_seconds if steady_seconds else None
+        rate = steady_rate or (self.images / self.train_seconds if self.train_seconds > 0 else None)
+        achieved = rate * self.flops_per_image / self._world if rate and self.flops_per_image else None
         return {
+            "flops_per_image": self.flops_per_image,
+            "tflops_per_device": achieved / 1e12 if achieved else None,
+            "mfu": achieved / self._peak[0] if achieved and self._peak else None,
+            "mfu_peak": self._peak[1] if self._peak else None,
             "train_seconds": self.train_seconds,
             "images_per_second": self.images / self.train_seconds if self.train_seconds > 0 else None,
             "steady_images_per_second": sum(e["images"] for e in steady) / steady_seconds if steady_seconds else None,
