@@ -19,6 +19,7 @@ from cnnfleet.data.on_device import storage_dtype  # stored as the on-device pat
 from cnnfleet.errors import CnnfleetError
 from cnnfleet.training.builders import build_classifier, build_datamodule, build_trainer, compile_network
 from cnnfleet.training.device import plan_devices
+from cnnfleet.training.optim import build_optimizer
 from cnnfleet.training.throughput import ThroughputMonitor
 
 # what the in-process cnnfleet side leaves out: the measurement is the training loop itself
@@ -83,7 +84,7 @@ class BareModule(L.LightningModule):
         return F.cross_entropy(self.net(x.contiguous(memory_format=self.memory_format)), y)
 
     def configure_optimizers(self) -> dict:
-        optimizer = instantiate(self.optimizer_cfg)(params=self.parameters())
+        optimizer = build_optimizer(self, self.net, self.optimizer_cfg)  # as cnnfleet's (layer_decay, freeze)
         if self.scheduler_cfg is None:
             return {"optimizer": optimizer}
         total = int(self.trainer.estimated_stepping_batches)

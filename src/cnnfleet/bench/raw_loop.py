@@ -9,6 +9,8 @@ import torch.nn.functional as F
 from hydra.utils import instantiate
 from torch import Tensor, nn
 
+from cnnfleet.training.optim import build_optimizer
+
 
 def raw_train(
     net: nn.Module,
@@ -26,7 +28,7 @@ def raw_train(
     device = images.device
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     net = net.to(device, memory_format=memory_format).train()
-    optimizer = instantiate(optimizer_cfg)(params=net.parameters())
+    optimizer = build_optimizer(net, net, optimizer_cfg, net_prefix="")  # as cnnfleet's (layer_decay, freeze)
     steps_per_epoch = -(-len(images) // batch_size)
     scheduler = instantiate(scheduler_cfg)(optimizer=optimizer, total_steps=epochs * steps_per_epoch) \
         if scheduler_cfg else None  # fmt: skip

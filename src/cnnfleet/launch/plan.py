@@ -114,7 +114,7 @@ def original_overrides(run_dir: Path) -> list[str]:
         saved = yaml.safe_load(path.read_text()) or []
     except (OSError, yaml.YAMLError):
         return []
-    chosen = ("ckpt_path", "hydra.run.dir", "data.num_classes")  # data.num_classes: counted again at launch
+    chosen = ("ckpt_path", "hydra.run.dir")
     return [shlex.quote(str(o)) for o in saved if str(o).partition("=")[0].lstrip("+~") not in chosen]
 
 
@@ -288,7 +288,8 @@ def plan_launch(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], n
         )
     check_schedule(cfg)
     plan = follow(cfg, overrides, env, rank) if rank > 0 else decide(cfg, overrides, env, new_config)
-    if (cfg.trainer.fast_dev_run or cfg.trainer.overfit_batches) and not plan.fresh:
+    # rank 0 decides (ranks > 0 always follow its folder, which Lightning's re-launch passes them)
+    if rank == 0 and (cfg.trainer.fast_dev_run or cfg.trainer.overfit_batches) and not plan.fresh:
         raise ConfigError(
             f"a smoke run (debug=fast_dev_run / debug=overfit) starts a run folder of its own, but this command would "
             f"continue {plan.run_dir}; leave out ckpt_path and hydra.run.dir"

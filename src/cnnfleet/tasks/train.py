@@ -206,7 +206,8 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
     log.info("rank %d of %d hyperparameters: %s", rank, plan.world_size, hyperparameters_line(cfg))
     module.run_config = plain_config(cfg)
     # counted before compile, on a meta-device copy: MFU in the logs and the summary (training/flops.py)
-    flops = train_flops_per_image(module.net, (datamodule.channels, datamodule.image_size, datamodule.image_size))
+    shape = (datamodule.channels, datamodule.image_size, datamodule.image_size)
+    flops = train_flops_per_image(module.net, shape) if rank == 0 else None  # rank 0 logs and summarises
     compile_network(module, cfg.trainer)
     if rank == 0:
         log.info("model %s: %s parameters", _model_name(cfg.model), f"{count_parameters(module.net):,}")
