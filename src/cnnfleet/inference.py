@@ -56,21 +56,6 @@ def deployed(trained: TrainedModel, device: torch.device) -> Artifact:
     return Artifact(contract, trained.class_names, run, device.type)
 
 
-def eval_transform(data: dict) -> Any:
-    """PIL image -> normalised tensor as the data set's evaluation split sees it."""
-    from torchvision.transforms import v2
-
-    from cnnfleet.data.image_folder import eval_transform as folder_eval
-
-    if "resize_size" in data:  # image folders: resize the short side, center crop
-        return folder_eval(data["image_size"], data["resize_size"], data["mean"], data["std"])
-    size = data["image_size"]  # in-memory data sets: whole images at the training size
-    return v2.Compose([
-        v2.Resize((size, size), antialias=True),
-        v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(data["mean"], data["std"]),
-    ])  # fmt: skip
-
-
 def find_inputs(spec: str) -> list[Path]:
     """An image file, a folder (searched recursively) or a glob pattern -> sorted image files."""
     path = Path(spec)

@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from cnnfleet.run.smoke import smoke_run
 from cnnfleet.run.state import COMPLETED, FAILED, PRUNED, RUNNING, STATE_FILE, STOPPED, is_locked
 
 SUMMARY_FILE = "summary.json"
@@ -187,11 +188,7 @@ def _smoke(run_dir: Path, summary: dict | None) -> str | None:
     if summary is not None and summary.get("smoke"):
         return str(summary["smoke"])
     trainer = (read_config(run_dir) or {}).get("trainer")
-    if isinstance(trainer, dict):
-        for key in ("fast_dev_run", "overfit_batches"):
-            if trainer.get(key):
-                return f"trainer.{key}={trainer[key]}"
-    return None
+    return smoke_run(trainer) if isinstance(trainer, dict) else None
 
 
 def read_runs(root: Path) -> list[RunRecord]:

@@ -48,6 +48,7 @@ from cnnfleet.run.resume import (
     owning_run_dir,
     runs_of_task,
 )
+from cnnfleet.run.smoke import smoke_run
 from cnnfleet.run.state import FINISHED, RUNNING, RunLock, RunState, holder, is_locked
 
 # what a folder may hold before its run's state.json: cnnfleet-submit's copy of the script, a lock,
@@ -289,7 +290,7 @@ def plan_launch(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], n
     check_schedule(cfg)
     plan = follow(cfg, overrides, env, rank) if rank > 0 else decide(cfg, overrides, env, new_config)
     # rank 0 decides (ranks > 0 always follow its folder, which Lightning's re-launch passes them)
-    if rank == 0 and (cfg.trainer.fast_dev_run or cfg.trainer.overfit_batches) and not plan.fresh:
+    if rank == 0 and smoke_run(cfg.trainer) and not plan.fresh:
         raise ConfigError(
             f"a smoke run (debug=fast_dev_run / debug=overfit) starts a run folder of its own, but this command would "
             f"continue {plan.run_dir}; leave out ckpt_path and hydra.run.dir"

@@ -24,6 +24,7 @@ from cnnfleet.run.files import write_json_atomic, write_text_atomic
 from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.plots import plot_curves
 from cnnfleet.run.record import environment_record, plain_config
+from cnnfleet.run.smoke import smoke_run
 from cnnfleet.run.state import COMPLETED, FAILED, PRUNED, STOPPED
 from cnnfleet.run.summary import print_table, summary_rows, write_summary
 from cnnfleet.sweeps.pruning import Pruned, ReportToStudy
@@ -36,7 +37,6 @@ from cnnfleet.training.builders import (
     build_loggers,
     build_trainer,
     compile_network,
-    smoke_run,
 )
 from cnnfleet.training.checkpoint_io import read_checkpoint
 from cnnfleet.training.confusion import ConfusionMatrixCallback

@@ -26,6 +26,7 @@ from lightning.pytorch.loggers import MLFlowLogger
 from lightning.pytorch.utilities.rank_zero import rank_zero_only
 
 from cnnfleet.launch.env import global_rank
+from cnnfleet.run.files import write_text_atomic
 
 RUN_ID_FILE = "mlflow_run_id.txt"
 RUN_DIR_TAG = "cnnfleet.run_dir"
@@ -38,6 +39,7 @@ class RunFolderMLFlowLogger(MLFlowLogger):
         super().__init__(**kwargs)
         self.run_dir = run_dir
         self._reopen = kwargs.get("run_id") is not None  # a resumed attempt: the run ended FINISHED or FAILED
+        self._id_kept = False  # experiment is read at every log call: write the id file once, not stat it each time
 
     @property
     def experiment(self):  # noqa: ANN201 (MlflowClient, imported lazily by Lightning)
@@ -45,11 +47,11 @@ class RunFolderMLFlowLogger(MLFlowLogger):
         if self._reopen and global_rank() == 0:
             client.update_run(self._run_id, status="RUNNING")
             self._reopen = False
-        if self._run_id is not None and global_rank() == 0:
+        if self._run_id is not None and not self._id_kept and global_rank() == 0:
             path = Path(self.run_dir) / RUN_ID_FILE
             if not path.is_file():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(self._run_id + "\n")
+                write_text_atomic(path, self._run_id + "\n")
+            self._id_kept = True
         return client
 
     @rank_zero_only

@@ -18,6 +18,7 @@ from cnnfleet.guard import building
 from cnnfleet.launch.plan import current_plan
 from cnnfleet.models.freeze import freeze
 from cnnfleet.models.init_from import init_from
+from cnnfleet.run.smoke import smoke_run
 from cnnfleet.training.checkpoint_io import AtomicCheckpointIO
 from cnnfleet.training.device import DevicePlan
 from cnnfleet.training.finite_loss import StopOnNonFiniteLoss
@@ -144,15 +145,6 @@ PROFILERS = {
     "advanced": "lightning.pytorch.profilers.AdvancedProfiler",
     "pytorch": "lightning.pytorch.profilers.PyTorchProfiler",
 }
-
-
-def smoke_run(trainer_cfg: DictConfig) -> str | None:
-    """What makes this a smoke run (debug=fast_dev_run, debug=overfit), or None for a real one."""
-    if trainer_cfg.fast_dev_run:
-        return f"trainer.fast_dev_run={trainer_cfg.fast_dev_run}"
-    if trainer_cfg.overfit_batches:
-        return f"trainer.overfit_batches={trainer_cfg.overfit_batches}"
-    return None
 
 
 def build_profiler(name: str | None, output_dir: str) -> Any:

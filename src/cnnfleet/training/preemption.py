@@ -33,6 +33,7 @@ import torch
 from cnnfleet.cluster.handoff import request_follow_up
 from cnnfleet.launch import signals
 from cnnfleet.launch.env import requeue_enabled, slurm_task_id
+from cnnfleet.run.smoke import smoke_run
 from cnnfleet.training.lagged import LaggedRead
 
 log = logging.getLogger(__name__)
@@ -160,7 +161,7 @@ class GracefulStop(L.Callback):
 
     def _stop(self, trainer: L.Trainer, request: int, phase: str, save: bool) -> None:
         path = None
-        save = save and not (trainer.fast_dev_run or trainer.overfit_batches)  # a smoke run's weights are no result
+        save = save and not smoke_run(trainer)  # a smoke run's weights are no result
         hpc = request == signals.REQUEUE and self.job_id is not None and requeue_enabled()
         if save and hpc:
             path = next_hpc_path(trainer.default_root_dir)
