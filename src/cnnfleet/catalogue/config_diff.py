@@ -15,18 +15,10 @@ import yaml
 
 from cnnfleet.catalogue.records import find_runs
 from cnnfleet.errors import ConfigError
+from cnnfleet.run.resume import flatten  # the leaves of a nested config, as resume compares them
 from cnnfleet.tracking.secrets import redact
 
 ABSENT = "(absent)"
-
-
-def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(tree, dict) and tree:
-        flat: dict[str, Any] = {}
-        for key, value in tree.items():
-            flat.update(flatten(value, f"{prefix}{key}."))
-        return flat
-    return {prefix.rstrip("."): tree}
 
 
 def shown(value: Any) -> str:
