@@ -175,6 +175,19 @@ class ImageFolderDataConfig:
         return out
 
 
+@dataclass
+class ShardsDataConfig(ImageFolderDataConfig):
+    """Tar shards written by cnnfleet-prepare, streamed: each rank reads its own shards, decoded on CPU or GPU."""
+
+    _target_: str = "cnnfleet.data.shards.module.ShardsDataModule"
+    root: str = key(MISSING, PathRule("dir", hint="written by cnnfleet-prepare"))  # the prepared folder
+    # null: the classes of index.json (read at launch); a number is checked against them
+    num_classes: int | None = key(None, Ge(2), Le(100000))
+    decode: str = key("auto", OneOf("auto", "cpu", "gpu"))  # where JPEGs are decoded; auto = gpu on CUDA runs
+    # samples shuffled together inside a rank's part of each epoch (shards are shuffled as a whole too)
+    shuffle_window: int = key(10000, Ge(1), Le(100_000_000))
+
+
 # ---------------------------------------------------------------- model
 
 # init_from names of cached library weights: torchvision:<model>[.<weights>], timm:<model>[.<tag>]
@@ -642,6 +655,7 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
         "synthetic_schema": SyntheticDataConfig,
         "torchvision_schema": TorchvisionDataConfig,
         "imagefolder_schema": ImageFolderDataConfig,
+        "shards_schema": ShardsDataConfig,
     },
     "model": {
         "simple_cnn_schema": SimpleCNNConfig,

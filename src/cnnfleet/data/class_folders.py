@@ -37,14 +37,21 @@ def check_class_count(root: Path, num_classes: int | None) -> list[str]:
 
 
 def complete_from_data(cfg: DictConfig) -> list[str]:
-    """Fill in `data.num_classes` when the data set's folders define it and the config leaves it null
-    (data=imagefolder); returns the override that says so, for the command every rank parses."""
+    """Fill in `data.num_classes` when the data set's files define it and the config leaves it null
+    (data=imagefolder: train/'s folders; data=shards: index.json); returns the override that says so,
+    for the command every rank parses."""
     data = cfg.get("data")
     if not isinstance(data, DictConfig) or data.get("num_classes", 0) is not None:
         return []
-    if not str(data.get("_target_", "")).endswith("ImageFolderDataModule"):
+    target = str(data.get("_target_", ""))
+    if target.endswith("ImageFolderDataModule"):
+        count = len(train_classes(Path(str(data.root))))
+    elif target.endswith("ShardsDataModule"):
+        from cnnfleet.data.shards.format import ShardIndex
+
+        count = ShardIndex.read(str(data.root)).num_classes
+    else:
         return []
-    count = len(train_classes(Path(str(data.root))))
     with open_dict(cfg):
         cfg.data.num_classes = count
     return [f"data.num_classes={count}"]
