@@ -89,7 +89,8 @@ def fingerprint(args: argparse.Namespace, source: object) -> dict:
     return {"from": args.kind, "source": str(args.source.resolve()), "size": args.size, "quality": args.quality,
             "shard_size": args.shard_size, "seed": args.seed, "mode": source.mode,
             "val_fraction": args.val_fraction if args.kind != "imagefolder" else None,
-            "samples": {split: len(s) for split, s in source.splits.items()}, "listing_sha256": digest.hexdigest()}  # fmt: skip
+            "samples": {split: len(s) for split, s in source.splits.items()},
+            "listing_sha256": digest.hexdigest()}  # fmt: skip
 
 
 def claim_output(output: Path, settings: dict) -> None:

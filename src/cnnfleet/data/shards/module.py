@@ -16,12 +16,12 @@ from cnnfleet.data.augment import mix, policy_transform
 from cnnfleet.data.image_folder import default_workers
 from cnnfleet.data.in_memory import SplitLoaders
 from cnnfleet.data.resumable import completed_batches
+from cnnfleet.data.sharding import per_device_batch
 from cnnfleet.data.shards.decode import normalize
 from cnnfleet.data.shards.format import ShardIndex
 from cnnfleet.data.shards.loader import ImageSpec, ShardBatches, ShardLoader, decode_raw
 from cnnfleet.data.shards.reader import SplitReader
 from cnnfleet.data.shards.storage import open_prepared
-from cnnfleet.data.sharding import per_device_batch
 from cnnfleet.errors import ConfigError, DataError
 
 DECODE = ("auto", "cpu", "gpu")

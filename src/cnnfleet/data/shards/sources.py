@@ -58,7 +58,7 @@ def torchvision_files(root: Path, name: str, val_fraction: float, seed: int) -> 
                        for t in (True, False))  # fmt: skip
     except (RuntimeError, OSError) as exc:
         raise DataError(f"{name}: cannot read its files in {root / folder} ({str(exc).strip().splitlines()[0]}); "
-                        f"expected {', '.join(files)}")  # fmt: skip
+                        f"expected {', '.join(files)}") from None  # fmt: skip
     images, labels = np.asarray(train.data), np.asarray(train.targets, dtype=np.int64)
     index = stratified_split(labels, val_fraction, 0.0, seed=seed)
     test_images, test_labels = np.asarray(test.data), np.asarray(test.targets, dtype=np.int64)
