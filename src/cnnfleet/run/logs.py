@@ -34,3 +34,5 @@ def route_lightning_logs() -> None:
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     # a run started from another run's checkpoint (plan "extends"): its best.ckpt is its own, as intended
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")
+    # data=shards: its length is exact with any number of workers (each produces its own batches: shards/plan.py)
+    warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
