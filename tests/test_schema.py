@@ -96,8 +96,9 @@ def test_experiment_recipes_compose_to_what_they_promise(compose_cfg) -> None:
     from cnnfleet.training.optim import resolve_optimizer
 
     cfg = compose_cfg("experiment=imagenet_resnet50")
-    assert cfg.model.name == "resnet50" and cfg.data._target_.endswith("ImageFolderDataModule")
-    assert cfg.data.num_classes == 1000 and cfg.label_smoothing == 0.1 and cfg.trainer.max_epochs == 90
+    assert cfg.model.name == "resnet50" and cfg.data._target_.endswith("ShardsDataModule")
+    assert cfg.data.decode == "auto" and cfg.data.root.endswith("imagenet-shards")
+    assert cfg.data.num_classes is None and cfg.label_smoothing == 0.1 and cfg.trainer.max_epochs == 90
     assert cfg.device.devices * cfg.device.num_nodes == cfg.cluster.nodes * cfg.cluster.tasks_per_node == 32
     assert cfg.device.precision == "bf16-mixed"
     lr = resolve_optimizer(OmegaConf.to_container(cfg.optimizer, resolve=True), cfg.data.batch_size)["lr"]

@@ -286,3 +286,60 @@ def test_a_lightning_run_checkpointed_mid_epoch_resumes_with_the_next_batch(prep
     whole = fit().seen  # saves at step 8: epoch 1, batch 3 of 6
     rest = fit(str(tmp_path / "mid.ckpt")).seen
     assert len(whole) == 12 and rest == whole[8:]
+
+
+# ---------------------------------------------------------------- the recipe, end to end
+
+
+def write_imagenet_subset(root: Path, classes: int = 10, per_class: int = 50, size: int = 256) -> Path:
+    """An ImageNet-format subset: synset-named folders of real JPEGs (smooth images, as photos compress)."""
+    rng = np.random.default_rng(0)
+    grid = np.linspace(0, 1, size)
+    for c in range(classes):
+        synset = f"n{1440764 + c:08d}"
+        for split, count in (("train", per_class), ("val", per_class // 5)):
+            folder = root / split / synset
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(count):
+                phase = rng.uniform(0, 1, 3)
+                pixels = np.stack([np.outer(np.sin((grid + phase[k]) * (c + 1 + k)), np.cos(grid * (c + 2)))
+                                   for k in range(3)], axis=-1)  # fmt: skip
+                image = ((pixels * 0.5 + 0.5) * 255 + rng.normal(0, 8, pixels.shape)).clip(0, 255).astype(np.uint8)
+                Image.fromarray(image).save(folder / f"{synset}_{i}.JPEG", quality=90)
+    return root
+
+
+SMALL = ["device.accelerator=cpu", "device.num_nodes=1", "device.precision=32-true", "data.image_size=32",
+         "data.resize_size=36", "data.batch_size=20", "data.num_workers=1", "trainer.max_epochs=1",
+         "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
+         "logger=csv"]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_imagenet_recipe_prepares_trains_on_one_and_two_processes_evaluates_and_predicts(tmp_path: Path) -> None:
+    from conftest import run_cli
+
+    images = write_imagenet_subset(tmp_path / "imagenet")
+    prepared = run_cli("cnnfleet-prepare", [str(images), str(tmp_path / "shards"), "--shard-size", "64",
+                                            "--workers", "2"], tmp_path)  # fmt: skip
+    assert prepared.returncode == 0, prepared.stderr[-2000:]
+    assert "10 classes, train 500, val 100 images; wrote 10 of 10 shards" in prepared.stdout
+    recipe = ["experiment=imagenet_resnet50", f"data.root={tmp_path / 'shards'}", *SMALL]
+    (tmp_path / "one").mkdir(), (tmp_path / "two").mkdir()
+    one = run_cli("cnnfleet-train", [*recipe, "device.devices=1"], tmp_path / "one")
+    assert one.returncode == 0, one.stderr[-3000:]
+    summary = one.summary()
+    assert summary["split_sizes"] == {"train": 500, "val": 100, "test": 100}
+    assert summary["model"]["name"] == "TorchvisionNet:resnet50" and summary["model"]["parameters"] == 23528522
+    assert len(json.loads((one.run_dirs()[-1] / "classes.json").read_text())) == 10  # num_classes from index.json
+    two = run_cli("cnnfleet-train", [*recipe, "device=ddp", "device.devices=2"], tmp_path / "two")
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert two.summary()["device"]["world_size"] == 2 and two.summary()["batch"] == {"global": 20, "per_device": 10}
+    best = one.run_dirs()[-1] / "checkpoints" / "best.ckpt"
+    evaluated = run_cli("cnnfleet-eval", [f"ckpt_path={best}"], tmp_path / "one")
+    assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    predicted = run_cli("cnnfleet-predict", [f"ckpt_path={best}", f"inputs={images / 'val' / 'n01440765'}"],
+                        tmp_path / "one")  # fmt: skip
+    assert predicted.returncode == 0, predicted.stderr[-3000:]
+    rows = (predicted.run_dirs("predict")[-1] / "predictions.csv").read_text().splitlines()
+    assert len(rows) == 1 + 10 and "n014407" in rows[1]

@@ -78,7 +78,11 @@ def select_classes(arrays: dict[str, tuple[np.ndarray, np.ndarray]], classes: li
 
 
 class SplitLoaders:
-    """Lightning's three loader hooks for a data module whose `loader(split, train)` builds them."""
+    """Lightning's three loader hooks for a data module whose `loader(split, train)` builds them.
+    `test_split`: what trainer.test reads (cnnfleet-eval split=val|train sets it), so that the data
+    module's batch-transfer hooks (decode, normalise) run for every split it evaluates."""
+
+    test_split = "test"
 
     def train_dataloader(self) -> DataLoader:
         return self.loader("train", train=True)
@@ -87,7 +91,7 @@ class SplitLoaders:
         return self.loader("val")
 
     def test_dataloader(self) -> DataLoader:
-        return self.loader("test")
+        return self.loader(self.test_split)
 
 
 class InMemoryDataModule(SplitLoaders, L.LightningDataModule):

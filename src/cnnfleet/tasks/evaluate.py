@@ -34,12 +34,13 @@ def evaluate(cfg: DictConfig) -> dict:
         enable_progress_bar=False,
         enable_model_summary=False,
     )
-    results = trainer.test(module, dataloaders=datamodule.loader(cfg.split), verbose=False)[0]
+    datamodule.test_split = cfg.split
+    results = trainer.test(module, datamodule=datamodule, verbose=False)[0]
     metrics = {key.replace("test/", f"{cfg.split}/"): float(value) for key, value in results.items()}
     report = {
         "ckpt_path": str(cfg.ckpt_path),
         "split": cfg.split,
-        "samples": len(datamodule.splits[cfg.split]),
+        "samples": datamodule.split_sizes()[cfg.split],
         "metrics": metrics,
         "trained_step": checkpoint["global_step"],
     }
