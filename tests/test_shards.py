@@ -181,7 +181,8 @@ def batches(loader: object, epoch: int = 0, skip: int = 0) -> list[tuple[torch.T
 
 
 def same(a: list, b: list) -> bool:
-    return len(a) == len(b) and all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b, strict=False))
+    pairs = zip(a, b, strict=False)
+    return len(a) == len(b) and all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in pairs)
 
 
 def test_a_resumed_epoch_continues_bit_for_bit_with_any_number_of_workers(prepared: Path) -> None:
