@@ -32,6 +32,7 @@ from cnnfleet.errors import ConfigError
 
 NAME_MAX = 255  # bytes in one path component (ext4, xfs, Lustre, NFS)
 PATH_MAX = 4096
+OBJECT_URL = r"s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/[^\s'\"\\]{0,1000})?"  # S3 bucket naming rules
 
 
 # ---------------------------------------------------------------- our rules
@@ -140,8 +141,8 @@ def creatable_problem(path: Path) -> str | None:
 @dataclass(frozen=True)
 class PathRule:
     """A path of a kind: text (any path-shaped string), dir (an existing folder), file (an
-    existing file), dir_or_new (an existing or creatable folder). `also` are words taken as they
-    are (e.g. `last`)."""
+    existing file), dir_or_new (an existing or creatable folder), dir_or_url (an existing folder or
+    an object-store URL s3://bucket/prefix). `also` are words taken as they are (e.g. `last`)."""
 
     kind: str
     also: tuple = ()
@@ -153,11 +154,13 @@ class PathRule:
             return None
         if not text:
             return "is empty; give a path"
+        if self.kind == "dir_or_url" and "://" in text:
+            return None if re.fullmatch(OBJECT_URL, text) else "is not an object-store URL s3://<bucket>/<prefix>"
         problem = path_text_problem(text)
         if problem or self.kind == "text":
             return problem
         path = expand_user(text)
-        if self.kind == "dir":
+        if self.kind in ("dir", "dir_or_url"):
             return None if path.is_dir() else ("is a file, not a folder" if path.exists() else "does not exist")
         if self.kind == "file":
             if path.is_dir():
@@ -169,7 +172,8 @@ class PathRule:
 
     def text(self) -> str:
         words = {"text": "a path", "dir": "an existing folder", "file": "an existing file",
-                 "dir_or_new": "a folder that exists or can be created"}[self.kind]  # fmt: skip
+                 "dir_or_new": "a folder that exists or can be created",
+                 "dir_or_url": "an existing folder or an s3://<bucket>/<prefix> URL"}[self.kind]  # fmt: skip
         return words + (f" {self.hint}" if self.hint else "") + "".join(f" or `{word}`" for word in self.also)
 
 

@@ -180,12 +180,15 @@ class ShardsDataConfig(ImageFolderDataConfig):
     """Tar shards written by cnnfleet-prepare, streamed: each rank reads its own shards, decoded on CPU or GPU."""
 
     _target_: str = "cnnfleet.data.shards.module.ShardsDataModule"
-    root: str = key(MISSING, PathRule("dir", hint="written by cnnfleet-prepare"))  # the prepared folder
+    # the prepared folder, or its copy in object storage: s3://<bucket>/<prefix> (read through cache_dir)
+    root: str = key(MISSING, PathRule("dir_or_url", hint="written by cnnfleet-prepare"))
     # null: the classes of index.json (read at launch); a number is checked against them
     num_classes: int | None = key(None, Ge(2), Le(100000))
     decode: str = key("auto", OneOf("auto", "cpu", "gpu"))  # where JPEGs are decoded; auto = gpu on CUDA runs
     # samples shuffled together inside a rank's part of each epoch (shards are shuffled as a whole too)
     shuffle_window: int = key(10000, Ge(1), Le(100_000_000))
+    # object storage: where each node keeps the shards it has downloaded (null: <paths.data_dir>/shard-cache)
+    cache_dir: str | None = key(None, PathRule("dir_or_new"))
 
 
 # ---------------------------------------------------------------- model

@@ -47,9 +47,9 @@ def complete_from_data(cfg: DictConfig) -> list[str]:
     if target.endswith("ImageFolderDataModule"):
         count = len(train_classes(Path(str(data.root))))
     elif target.endswith("ShardsDataModule"):
-        from cnnfleet.data.shards.format import ShardIndex
+        from cnnfleet.data.shards.storage import open_prepared
 
-        count = ShardIndex.read(str(data.root)).num_classes
+        count = open_prepared(str(data.root), data.get("cache_dir")).num_classes
     else:
         return []
     with open_dict(cfg):

@@ -21,7 +21,7 @@ from cnnfleet.data.shards.decode import normalize
 from cnnfleet.data.shards.format import ShardIndex
 from cnnfleet.data.shards.loader import ImageSpec, ShardBatches, ShardLoader, decode_raw
 from cnnfleet.data.shards.reader import SplitReader
-from cnnfleet.data.shards.storage import open_prepared
+from cnnfleet.data.shards.storage import open_prepared, shard_locator
 from cnnfleet.errors import ConfigError, DataError
 
 DECODE = ("auto", "cpu", "gpu")
@@ -69,7 +69,8 @@ class ShardsDataModule(SplitLoaders, L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.index is not None:
             return
-        self.index, self.locate = open_prepared(self.root, self.cache_dir)
+        self.index = open_prepared(self.root, self.cache_dir)
+        self.locate = shard_locator(self.root, self.cache_dir)
         if self.num_classes is not None and self.num_classes != self.index.num_classes:
             raise DataError(f"data.num_classes={self.num_classes} but {self.root} holds {self.index.num_classes} "
                             "classes; leave data.num_classes unset (null: read from index.json)")  # fmt: skip

@@ -6,7 +6,19 @@ from pathlib import Path
 from cnnfleet.data.shards.format import Shard, ShardIndex
 
 
-def open_prepared(root: str, cache_dir: str | None) -> tuple[ShardIndex, Callable[[Shard], str]]:
-    """The index and a function giving each shard's local path."""
-    index = ShardIndex.read(root)
-    return index, lambda shard: str(Path(root) / shard.path)
+def open_prepared(root: str, cache_dir: str | None) -> ShardIndex:
+    """The prepared folder's index (torch-free: the launcher reads the class count from it)."""
+    return ShardIndex.read(root)
+
+
+def shard_locator(root: str, cache_dir: str | None) -> Callable[[Shard], str]:
+    """A function giving each shard's local path (picklable: DataLoader workers call it)."""
+    return LocalShards(root)
+
+
+class LocalShards:
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def __call__(self, shard: Shard) -> str:
+        return str(Path(self.root) / shard.path)
