@@ -19,7 +19,7 @@ LAST = "last"
 DEFINING_KEYS = (
     "model", "seed", "optimizer._target_", "scheduler._target_", "data._target_", "data.num_classes",
     "data.channels", "data.image_size", "data.batch_size", "data.val_fraction", "data.test_fraction",
-    "data.split_seed", "data.classes", "trainer.accumulate_grad_batches",
+    "data.split_seed", "data.classes", "data.shuffle_window", "trainer.accumulate_grad_batches",
 )  # fmt: skip  # fmt: skip
 # schedules planned for a fixed number of steps (torch's OneCycleLR fails past its end)
 FIXED_LENGTH_SCHEDULES = ("cnnfleet.training.schedulers.one_cycle",)
