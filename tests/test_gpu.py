@@ -58,3 +58,30 @@ def test_gpu_bench_modes_run(cli, tmp_path) -> None:
         result = run_cli("cnnfleet-bench", [f"mode={mode}", "epochs=2", "repeats=1", "precisions=[bf16-mixed]",
                                             "channels_last=[true]"], tmp_path)  # fmt: skip
         assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_shards_decode_on_the_gpu_like_the_workers_and_train(tmp_path) -> None:
+    """data.decode=gpu: nvJPEG batches on the device, the same crops as the CPU workers' (up to the decoders'
+    rounding), and a short real run that decodes every batch on the GPU."""
+    from cnnfleet.data.shards.loader import decode_raw
+    from cnnfleet.prepare import parse, prepare
+    from conftest import run_cli
+    from dataset_files import write_image_folder
+    from test_shards import batches, data_module
+
+    write_image_folder(tmp_path / "images", classes=("a", "b", "c"), per_class=16, size=64)
+    prepare(parse([str(tmp_path / "images"), str(tmp_path / "shards"), "--shard-size", "8", "--quiet"]))
+    dm = data_module(tmp_path / "shards")
+    on_cpu = batches(dm.train_dataloader(), epoch=0)
+    loader = dm.train_dataloader()
+    loader.dataset.decode_on_device = True
+    on_gpu = [decode_raw(batch, dm.spec, torch.device("cuda")) for batch in batches(loader, epoch=0)]
+    assert on_gpu[0][0].is_cuda and on_gpu[0][0].dtype == torch.uint8
+    for (cpu_images, cpu_labels), (gpu_images, gpu_labels) in zip(on_cpu, on_gpu, strict=True):
+        assert torch.equal(cpu_labels, gpu_labels)
+        assert (cpu_images.float() - gpu_images.cpu().float()).abs().mean() < 3  # IDCT rounding only
+    result = run_cli("cnnfleet-train", ["device=gpu", "data=shards", f"data.root={tmp_path / 'shards'}",
+                                        "data.decode=gpu", "data.image_size=32", "data.resize_size=36",
+                                        "data.batch_size=16", "model=resnet_cifar", "trainer.max_epochs=2",
+                                        "logger=csv"], tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
