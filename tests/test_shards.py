@@ -235,7 +235,7 @@ def test_decode_gpu_on_a_cpu_run_and_damaged_shards_are_one_line_errors(prepared
     (copy / "index.json").write_text(json.dumps({**index, "format": "other/9"}))
     with pytest.raises(DataError, match="prepare the data set again with this version"):
         data_module(copy)
-    with pytest.raises(DataError, match="has no index.json; prepare it with cnnfleet-prepare"):
+    with pytest.raises(DataError, match="has no index.json; write shards with cnnfleet-prepare <image folder>"):
         data_module(tmp_path)
 
 

@@ -23,7 +23,8 @@ def _first_batch(datamodule, split: str = "train") -> tuple[torch.Tensor, torch.
         datamodule.prepare_data()
         datamodule.setup("fit")
         loader = datamodule.loader(split, train=split == "train")
-        images, labels = next(iter(loader))
+        batch = datamodule.on_before_batch_transfer(next(iter(loader)), 0)  # as the trainer sees it
+        images, labels = datamodule.on_after_batch_transfer(batch, 0)
     return images, labels
 
 
