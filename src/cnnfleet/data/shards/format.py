@@ -76,11 +76,12 @@ class ShardIndex:
             raise DataError(f"data.root={root_text} does not exist; prepare shards with "
                             f"cnnfleet-prepare <images> {root_text}")  # fmt: skip
         if not path.is_file():
-            hint = "its preparation has not finished: run the same cnnfleet-prepare command again to complete it"
-            if (Path(root) / "train").is_dir():
+            if (Path(root) / ".prepare").is_dir():
+                hint = "its preparation has not finished: run the same cnnfleet-prepare command again to complete it"
+            elif (Path(root) / "train").is_dir():
                 hint = (f"it looks like an image folder: use data=imagefolder, or cnnfleet-prepare {root_text} "
                         "<new folder> and set data.root to that folder")  # fmt: skip
-            elif not (Path(root) / ".prepare").is_dir():
+            else:
                 hint = "write shards with cnnfleet-prepare <image folder> <new folder> and set data.root to that folder"
             raise DataError(f"data.root={root_text} has no {INDEX}; {hint}")
         try:
