@@ -18,8 +18,9 @@ exists, that one is used, with a warning.
 boto3 reads the standard AWS environment: credentials (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY,
 AWS_SESSION_TOKEN; AWS_PROFILE and ~/.aws; instance roles), AWS_DEFAULT_REGION, AWS_MAX_ATTEMPTS /
 AWS_RETRY_MODE, and AWS_ENDPOINT_URL or AWS_ENDPOINT_URL_S3 for an S3-compatible server (MinIO, Ceph
-RGW, ...), which is then addressed path-style (http://host/bucket/key). AWS_NO_SIGN_REQUEST=true reads
-a public bucket without credentials. Nothing here imports boto3 or torch until an s3:// root is used.
+RGW, ...; botocore addresses one path-style, http://host/bucket/key, unless ~/.aws/config sets
+addressing_style). AWS_NO_SIGN_REQUEST=true reads a public bucket without credentials. Nothing here
+imports boto3 (or torch) until an s3:// root is opened.
 """
 
 import fcntl
@@ -87,6 +88,10 @@ class _Unreachable(DataError):
     """The endpoint could not be reached (a cached index.json may stand in)."""
 
 
+class _BrokenOff(DataError):
+    """A download stopped mid-object (it is tried again)."""
+
+
 @contextmanager
 def _locked(path: Path) -> Iterator[None]:
     """An exclusive flock on `path` (created if needed), waiting for the holder; the kernel frees it if
@@ -112,8 +117,6 @@ def _client():  # noqa: ANN202 (a botocore client)
     from botocore.config import Config
 
     options: dict = {"connect_timeout": 10, "read_timeout": 60}
-    if os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL"):
-        options["s3"] = {"addressing_style": "path"}  # what every S3-compatible server answers
     if os.environ.get("AWS_NO_SIGN_REQUEST", "").strip().lower() in ("1", "true", "yes"):
         from botocore import UNSIGNED
 
@@ -186,8 +189,8 @@ class S3Shards:
     def _unwritable(self, exc: OSError) -> DataError:
         reason = exc.strerror or type(exc).__name__
         where = f" ({exc.filename})" if exc.filename else ""
-        return DataError(f"data.cache_dir={self.cache_dir} is not writable: {reason}{where}; set data.cache_dir "
-                         f"to a folder this user can write (each node caches the shards of {self.url} there)")  # fmt: skip
+        return DataError(f"data.cache_dir={self.cache_dir} is not writable: {reason}{where}; set data.cache_dir to "
+                         f"a folder this user can write (each node caches the shards of {self.url} there)")  # fmt: skip
 
     def _get_bytes(self, relative: str) -> bytes:
         key = self.key(relative)
@@ -241,7 +244,7 @@ class S3Shards:
             try:
                 size = self._fetch_to(shard, key, temporary_name(path), path)
                 break
-            except _Unreachable:
+            except _BrokenOff:
                 if attempt == DOWNLOAD_TRIES:
                     raise
                 log.warning("downloading s3://%s/%s broke off (try %d of %d); trying again",
@@ -261,8 +264,9 @@ class S3Shards:
                 while True:
                     try:
                         chunk = body.read(CHUNK)
-                    except Exception as exc:  # noqa: BLE001 (the connection broke mid-object)
-                        raise self._failure(exc, key) from None
+                    except Exception as exc:  # noqa: BLE001 (the connection broke mid-object?)
+                        failure = self._failure(exc, key)
+                        raise (_BrokenOff(str(failure)) if isinstance(failure, _Unreachable) else failure) from None
                     if not chunk:
                         break
                     digest.update(chunk)
@@ -281,6 +285,7 @@ class S3Shards:
             os.replace(tmp, path)
             record.write_text(shard.sha256)
         finally:
+            body.close()
             tmp.unlink(missing_ok=True)
         return size
 
@@ -290,33 +295,35 @@ class S3Shards:
         """One line for what S3 (or the way there) said about `key`."""
         from botocore import exceptions as bx
 
-        where = f"s3://{self.bucket}/{key}"
+        where, endpoint = f"s3://{self.bucket}/{key}", self.endpoint
         if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
             return DataError(f"no AWS credentials to read {where} ({_line(exc)}); set AWS_ACCESS_KEY_ID and "
-                             "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or AWS_NO_SIGN_REQUEST=true for a public bucket")  # fmt: skip
+                             "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or AWS_NO_SIGN_REQUEST=true for a public "
+                             "bucket")  # fmt: skip
         if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError, bx.IncompleteReadError)):
-            return _Unreachable(f"cannot reach the S3 endpoint {self.endpoint} reading {where} ({type(exc).__name__}); "
+            return _Unreachable(f"cannot reach the S3 endpoint {endpoint} reading {where} ({type(exc).__name__}); "
                                 "check the network, and AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 for an S3-compatible "
                                 "server")  # fmt: skip
         if isinstance(exc, bx.ClientError):
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
             if code == "NoSuchBucket":
-                return DataError(f"bucket {self.bucket} does not exist at {self.endpoint}; check data.root={self.url} "
+                return DataError(f"bucket {self.bucket} does not exist at {endpoint}; check data.root={self.url} "
                                  "(and AWS_ENDPOINT_URL for an S3-compatible server)")  # fmt: skip
             if code in MISSING_CODES and key == self.key(INDEX):
-                return DataError(f"data.root={self.url} has no {INDEX} ({where} not found at {self.endpoint}); "
-                                 f"upload a folder prepared by cnnfleet-prepare there (aws s3 sync <folder> {self.url}) "
-                                 "or fix data.root")  # fmt: skip
+                return DataError(f"data.root={self.url} has no {INDEX} ({where} not found at {endpoint}); upload "
+                                 f"a folder prepared by cnnfleet-prepare there (aws s3 sync <folder> {self.url}) or "
+                                 "fix data.root")  # fmt: skip
             if code in MISSING_CODES:
                 return DataError(f"{where} is missing but index.json lists it; upload the whole prepared folder "
                                  f"again (aws s3 sync <folder> {self.url})")  # fmt: skip
             if code in DENIED_CODES:
-                return DataError(f"access denied to {where} at {self.endpoint} ({code}); the credentials in use need "
+                return DataError(f"access denied to {where} at {endpoint} ({code}); the credentials in use need "
                                  "s3:GetObject there (S3 also answers this for a missing object without "
                                  "s3:ListBucket)")  # fmt: skip
             if code in CREDENTIAL_CODES:
-                return DataError(f"S3 at {self.endpoint} rejected the credentials reading {where} ({code}); check "
-                                 "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or AWS_PROFILE")  # fmt: skip
-            return DataError(f"reading {where} from {self.endpoint} failed: {code} {_line(error.get('Message'))}")
-        return DataError(f"reading {where} from {self.endpoint} failed ({type(exc).__name__}: {_line(exc)})")
+                return DataError(f"S3 at {endpoint} rejected the credentials reading {where} ({code}); check "
+                                 "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or "
+                                 "AWS_PROFILE")  # fmt: skip
+            return DataError(f"reading {where} from {endpoint} failed: {code} {_line(error.get('Message'))}")
+        return DataError(f"reading {where} from {endpoint} failed ({type(exc).__name__}: {_line(exc)})")
