@@ -544,7 +544,7 @@ class ExportConfig:
 class BenchConfig:
     paths: PathsConfig = MISSING
     task_name: str = key("bench", TASK_NAME)
-    mode: str = key("overhead", OneOf("overhead", "devices", "scaling"))
+    mode: str = key("overhead", OneOf("overhead", "devices", "scaling", "data"))
     workload: list[str] = key(factory=list, rules=(Each(Len(1, 4096)),))  # cnnfleet-train overrides of the measured job
     epochs: int = key(3, Ge(2), Le(1000))  # per measurement; the first is warm-up
     repeats: int = key(3, Ge(1), Le(100))  # interleaved runs; medians are reported
@@ -555,6 +555,16 @@ class BenchConfig:
     gpu_counts: list[int] | None = key(None, Len(1, 64), Each(Ge(1), Le(1024)))  # devices: null = 1, 2, 4, ...
     processes: list[int] = key(factory=lambda: [1, 2], rules=(Len(1, 16), Each(Ge(1), Le(64))))  # scaling: world sizes
     threads_per_process: int = key(1, Ge(1), Le(256))  # scaling on CPU
+    # data: an image folder (train/<class>/..., val/<class>/...); null = a synthetic one made in the run folder
+    data_root: str | None = key(None, PathRule("dir", hint="holding train/ and val/"))
+    # data: data_root as prepared by cnnfleet-prepare; null = prepared into the run folder (or data_root = its source)
+    shards_root: str | None = key(None, PathRule("dir", hint="written by cnnfleet-prepare"))
+    # data: training images of the synthetic folder (256 px JPEGs); null = 4 batches per worker, at least 512
+    data_images: int | None = key(None, Ge(2), Le(1_000_000))
+    # data: DataLoader worker counts measured; null = 0, 1, ... up to this process's cores
+    data_workers: list[int] | None = key(None, Len(1, 64), Each(*WORKERS))
+    data_batch_size: int = key(64, *BATCH)  # data: images per batch
+    data_image_size: int = key(224, *PIXELS)  # data: side of the training crops, pixels
 
 
 # ---------------------------------------------------------------- callbacks (validated by _target_)

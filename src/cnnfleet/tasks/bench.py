@@ -1,4 +1,4 @@
-"""bench(cfg): the three measurements of cnnfleet-bench; each writes bench.csv/.md/.png.
+"""bench(cfg): the four measurements of cnnfleet-bench; each writes bench.csv/.md/.png.
 
 - overhead: cnnfleet's training loop against the hand-written loop (bench/raw_loop.py) on the
   same network, data tensors, optimizer, schedule, batch, precision and device; A/B runs
@@ -6,6 +6,8 @@
 - devices: real `cnnfleet-train` runs on the CPU and on every GPU count x precision x memory
   format present: steady-state images/s, time to a target validation accuracy, speedup over CPU.
 - scaling: DDP efficiency for 1..N processes (CPU gloo, 1 thread each; GPUs when present).
+- data: the input paths alone, no model (bench/data_paths.py): images/s of the PIL image folder, shards
+  decoded in the workers and shards decoded on the GPU, at each DataLoader worker count.
 """
 
 import statistics
@@ -15,6 +17,7 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
+from cnnfleet.bench.data_paths import bench_data
 from cnnfleet.bench.harness import (
     IN_PROCESS,
     cnnfleet_in_process,
@@ -35,7 +38,7 @@ def bench(cfg: DictConfig) -> dict:
     folder = Path(cfg.paths.output_dir)
     route_lightning_logs()  # Lightning's lines once, through our handlers (not also its own), no tips
     write_run_record(cfg, folder, environment_record())  # hardware, versions, settings
-    return {"overhead": overhead, "devices": devices, "scaling": scaling}[cfg.mode](cfg, folder)
+    return {"overhead": overhead, "devices": devices, "scaling": scaling, "data": bench_data}[cfg.mode](cfg, folder)
 
 
 def _gpus() -> int:
