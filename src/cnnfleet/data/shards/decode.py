@@ -97,12 +97,21 @@ def crop_resize(images: Sequence[Tensor], boxes: Tensor, flips: Tensor, size: in
     """(B, C, size, size) uint8: each image's box, resized (antialiased bilinear), mirrored where flipped."""
     out = []
     for image, (top, left, h, w), flip in zip(images, boxes.tolist(), flips.tolist(), strict=True):
-        patch = image[:, top : top + h, left : left + w].unsqueeze(0).float()
+        patch = image[:, top : top + h, left : left + w].unsqueeze(0)
         if (h, w) != (size, size):
-            patch = F.interpolate(patch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        patch = patch.round_().clamp_(0, 255).to(torch.uint8)[0]
-        out.append(patch.flip(-1) if flip else patch)
+            patch = _resize(patch, size)
+        out.append(patch[0].flip(-1) if flip else patch[0])
     return torch.stack(out)
+
+
+def _resize(patch: Tensor, size: int) -> Tensor:
+    """Antialiased bilinear resize of a (1, C, h, w) uint8 patch. On CPU torch resizes uint8 directly
+    (its AVX2 kernel: a third of the time through float32, at most one grey level apart); CUDA's
+    antialiased kernel takes floats."""
+    if patch.device.type == "cpu":
+        return F.interpolate(patch, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    resized = F.interpolate(patch.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return resized.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def apply_policy(images: Tensor, policy: str, seed: int) -> Tensor:
@@ -119,5 +128,7 @@ def apply_policy(images: Tensor, policy: str, seed: int) -> Tensor:
 
 
 def normalize(images: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """uint8 (B, C, H, W) -> float32 normalised, on the images' device."""
-    return (images.float().div_(255) - mean.to(images.device)) / std.to(images.device)
+    """uint8 (B, C, H, W) -> float32 normalised, on the images' device: (x/255 - mean)/std as one
+    subtraction and one multiplication in place (a third of the time of the textbook form on CPU)."""
+    scale = (1.0 / (std * 255)).to(images.device)
+    return images.float().sub_((mean * 255).to(images.device)).mul_(scale)

@@ -2,8 +2,9 @@
 
 The plan (plan.py) fixes every batch; worker w of W produces batches skip + w, skip + w + W, ...,
 and the DataLoader takes them in turn, so the loader yields the plan's batches in order. The epoch
-and the batches to skip (a mid-epoch resume: data/resumable.py) are set by ShardLoader in the main
-process when an epoch's iteration starts, before the workers are started with a copy of them.
+and the batches to skip (a mid-epoch resume: data/resumable.py) are written by ShardLoader in the
+main process when an epoch's iteration starts, into a tensor in shared memory that the persistent
+workers read when they begin the epoch (their shard tables and open files stay with them).
 """
 
 from collections.abc import Callable, Iterator
@@ -45,13 +46,17 @@ class ShardBatches(IterableDataset):
         self.world, self.rank, self.global_batch = world, rank, global_batch
         self.seed, self.shuffle_window, self.spec = seed, shuffle_window, spec
         self.decode_on_device = decode_on_device
-        self.epoch, self.skip = 0, 0
+        self.position = torch.zeros(2, dtype=torch.int64).share_memory_()  # (epoch, batches to skip)
         self.batch = global_batch // world
-        self.num_batches = len(self.plan())
+        self.num_batches = len(self.plan(0))
 
-    def plan(self) -> Any:
+    def start_epoch(self, epoch: int, skip: int) -> None:
+        """Main process, before the epoch's iteration: what every worker reads when it begins it."""
+        self.position[0], self.position[1] = epoch, skip if self.train else 0
+
+    def plan(self, epoch: int) -> Any:
         if self.train:
-            return train_plan(self.counts, self.seed, self.epoch, self.world, self.rank, self.global_batch,
+            return train_plan(self.counts, self.seed, epoch, self.world, self.rank, self.global_batch,
                               self.shuffle_window)  # fmt: skip
         return eval_plan(self.counts, self.world, self.rank, self.batch)
 
@@ -61,15 +66,16 @@ class ShardBatches(IterableDataset):
     def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         workers, worker = (info.num_workers, info.id) if info is not None else (1, 0)
-        plan = self.plan()
-        for number in worker_batches(len(plan), self.skip if self.train else 0, workers, worker):
-            yield self.make_batch(plan[number], number)
+        epoch, skip = self.position.tolist()
+        plan = self.plan(epoch)
+        for number in worker_batches(len(plan), skip, workers, worker):
+            yield self.make_batch(plan[number], epoch, number)
 
-    def make_batch(self, positions: np.ndarray, number: int) -> Any:
+    def make_batch(self, positions: np.ndarray, epoch: int, number: int) -> Any:
         spec = self.spec
         data, labels, names = self.reader.read(positions)
         sizes = [dec.jpeg_size(d, n) for d, n in zip(data, names, strict=True)]
-        seed = batch_seed(self.seed, self.epoch, self.rank, number, self.train)
+        seed = batch_seed(self.seed, epoch, self.rank, number, self.train)
         boxes, flips = dec.plan_crops(sizes, self.train, spec.image_size, spec.resize_size, spec.crop_scale_min,
                                       spec.horizontal_flip, seed)  # fmt: skip
         labels_t = torch.tensor(labels, dtype=torch.int64)
@@ -89,17 +95,16 @@ def decode_raw(batch: dict, spec: ImageSpec, device: torch.device) -> tuple[torc
 
 
 class ShardLoader(DataLoader):
-    """DataLoader over ShardBatches that tells it, in the main process, which epoch starts and how many
-    of its batches a resumed run has already trained (its workers start with that copy)."""
+    """DataLoader over ShardBatches (persistent workers) that tells it, in the main process, which epoch
+    starts and how many of its batches a resumed run has already trained."""
 
     def __init__(self, dataset: ShardBatches, epoch_fn: Callable[[], int], skip_fn: Callable[[], int],
                  **kwargs: Any) -> None:  # fmt: skip
-        super().__init__(dataset, batch_size=None, **kwargs)
+        super().__init__(dataset, batch_size=None, persistent_workers=kwargs.get("num_workers", 0) > 0, **kwargs)
         self.epoch_fn, self.skip_fn = epoch_fn, skip_fn
 
     def __iter__(self) -> Iterator[Any]:
-        self.dataset.epoch = self.epoch_fn()
-        self.dataset.skip = self.skip_fn()
+        self.dataset.start_epoch(self.epoch_fn(), self.skip_fn())
         yield from super().__iter__()
 
     def state_dict(self) -> dict:  # resumable for Lightning; the position comes from the restored loop

@@ -17,7 +17,7 @@ import numpy as np
 from cnnfleet.data.shards.format import IMAGE_EXT, LABEL_EXT, Shard
 from cnnfleet.errors import DataError
 
-OPEN_FILES = 8  # shard files a process keeps open
+OPEN_FILES = 8  # shard files a process keeps open, at least (more when a shuffle window spans more)
 
 
 @dataclass
@@ -58,8 +58,11 @@ def read_table(path: str, shard: Shard) -> ShardTable:
 class SplitReader:
     """Encoded image bytes and labels of one split, by sample position."""
 
-    def __init__(self, shards: list[Shard], locate: Callable[[Shard], str]) -> None:
+    def __init__(self, shards: list[Shard], locate: Callable[[Shard], str], window: int = 0) -> None:
+        """`window`: samples a batch may be drawn from (the shuffle window): its shards are kept open."""
         self.shards, self.locate = shards, locate
+        mean_count = max(1, sum(s.count for s in shards) // max(1, len(shards)))
+        self.open_files = min(256, max(OPEN_FILES, -(-window // mean_count) + 2))
         self.starts = np.cumsum([0] + [s.count for s in shards])
         self.tables: dict[int, ShardTable] = {}
         self.files: OrderedDict[int, object] = OrderedDict()
@@ -79,7 +82,7 @@ class SplitReader:
         if number in self.files:
             self.files.move_to_end(number)
         else:
-            if len(self.files) >= OPEN_FILES:
+            if len(self.files) >= self.open_files:
                 self.files.popitem(last=False)[1].close()
             self.files[number] = open(self._table(number).path, "rb")  # noqa: SIM115 (kept open, closed on eviction)
         return self.files[number]
