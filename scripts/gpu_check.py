@@ -9,8 +9,9 @@
 3. Figures, those not yet measured first, each skipped with a note when the time budget is spent:
    ResNet-50 224 px bf16 channels_last (cnnfleet / hand-written loop, compiled, then eager);
    CIFAR-format 32 px ResNet-18 (compiled, eager, a profile of its steps) and airbench (images/s,
-   MFU); CPU vs 1 GPU on MNIST-format and ImageNet-format data (seconds per epoch, time to
-   accuracy); ResNet-50's peak memory and the largest batch that fits.
+   MFU); input pipelines with no model (PIL ImageFolder, shards decoded on CPU or with nvJPEG);
+   CPU vs 1 GPU on MNIST-format and ImageNet-format data (seconds per epoch, time to accuracy);
+   ResNet-50's peak memory and the largest batch that fits.
 Everything lands in OUT: env.json, gpu.csv, gpu.md, gpu.png, pytest.log, profile*.txt, log.txt.
 Without a GPU it writes env.json and gpu.md saying so, runs the (skipping) GPU tests, and exits 0.
 """
@@ -367,6 +368,22 @@ def founding(report: Report, name: str, data: "Callable[[], list[str]]", epochs:
     report.add(name, "speedup of 1 GPU over CPU (seconds per epoch)", results["cpu"] / results["gpu"], "x")
 
 
+def input_pipelines(report: Report) -> None:
+    """Images/s of each input path with no model (PIL ImageFolder, shards with CPU decode, shards with
+    nvJPEG decode on the GPU): the best worker count of each; a node's pipeline must outrun its GPUs."""
+    cores = os.cpu_count() or 1
+    workers = sorted({0, 1, max(1, cores // 2), max(1, cores - 1)})
+    rows = run_bench(["mode=data", "data_images=2048", f"data_workers=[{','.join(map(str, workers))}]"],
+                     timeout=max(30, report.left()))  # fmt: skip
+    best: dict[str, dict] = {}
+    for row in rows:
+        if row["path"] not in best or float(row["images_per_s"]) > float(best[row["path"]]["images_per_s"]):
+            best[row["path"]] = row
+    for path, row in best.items():
+        report.add("input pipeline 224px (no model)", path, float(row["images_per_s"]), "images/s",
+                   f"{row['workers']} workers, {float(row['images_per_s_per_process']):,.0f} per process")  # fmt: skip
+
+
 def memory(report: Report) -> None:
     """ResNet-50 224 px bf16 channels_last: peak memory at batch 256, and the largest batch that fits."""
     import torch
@@ -497,6 +514,7 @@ def main() -> int:
     # three compilations), then the ones README already has, to re-measure what changed
     report.section("ResNet-50 compiled", 200, resnet50, True)
     report.section("CIFAR ResNet-18 compiled", 120, cifar, data / "cifar", ["model=resnet_cifar"], "ResNet-18", True)
+    report.section("input pipelines (bench mode=data)", 60, input_pipelines)
     report.section("CIFAR ResNet-18", 55, cifar, data / "cifar", ["model=resnet_cifar"], "ResNet-18", False)
     report.section("profile of cnnfleet's CIFAR ResNet-18 steps", 40, profile,  # below its goal on 2026-11-27
                    lambda: ["data=cifar10", f"data.root={cifar_format(data / 'cifar')}", "data.verify_checksums=false",
