@@ -40,8 +40,8 @@ def test_every_group_has_options() -> None:
 def test_every_option_composes_and_builds(compose_cfg, tmp_path: Path, group: str, option: str) -> None:
     # a fine-tuning recipe needs the user's checkpoint (tests/test_finetune.py runs it with one)
     weights = ["model.init_from=null"] if option.startswith("finetune_") else []
-    # an image folder's class count is counted from its folders at launch (cli.complete_from_data)
-    counted = ["data.num_classes=1000"] if option == "imagefolder" else []
+    # an image folder's (shards': index.json's) class count is read at launch (cli.complete_from_data)
+    counted = ["data.num_classes=1000"] if option in ("imagefolder", "shards", "imagenet_resnet50") else []
     cfg = compose_cfg(f"{group}={option}", f"paths.output_dir={tmp_path}", *weights, *counted)
     OmegaConf.resolve(cfg.data)
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)

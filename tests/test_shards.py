@@ -344,3 +344,85 @@ def test_imagenet_recipe_prepares_trains_on_one_and_two_processes_evaluates_and_
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     rows = (predicted.run_dirs("predict")[-1] / "predictions.csv").read_text().splitlines()
     assert len(rows) == 1 + 10 and "n014407" in rows[1]
+
+
+# ---------------------------------------------------------------- what a new user ran into (breaker, 2026-11-27)
+
+
+def _prepare_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(BIN / "cnnfleet-prepare"), "--quiet", *args], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if text.encode() in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except OSError:
+                continue
+    return found
+
+
+def test_a_killed_prepare_leaves_no_worker_behind_and_the_rerun_finishes(images_root: Path, tmp_path: Path) -> None:
+    import os
+    import signal
+    import time
+
+    from conftest import wait_until
+
+    big = tmp_path / "big"
+    write_image_folder(big, classes=("a", "b"), per_class=200, size=96)
+    out = tmp_path / "out"
+    for sig in (signal.SIGKILL, signal.SIGTERM):
+        command = [str(BIN / "cnnfleet-prepare"), "--quiet", str(big), str(out), "--shard-size", "2", "--workers", "2"]
+        written = len(list((out / ".prepare").rglob("*.tar.json")))
+        proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert wait_until(lambda n=written: len(list((out / ".prepare").rglob("*.tar.json"))) >= n + 3, 60, 0.02)
+        os.kill(proc.pid, sig)  # the parent alone, as `kill` or a batch system does
+        _, stderr = proc.communicate(timeout=60)
+        assert wait_until(lambda: not _processes_mentioning(str(out)), 10), "encoding workers outlived prepare"
+        if sig == signal.SIGTERM:
+            assert proc.returncode == 130 and "interrupted; the shards written so far are kept" in stderr
+    start = time.monotonic()
+    rerun = _prepare_cli(str(big), str(out), "--shard-size", "2", "--workers", "2")
+    assert rerun.returncode == 0 and "wrote" in rerun.stdout and time.monotonic() - start < 60, rerun.stderr
+
+
+def test_prepare_repairs_what_a_user_breaks_and_refuses_what_makes_no_sense(images_root: Path, tmp_path: Path):
+    out = tmp_path / "shards"
+    args = ["--shard-size", "10", "--size", "36"]
+    assert _prepare_cli(str(images_root), str(out), *args).returncode == 0
+    shard = out / "train" / "shard-000001.tar"
+    original = shard.read_bytes()
+    shard.write_bytes(original[:2000] + b"\xff" * 200 + original[2200:])  # same size, damaged inside
+    assert "all 15 shards were already there" in _prepare_cli(str(images_root), str(out), *args).stdout
+    verified = _prepare_cli(str(images_root), str(out), *args, "--verify")
+    assert verified.returncode == 0 and "wrote 1 of 15 shards" in verified.stdout and shard.read_bytes() == original
+
+    (out / "train" / "shard-000002.tar").unlink()  # a shard lost after preparing: one line when training
+    with pytest.raises(DataError, match="shard-000002.tar is missing .index.json lists it."):
+        batches(data_module(out, shuffle_window=100).train_dataloader())
+
+    (tmp_path / "afile").write_text("x")
+    for target in (tmp_path / "afile", images_root / "train" / "out"):
+        refused = _prepare_cli(str(images_root), str(target))
+        assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+        assert "is not a folder" in refused.stderr or "is inside the source" in refused.stderr
+
+    source = tmp_path / "src"
+    shutil.copytree(images_root, source)
+    (source / "train" / "emu").mkdir()
+    empty = _prepare_cli(str(source), str(tmp_path / "e"))
+    assert empty.returncode == 2 and "train/emu holds no images" in empty.stderr
+    (source / "train" / "emu").rmdir()
+    bad = source / "train" / "cat" / "bad.jpg"
+    bad.write_bytes(b"garbage")
+    first = _prepare_cli(str(source), str(tmp_path / "p"), "--workers", "1")
+    assert first.returncode == 2 and "remove or replace the file, then run the same command again" in first.stderr
+    bad.unlink()  # as the message says: the unfinished preparation starts over with the source as it is now
+    again = _prepare_cli(str(source), str(tmp_path / "p"), "--workers", "1")
+    assert again.returncode == 0, again.stderr
+    assert "the source changed since this unfinished preparation started (train 49 -> 48 images)" in again.stderr

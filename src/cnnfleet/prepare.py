@@ -9,7 +9,10 @@ stopped when run again, and a finished one is left as it is. Settings are fixed 
 import argparse
 import hashlib
 import json
+import logging
 import os
+import shutil
+import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -25,6 +28,7 @@ EXAMPLES = """examples:
   cnnfleet-train data=shards data.root=/scratch/imagenet-shards
 """
 STATE = ".prepare"  # per-shard records and the settings, while and after preparing
+log = logging.getLogger(PROG)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -51,6 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="MNIST/CIFAR: share of the training split held out for validation")  # fmt: skip
     parser.add_argument("--seed", type=int, default=0, help="the shuffle before sharding (and the MNIST/CIFAR split)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes")
+    parser.add_argument("--verify", action="store_true",
+                        help="check existing shards' SHA-256; write again the ones that differ")  # fmt: skip
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -94,21 +100,46 @@ def fingerprint(args: argparse.Namespace, source: object) -> dict:
 
 
 def claim_output(output: Path, settings: dict) -> None:
-    """Refuse a folder this command did not start, or started with other settings; record the settings."""
+    """Refuse a folder this command did not start, or finished with other settings; record the settings.
+    An unfinished preparation whose source listing changed (a bad image removed) starts over."""
     from cnnfleet.errors import DataError
     from cnnfleet.run.files import write_json_atomic
 
     state = output / STATE / "settings.json"
     if state.is_file():
         before = json.loads(state.read_text())
-        changed = [f"{k}: {before.get(k)} -> {v}" for k, v in settings.items() if before.get(k) != v]
-        if changed:
-            raise DataError(f"{output} was prepared with other settings ({'; '.join(changed[:3])}); use another "
+        flags = [
+            f"{k}: {before.get(k)} -> {v}" for k, v in settings.items() if before.get(k) != v and k not in SOURCE_KEYS
+        ]
+        source = [k for k in SOURCE_KEYS if before.get(k) != settings.get(k)]
+        finished = (output / "index.json").is_file()
+        if flags:
+            raise DataError(f"{output} was prepared with other settings ({'; '.join(flags[:3])}); use another "
                             f"output folder, or delete {output} to start it over")  # fmt: skip
-        return
-    if output.exists() and any(p.name != ".cnnfleet-prepare.lock" for p in output.iterdir()):
+        if source and finished:
+            raise DataError(f"the images in {settings['source']} changed since {output} was prepared from them "
+                            f"({_count_change(before, settings)}); prepare into another folder, or delete "
+                            f"{output}")  # fmt: skip
+        if not source:
+            return
+        log.warning("the source changed since this unfinished preparation started (%s): starting it over",
+                    _count_change(before, settings))  # fmt: skip
+        for split in before.get("samples", {}):
+            shutil.rmtree(output / split, ignore_errors=True)
+        shutil.rmtree(output / STATE, ignore_errors=True)
+    elif output.exists() and any(p.name != ".cnnfleet-prepare.lock" for p in output.iterdir()):
         raise DataError(f"{output} already holds files that {PROG} did not write; choose a new or empty folder")
     write_json_atomic(state, settings)
+
+
+SOURCE_KEYS = ("samples", "listing_sha256")  # what the source's files decide, not the flags
+
+
+def _count_change(before: dict, now: dict) -> str:
+    old, new = before.get("samples", {}), now.get("samples", {})
+    changed = [f"{split} {old.get(split, 0)} -> {new.get(split, 0)} images" for split in sorted(old | new)
+               if old.get(split) != new.get(split)]  # fmt: skip
+    return ", ".join(changed) or "the same counts, other files"
 
 
 def _write(job: tuple, output: str, encoding: object) -> tuple[str, int, dict]:
@@ -122,15 +153,24 @@ def _write(job: tuple, output: str, encoding: object) -> tuple[str, int, dict]:
     return split, number, entry
 
 
-def _done(output: Path, split: str, number: int) -> dict | None:
+def _done(output: Path, split: str, number: int, verify: bool) -> dict | None:
+    """The shard's record when it is there whole (size; with --verify, its SHA-256 too), else None."""
     from cnnfleet.data.shards.format import shard_name
 
     record, shard = output / STATE / split / f"{shard_name(number)}.json", output / split / shard_name(number)
     if record.is_file() and shard.is_file():
         entry = json.loads(record.read_text())
-        if shard.stat().st_size == entry["bytes"]:
+        if shard.stat().st_size == entry["bytes"] and (not verify or _sha256(shard) == entry["sha256"]):
             return entry
     return None
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def prepare(args: argparse.Namespace) -> str:
@@ -140,21 +180,25 @@ def prepare(args: argparse.Namespace) -> str:
     from cnnfleet.data.shards.format import INDEX, ShardIndex, shard_name
     from cnnfleet.data.shards.sources import read_source
     from cnnfleet.data.shards.writer import Encoding
+    from cnnfleet.errors import DataError
+    from cnnfleet.launch.orphans import exit_with_parent
     from cnnfleet.run.files import write_json_atomic
 
-    source = read_source(args.kind, args.source, args.channels, args.val_fraction, args.seed)
+    source = read_source(args.kind, args.source, args.channels, args.val_fraction, args.seed, args.output)
     settings = fingerprint(args, source)
     jobs = plan_shards(source, args.shard_size, args.seed)
     output = args.output
+    if output.exists() and not output.is_dir():
+        raise DataError(f"output {output} is not a folder; give a new or empty folder")
     with preparing(output, "shards"):
         claim_output(output, settings)
-        entries = {(split, n): _done(output, split, n) for split, n, _ in jobs}
+        entries = {(split, n): _done(output, split, n, args.verify) for split, n, _ in jobs}
         pending = [job for job in jobs if entries[job[:2]] is None]
         encoding = Encoding(args.size, args.quality, source.mode)
         bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), unit="shard", disable=args.quiet or None,
                    desc=PROG)  # fmt: skip
         if pending:
-            pool = ProcessPoolExecutor(max_workers=min(args.workers, len(pending)))
+            pool = ProcessPoolExecutor(max_workers=min(args.workers, len(pending)), initializer=exit_with_parent)
             try:
                 futures = [pool.submit(_write, job, str(output), encoding) for job in pending]
                 for future in futures:
@@ -182,10 +226,14 @@ def main(argv: list[str] | None = None) -> None:
     from cnnfleet.errors import CnnfleetError, user_message
 
     args = parse(sys.argv[1:] if argv is None else argv)
+    logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")  # waiting for a lock, a restart
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill / a batch system: stop as on Ctrl-C
     try:
         print(prepare(args))
     except CnnfleetError as exc:
         fail(PROG, user_message(exc), exc.exit_code)
+    except OSError as exc:  # the output cannot be written (a file in the way, /proc, permissions, a full disk)
+        fail(PROG, f"cannot write {args.output}: {exc.strerror or exc}; give a writable folder")
     except KeyboardInterrupt:
         fail(PROG, f"interrupted; the shards written so far are kept: run the same command again to finish "
                    f"{args.output}", 130)  # fmt: skip

@@ -16,6 +16,18 @@ from cnnfleet.launch.env import lightning_launched_child
 PR_SET_PDEATHSIG = 1
 
 
+def exit_with_parent() -> None:
+    """For worker processes of our own (cnnfleet-prepare's encoders): SIGKILL when the parent dies, so a
+    killed command leaves no orphan holding its locks."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        parent = os.getppid()
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:  # the parent died before the signal was armed
+            os._exit(1)
+
+
 def die_with_parent(env: Mapping[str, str] | None = None) -> bool:
     """Ask the kernel to SIGKILL this process when its parent (rank 0) exits; True when set."""
     env = os.environ if env is None else env

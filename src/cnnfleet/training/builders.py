@@ -47,8 +47,8 @@ def build_classifier(model_cfg: DictConfig, data_cfg: DictConfig, cfg: DictConfi
     """The network's stem and head follow the data set's channels and classes; then model.init_from's
     weights (not when the run resumes: the checkpoint's replace them) and model.freeze."""
     if data_cfg.num_classes is None:  # cnnfleet's commands count an image folder's classes at launch
-        raise ConfigError("data.num_classes is not set: set data.num_classes=N (the commands count the class "
-                          "folders under data.root/train when it is left unset)")  # fmt: skip
+        raise ConfigError("data.num_classes is not set: set data.num_classes=N (the commands read it from the "
+                          "data when it is unset: data.root/train's class folders, shards' index.json)")  # fmt: skip
     model = OmegaConf.to_container(model_cfg, resolve=True)
     model.update(in_channels=data_cfg.channels, num_classes=data_cfg.num_classes)
     run_keys = {key: model.pop(key) for key in MODEL_RUN_KEYS if key in model}  # not constructor arguments

@@ -28,8 +28,11 @@ def jpeg_size(data: bytes, name: str) -> tuple[int, int]:
     try:
         with Image.open(io.BytesIO(data)) as image:
             width, height = image.size
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DataError(f"cannot decode image {name} ({exc}); prepare the shards again") from None
+    except (UnidentifiedImageError, OSError, ValueError):
+        raise DataError(
+            f"cannot decode image {name} (not a readable JPEG); run the same cnnfleet-prepare command "
+            "again with --verify"
+        ) from None
     return height, width
 
 
@@ -88,8 +91,8 @@ def decode(data: Sequence[bytes], names: Sequence[str], channels: int, device: s
             try:
                 decode_jpeg(tensor, mode=mode)
             except RuntimeError as exc:
-                raise DataError(f"cannot decode image {name} ({str(exc).splitlines()[0]}); "
-                                "prepare the shards again") from None  # fmt: skip
+                raise DataError(f"cannot decode image {name} ({str(exc).splitlines()[0]}); run the same "
+                                "cnnfleet-prepare command again with --verify") from None  # fmt: skip
         raise
 
 

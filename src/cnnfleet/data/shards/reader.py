@@ -31,7 +31,13 @@ class ShardTable:
 
 def read_table(path: str, shard: Shard) -> ShardTable:
     """The shard's sample table from its tar headers; DataError naming the file when it is not intact."""
-    size = os.path.getsize(path)
+    try:
+        size = os.path.getsize(path)
+    except FileNotFoundError:
+        raise DataError(
+            f"shard {path} is missing (index.json lists it); copy it again or run the same "
+            "cnnfleet-prepare command again"
+        ) from None
     if size != shard.bytes:
         raise DataError(f"shard {path} is {size} bytes but index.json says {shard.bytes}: the file is truncated "
                         "or was changed; copy it again or run cnnfleet-prepare again")  # fmt: skip
@@ -46,11 +52,15 @@ def read_table(path: str, shard: Shard) -> ShardTable:
                 elif ext == LABEL_EXT:
                     labels[key] = int(tar.extractfile(member).read())
     except (tarfile.TarError, ValueError, OSError) as exc:
-        raise DataError(f"shard {path} is damaged ({exc}); copy it again or run cnnfleet-prepare again") from None
+        raise DataError(
+            f"shard {path} is damaged ({exc}); copy it again or run the same cnnfleet-prepare command "
+            "again with --verify"
+        ) from None
     keys = list(images)
     if len(keys) != shard.count or set(keys) != set(labels):
         raise DataError(f"shard {path} holds {len(keys)} images and {len(labels)} labels but index.json says "
-                        f"{shard.count} samples; run cnnfleet-prepare again")  # fmt: skip
+                        f"{shard.count} samples; run the same cnnfleet-prepare command again with "
+                        "--verify")  # fmt: skip
     offsets, sizes = zip(*(images[k] for k in keys), strict=True)
     return ShardTable(path, np.array(offsets), np.array(sizes), np.array([labels[k] for k in keys]), keys)
 

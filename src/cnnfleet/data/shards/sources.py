@@ -13,7 +13,7 @@ import numpy as np
 from cnnfleet.errors import DataError
 
 FORMATS = ("imagefolder", "mnist", "fashion_mnist", "cifar10", "cifar100")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp", ".gif")
 
 
 @dataclass
@@ -42,6 +42,11 @@ def image_folder(root: Path, channels: int) -> Source:
                         if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]  # fmt: skip
         if not samples:
             raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders")
+        if split == "train":
+            empty = sorted(set(classes) - {classes[label] for _, label in samples})
+            if empty:
+                raise DataError(f"{folder}/{empty[0]} holds no images ({len(empty)} class folder(s) without any); "
+                                "add images or remove the folder")  # fmt: skip
         splits[split] = samples
     return Source(classes, splits, "RGB" if channels == 3 else "L")
 
@@ -75,9 +80,11 @@ def torchvision_files(root: Path, name: str, val_fraction: float, seed: int) -> 
     )  # fmt: skip
 
 
-def read_source(kind: str, root: Path, channels: int, val_fraction: float, seed: int) -> Source:
+def read_source(kind: str, root: Path, channels: int, val_fraction: float, seed: int, output: Path) -> Source:
     if not root.is_dir():
-        raise DataError(f"source {root} does not exist")
+        raise DataError(f"source {root} {'is not a folder' if root.exists() else 'does not exist'}")
+    if output.resolve().is_relative_to(root.resolve()):
+        raise DataError(f"output {output} is inside the source {root}; write the shards elsewhere")
     if kind == "imagefolder":
         source = image_folder(root, channels)
         if "val" not in source.splits:

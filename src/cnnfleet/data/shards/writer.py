@@ -35,7 +35,9 @@ def encode(sample: object, encoding: Encoding) -> bytes:
                 image = opened
         image = image.convert(encoding.mode)
     except (OSError, ValueError, SyntaxError) as exc:
-        raise DataError(f"cannot decode image {sample} ({exc}); remove or replace the file") from None
+        raise DataError(
+            f"cannot decode image {sample} ({exc}); remove or replace the file, then run the same command again"
+        ) from None
     short = min(image.size)
     if encoding.size and short > encoding.size:
         scale = encoding.size / short
