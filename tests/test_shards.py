@@ -337,8 +337,10 @@ def test_imagenet_recipe_prepares_trains_on_one_and_two_processes_evaluates_and_
     assert two.returncode == 0, two.stderr[-3000:]
     assert two.summary()["device"]["world_size"] == 2 and two.summary()["batch"] == {"global": 20, "per_device": 10}
     best = one.run_dirs()[-1] / "checkpoints" / "best.ckpt"
-    evaluated = run_cli("cnnfleet-eval", [f"ckpt_path={best}"], tmp_path / "one")
+    (tmp_path / "shards").rename(tmp_path / "moved")  # to scratch, say: evaluation follows with data_root=
+    evaluated = run_cli("cnnfleet-eval", [f"ckpt_path={best}", f"data_root={tmp_path / 'moved'}"], tmp_path / "one")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
+    assert json.loads((evaluated.run_dirs("eval")[-1] / "metrics.json").read_text())["samples"] == 100
     predicted = run_cli("cnnfleet-predict", [f"ckpt_path={best}", f"inputs={images / 'val' / 'n01440765'}"],
                         tmp_path / "one")  # fmt: skip
     assert predicted.returncode == 0, predicted.stderr[-3000:]

@@ -514,6 +514,8 @@ class EvalConfig:
     ckpt_path: str = key(MISSING, PathRule("file"))  # checkpoint to evaluate (a run's checkpoints/best.ckpt)
     split: str = key("test", OneOf("train", "val", "test"))
     batch_size: int | None = key(None, *BATCH)  # null = the batch size the checkpoint was trained with
+    # the data set's folder (or s3:// URL) when it moved since training; null = the checkpoint's data.root
+    data_root: str | None = key(None, PathRule("dir_or_url"))
     seed: int = key(42, *SEED)
 
 

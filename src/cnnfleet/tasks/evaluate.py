@@ -5,6 +5,7 @@ from pathlib import Path
 import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
+from cnnfleet.errors import ConfigError
 from cnnfleet.inference import load_trained
 from cnnfleet.run.files import write_json_atomic
 from cnnfleet.run.logs import route_lightning_logs
@@ -21,6 +22,11 @@ def evaluate(cfg: DictConfig) -> dict:
     data_cfg = OmegaConf.create(trained.data)
     if cfg.batch_size is not None:
         data_cfg.batch_size = cfg.batch_size
+    if cfg.data_root is not None:
+        if "root" not in data_cfg:
+            raise ConfigError(f"data_root={cfg.data_root}: this checkpoint's data set ({data_cfg._target_}) has "
+                              "no folder to move; leave data_root unset")  # fmt: skip
+        data_cfg.root = cfg.data_root
     datamodule = build_datamodule(data_cfg, seed=cfg.seed)
     datamodule.setup()
 
