@@ -177,7 +177,7 @@ def prepare(args: argparse.Namespace) -> str:
     from tqdm import tqdm
 
     from cnnfleet.data.prepare_lock import preparing
-    from cnnfleet.data.shards.format import INDEX, ShardIndex, shard_name
+    from cnnfleet.data.shards.format import INDEX, Shard, ShardIndex, shard_name
     from cnnfleet.data.shards.sources import read_source
     from cnnfleet.data.shards.writer import Encoding
     from cnnfleet.errors import DataError
@@ -208,16 +208,15 @@ def prepare(args: argparse.Namespace) -> str:
             finally:  # on an error or Ctrl-C: no new shard starts; finished ones are recorded
                 pool.shutdown(wait=True, cancel_futures=True)
         bar.close()
-        splits = {split: [] for split in source.splits}
+        splits: dict[str, list[Shard]] = {split: [] for split in source.splits}
         for split, number, _ in jobs:
-            splits[split].append({"path": f"{split}/{shard_name(number)}", **entries[(split, number)]})
-        index = ShardIndex(str(output), source.classes, {}, settings)
-        document = {**index.to_json(), "splits": splits}
+            splits[split].append(Shard(path=f"{split}/{shard_name(number)}", **entries[(split, number)]))
+        document = ShardIndex(str(output), source.classes, splits, settings).to_json()
         index_path = output / INDEX
         fresh = not index_path.is_file() or json.loads(index_path.read_text()) != json.loads(json.dumps(document))
         if fresh:
             write_json_atomic(index_path, document)
-    counts = ", ".join(f"{split} {sum(e['count'] for e in shards)}" for split, shards in splits.items())
+    counts = ", ".join(f"{split} {sum(s.count for s in shards)}" for split, shards in splits.items())
     done = f"wrote {len(pending)} of {len(jobs)} shards" if pending else f"all {len(jobs)} shards were already there"
     return f"{output}: {len(source.classes)} classes, {counts} images; {done}"
 

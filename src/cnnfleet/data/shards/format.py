@@ -44,7 +44,7 @@ class Shard:
 class ShardIndex:
     """index.json, read: the class names, each split's shards in order, and how they were made."""
 
-    root: str
+    root: str  # the local folder it was read from (for s3:// roots: the cache's copy)
     classes: list[str]
     splits: dict[str, list[Shard]]
     settings: dict = field(default_factory=dict)

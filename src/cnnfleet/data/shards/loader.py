@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from cnnfleet.data.sharding import steps_per_epoch
 from cnnfleet.data.shards import decode as dec
 from cnnfleet.data.shards.plan import eval_plan, train_plan, worker_batches
 from cnnfleet.data.shards.reader import SplitReader
@@ -48,7 +49,9 @@ class ShardBatches(IterableDataset):
         self.decode_on_device = decode_on_device
         self.position = torch.zeros(2, dtype=torch.int64).share_memory_()  # (epoch, batches to skip)
         self.batch = global_batch // world
-        self.num_batches = len(self.plan(0))
+        total = sum(counts)
+        self.num_batches = steps_per_epoch(total, global_batch) if train else len(eval_plan(counts, world, rank,
+                                                                                            self.batch))  # fmt: skip
 
     def start_epoch(self, epoch: int, skip: int) -> None:
         """Main process, before the epoch's iteration: what every worker reads when it begins it."""

@@ -103,9 +103,10 @@ class ShardsDataModule(SplitLoaders, L.LightningDataModule):
     def loader(self, split: str, train: bool = False) -> ShardLoader:
         world, rank, local_devices = self._world()
         per_device_batch(self.batch_size, world)
-        shards = self.index.splits[self.index.eval_split(split)]
+        name = self.index.eval_split(split)
+        shards = self.index.splits[name]
         reader = SplitReader(shards, self.locate, window=self.shuffle_window if train else 0)
-        dataset = ShardBatches(reader, [s.count for s in shards], train, world, rank,
+        dataset = ShardBatches(reader, self.index.counts(name), train, world, rank,
                                self.batch_size, self.shuffle_seed, self.shuffle_window, self.spec,
                                self.decode_on_device())  # fmt: skip
         workers = self.num_workers if self.num_workers is not None else default_workers(local_devices)

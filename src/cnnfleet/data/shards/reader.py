@@ -77,9 +77,6 @@ class SplitReader:
         self.tables: dict[int, ShardTable] = {}
         self.files: OrderedDict[int, object] = OrderedDict()
 
-    def __len__(self) -> int:
-        return int(self.starts[-1])
-
     def __getstate__(self) -> dict:  # worker processes open their own files
         return {**self.__dict__, "tables": {}, "files": OrderedDict()}
 
@@ -111,8 +108,3 @@ class SplitReader:
             data[i] = handle.read(int(table.sizes[sample]))
             labels[i], names[i] = int(table.labels[sample]), f"{table.path}:{table.keys[sample]}"
         return data, labels, names
-
-    def close(self) -> None:
-        for handle in self.files.values():
-            handle.close()
-        self.files.clear()
