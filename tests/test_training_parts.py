@@ -106,6 +106,25 @@ def test_csv_logger_appends_to_an_existing_metrics_file(tmp_path: Path) -> None:
     assert len(lines) == 3 and lines[1].startswith("0,1.0") and lines[2].startswith("10,0.5,0.9")
 
 
+def test_csv_logger_new_column_never_leaves_a_truncated_file(tmp_path: Path, monkeypatch) -> None:
+    """A new key rewrites metrics.csv; dying mid-rewrite (here: the row writer fails) keeps every row."""
+    logger = ResumableCSVLogger(save_dir=str(tmp_path))
+    for step in range(3):
+        logger.log_metrics({"train/loss": 1.0 / (step + 1)}, step=step)
+        logger.save()
+    before = (tmp_path / "metrics.csv").read_text()
+
+    def die(*args, **kwargs) -> None:
+        raise KeyboardInterrupt  # what a signal handler raises in the middle of the write
+
+    monkeypatch.setattr("csv.DictWriter.writerows", die)
+    logger.log_metrics({"train/loss": 0.1, "val/acc": 0.9}, step=3)
+    with pytest.raises(KeyboardInterrupt):
+        logger.save()
+    assert (tmp_path / "metrics.csv").read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]  # no temporary file left behind
+
+
 def make_run(runs: Path, name: str, status: str, mtime: float) -> Path:
     run = runs / name
     atomic_torch_save({"state_dict": {}}, run / "checkpoints" / "last.ckpt")
