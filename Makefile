@@ -31,8 +31,13 @@ slurm-up:
 	elif [ "$$CI" = true ]; then cat $(SLURM_LOG); echo "CI needs the local SLURM cluster"; exit 1; \
 	else echo "no local SLURM cluster (see $(SLURM_LOG)): SLURM tests will skip"; fi
 
-# the 20 slowest tests are listed at the end (the suite should stay under 15 minutes on 2 cores)
-PYTEST_ARGS ?= --durations=20
+# Two workers, one test file each at a time (--dist loadfile): a file's module and session fixtures
+# are built once, and test_slurm.py's jobs run one after another on the one local cluster while the
+# other worker trains. Most of a CLI test is single-threaded start-up or waiting on a job, so two
+# workers nearly halve the wall time; tests/conftest.py gives each worker one intra-op thread so
+# their training never oversubscribes the cores. The 20 slowest tests are listed at the end (the
+# suite should stay under 20 minutes on 2 cores).
+PYTEST_ARGS ?= -n 2 --dist loadfile --durations=20
 test: $(STAMP) lint slurm-up
 	$(BIN)/pytest $(PYTEST_ARGS)
 

@@ -22,6 +22,18 @@ from cnnfleet.schema import register_configs
 BIN = Path(sys.executable).parent
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (`make test` runs 2 workers on 2 cores), each worker's runs use one
+    intra-op thread: two workers training at once then fill the cores instead of running 4 OpenMP
+    threads on 2 (measured last on this machine: 2-thread torch runs ~5x slower while another
+    process holds a core). cnnfleet reads OMP_NUM_THREADS as the user's choice (launch/env.py)."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ["OMP_NUM_THREADS"] = "1"
+        import torch
+
+        torch.set_num_threads(1)
+
+
 @dataclass
 class CliResult:
     returncode: int
