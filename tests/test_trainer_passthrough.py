@@ -62,11 +62,14 @@ def test_max_steps_val_check_interval_simple_profiler_and_model_summary(runs: di
     report = run / "profiler" / "fit-simple.txt"
     assert report.is_file() and "run_training_epoch" in report.read_text()
     assert "Total params" in result.stdout  # ModelSummary's table
-    # validation every 5 training batches: at steps 4 and 9 (Lightning's step - 1 convention)
+    # validation every 5 training batches: at steps 4 and 9 (Lightning's step - 1 convention), and at the
+    # step where max_steps ends the fit mid-epoch (11): val/ metrics and a best.ckpt of the final weights
     rows = [line.split(",") for line in (run / "metrics.csv").read_text().splitlines()]
     header = rows[0]
     val_steps = {int(r[header.index("step")]) for r in rows[1:] if r[header.index("val/loss")]}
-    assert {4, 9} <= val_steps, val_steps
+    assert val_steps == {4, 9, 11}, val_steps
+    assert (run / "checkpoints" / "best.ckpt").is_file() and summary["fit"]["final_val"]["val/acc"] > 0
+    assert "could not find the monitored key" not in result.stderr
 
 
 def test_early_stopping_ends_a_completed_run_and_says_why(runs: dict) -> None:

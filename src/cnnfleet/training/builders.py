@@ -21,6 +21,7 @@ from cnnfleet.models.init_from import init_from
 from cnnfleet.run.smoke import smoke_run
 from cnnfleet.training.checkpoint_io import AtomicCheckpointIO
 from cnnfleet.training.device import DevicePlan
+from cnnfleet.training.final_validation import ValidateAtMaxSteps
 from cnnfleet.training.finite_loss import StopOnNonFiniteLoss
 from cnnfleet.training.last_checkpoint import LastCheckpoint
 from cnnfleet.training.module import Classifier
@@ -191,7 +192,8 @@ def build_trainer(
     for key in MODULE_KEYS:  # applied to the module (build_classifier, compile_network)
         kwargs.pop(key)
     loss_logger = TrainLossLogger()
-    callbacks = [*callbacks, StopOnNonFiniteLoss(kwargs.pop("check_finite_every_n_steps")), loss_logger]
+    callbacks = [*callbacks, StopOnNonFiniteLoss(kwargs.pop("check_finite_every_n_steps")), loss_logger,
+                 ValidateAtMaxSteps()]  # fmt: skip
     if kwargs["benchmark"] is None and plan.accelerator == "gpu" and not kwargs["deterministic"]:
         kwargs["benchmark"] = True  # cudnn picks the fastest kernels for our fixed input shapes
     if kwargs["sync_batchnorm"] and plan.accelerator == "cpu" and plan.world_size > 1:
