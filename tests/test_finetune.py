@@ -22,7 +22,7 @@ from cnnfleet.data.in_memory import select_classes
 from cnnfleet.errors import ConfigError, DataError
 from cnnfleet.models import create_model
 from cnnfleet.models.freeze import freeze
-from cnnfleet.models.init_from import align_keys, init_from, plan_load
+from cnnfleet.models.init_from import align_keys, init_from, match_head_classes, plan_load
 from cnnfleet.schema import register_configs
 from cnnfleet.training.builders import fine_tune
 from cnnfleet.training.module import Classifier
@@ -88,6 +88,44 @@ def test_an_exported_safetensors_file_loads_and_the_head_is_reinitialised(tmp_pa
     assert torch.equal(net.features[1][1].running_mean, trained.features[1][1].running_mean)
     assert torch.equal(net.head[3].weight, fresh_head)
     assert "model.init_from: head head.3 re-initialised: 10 -> 3 classes" in caplog.text
+
+
+def test_a_head_of_the_same_count_is_matched_to_the_data_classes_by_name(tmp_path: Path, caplog) -> None:
+    """Same classes in another order: rows reordered; other classes: the fresh head; no names: kept."""
+    trained = simple(4)
+    with torch.no_grad():
+        for p in trained.parameters():
+            p.normal_()
+    saved = ["cat", "dog", "fox", "owl"]
+    ckpt = tmp_path / "trained.ckpt"  # a cnnfleet-train checkpoint records its classes
+    torch.save({"state_dict": {f"net.{k}": v for k, v in trained.state_dict().items()},
+                "hyper_parameters": {"model": SIMPLE}, "cnnfleet": {"class_names": saved}}, ckpt)  # fmt: skip
+    head = trained.head[3]
+
+    same = simple(4)
+    match_head_classes(same, init_from(same, str(ckpt), SIMPLE, in_channels=1), saved)
+    assert torch.equal(same.head[3].weight, head.weight)
+
+    reordered = simple(4)
+    loaded = init_from(reordered, str(ckpt), SIMPLE, in_channels=1)
+    with caplog.at_level(logging.INFO, logger="cnnfleet.models.init_from"):
+        match_head_classes(reordered, loaded, ["owl", "cat", "fox", "dog"])
+    assert torch.equal(reordered.head[3].weight, head.weight[[3, 0, 2, 1]])
+    assert torch.equal(reordered.head[3].bias, head.bias[[3, 0, 2, 1]])
+    assert torch.equal(reordered.features[0][0].weight, trained.features[0][0].weight)
+    assert "rows reordered to this data's class order (owl, cat, fox, ...)" in caplog.text
+
+    other = simple(4)
+    fresh = other.head[3].weight.clone()
+    loaded = init_from(other, str(ckpt), SIMPLE, in_channels=1)
+    with caplog.at_level(logging.INFO, logger="cnnfleet.models.init_from"):
+        match_head_classes(other, loaded, ["cat", "dog", "fox", "bee"])
+    assert torch.equal(other.head[3].weight, fresh)
+    assert "trained on other classes (here: cat, dog, fox, ...; not in the file: bee)" in caplog.text
+
+    unnamed = tmp_path / "bare.pth"  # a bare state dict says nothing of its classes: the head is kept
+    torch.save(trained.state_dict(), unnamed)
+    assert init_from(simple(4), str(unnamed), SIMPLE, in_channels=1) is None
 
 
 def test_mismatched_weights_are_one_line_naming_the_settings_they_were_trained_with(tmp_path: Path) -> None:
@@ -266,6 +304,9 @@ def finetune(tmp_path_factory: pytest.TempPathFactory, default_run) -> dict:
         "freeze": ["--check", "experiment=finetune_digits", f"model.init_from={ckpt}", "model.freeze=[feature]"],
         "missing": ["experiment=finetune_digits"],
         "bad_path": [f"model.init_from={root}/nope.ckpt"],
+        # the checkpoint's ten classes in reverse order: its head is reordered, not kept as it is
+        "reordered": ["experiment=finetune_digits", f"model.init_from={ckpt}", "data.classes=[9,8,7,6,5,4,3,2,1,0]",
+                      "data.num_classes=10", "trainer.max_steps=1", "logger=csv", "test=false", "task_name=reordered"],
     }  # fmt: skip
     with ThreadPoolExecutor(max_workers=3) as pool:
         runs.update(zip(second, pool.map(lambda a: run_cli("cnnfleet-train", a, root), second.values()), strict=True))
@@ -293,6 +334,15 @@ def test_a_resumed_finetune_continues_its_own_weights(finetune: dict) -> None:
     assert "not applied: the run resumes from a checkpoint" in result.stdout
     assert "model.init_from: loaded" not in result.stdout
     assert result.summary(result.run_dirs("finetune")[-1])["fit"]["global_step"] == 26
+
+
+def test_a_checkpoint_of_the_same_classes_in_another_order_keeps_its_accuracy(finetune: dict) -> None:
+    result = finetune["runs"]["reordered"]
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "head head.3 rows reordered to this data's class order (9, 8, 7, ...)" in result.stdout
+    # one optimizer step of the head, then the validation at max_steps: the trained network's accuracy
+    summary = result.summary(result.run_dirs("reordered")[-1])
+    assert summary["fit"]["final_val"]["val/acc"] > 0.9, summary["fit"]
 
 
 @pytest.mark.parametrize(

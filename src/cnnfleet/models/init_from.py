@@ -14,11 +14,16 @@ The file's key names are aligned to the network's by the one prefix change that 
 After that every tensor must fit, except the classification head (the last nn.Linear) when its class
 count differs: it keeps its fresh initialisation, said in one log line. Anything else is one
 ConfigError line naming a few keys and, for cnnfleet files, the model settings they were trained with.
+
+A head of the same class count is loaded, then matched by class NAME once the data are set up (the
+module's setup; cnnfleet files record their classes): the same classes in another order get their
+rows reordered, other classes get the fresh head back. Without names on both sides it is kept as is.
 """
 
 import json
 import logging
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,10 +42,22 @@ SHOWN = 3  # keys named in an error line
 class Source:
     """A state dict read from a file or cache, with what it says about its origin."""
 
-    def __init__(self, tensors: dict[str, Tensor], where: str, model: dict | None = None) -> None:
+    def __init__(self, tensors: dict[str, Tensor], where: str, model: dict | None = None,
+                 class_names: list[str] | None = None) -> None:  # fmt: skip
         self.tensors = tensors
         self.where = where  # `what` it is, for the log line
         self.model = model  # the cnnfleet model config it was trained with, when known
+        self.class_names = class_names  # the classes its head's rows stand for, when known (cnnfleet files)
+
+
+@dataclass
+class LoadedHead:
+    """A head loaded from a file whose classes are known: matched to the data's classes by name later
+    (match_head_classes), with the network's fresh head kept to fall back to."""
+
+    name: str
+    class_names: list[str]
+    fresh: dict[str, Tensor]
 
 
 def read_source(spec: str, in_channels: int) -> Source:
@@ -67,8 +84,8 @@ def _safetensors(path: Path) -> Source:
             meta = handle.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise ConfigError(f"model.init_from={path}: not a readable safetensors file ({exc})") from None
-    model = json.loads(meta["cnnfleet"]).get("model") if "cnnfleet" in meta else None  # cnnfleet-export's
-    return Source(tensors, f"safetensors file {path}", model)
+    ours = json.loads(meta["cnnfleet"]) if "cnnfleet" in meta else {}  # cnnfleet-export's metadata
+    return Source(tensors, f"safetensors file {path}", ours.get("model"), ours.get("class_names"))
 
 
 def _torch_file(path: Path) -> Source:
@@ -89,10 +106,12 @@ def _lightning(checkpoint: dict, path: Path) -> Source:
     state = checkpoint["state_dict"]
     hparams = checkpoint.get("hyper_parameters")
     model = hparams.get("model") if isinstance(hparams, dict) else None
+    ours = checkpoint.get("cnnfleet")  # training/module.py RUN_CONFIG_KEY
+    names = ours.get("class_names") if isinstance(ours, dict) else None
     ema = {k.removeprefix("ema_net."): v for k, v in state.items() if k.startswith("ema_net.")}
     if ema:
-        return Source(ema, f"checkpoint {path} (EMA weights)", model)
-    return Source(dict(state), f"checkpoint {path}", model)
+        return Source(ema, f"checkpoint {path} (EMA weights)", model, names)
+    return Source(dict(state), f"checkpoint {path}", model, names)
 
 
 def _torchvision_weights(model: str, tag: str | None) -> Source:
@@ -189,8 +208,9 @@ def _settings_hint(saved: dict | None, model: dict) -> str:
 # ---------------------------------------------------------------- applying
 
 
-def init_from(net: nn.Module, spec: str, model: dict, in_channels: int) -> None:
-    """Copy the weights of `spec` into `net` (model: this run's model config, for the error hint)."""
+def init_from(net: nn.Module, spec: str, model: dict, in_channels: int) -> LoadedHead | None:
+    """Copy the weights of `spec` into `net` (model: this run's model config, for the error hint).
+    Returns the loaded head when the file names its classes, for match_head_classes."""
     source = read_source(spec, in_channels)
     target = net.state_dict()
     head = head_name(net)
@@ -199,6 +219,7 @@ def init_from(net: nn.Module, spec: str, model: dict, in_channels: int) -> None:
     if problem:
         raise ConfigError(f"model.init_from={spec} does not fit this {type(net).__name__}: {problem}; "
                           f"{_settings_hint(source.model, model)}")  # fmt: skip
+    fresh = {key: target[key].clone() for key in (f"{head}.weight", f"{head}.bias") if key in target}
     net.load_state_dict(load, strict=False)
     log.info("model.init_from: loaded %d of %d tensors from %s", len(load), len(target), source.where)
     if skipped:
@@ -206,3 +227,30 @@ def init_from(net: nn.Module, spec: str, model: dict, in_channels: int) -> None:
         was = f"{saved.shape[0]}" if saved is not None else "none in the file"
         classes = target[f"{head}.weight"].shape[0]
         log.info("model.init_from: head %s re-initialised: %s -> %d classes", head, was, classes)
+        return None
+    if head is None or not source.class_names or len(source.class_names) != len(target[f"{head}.weight"]):
+        return None
+    return LoadedHead(head, [str(name) for name in source.class_names], fresh)
+
+
+def match_head_classes(net: nn.Module, loaded: LoadedHead, class_names: list[str]) -> None:
+    """Make the loaded head's rows stand for this data's classes: reordered when the classes are the
+    same in another order, the fresh head back when they are other classes."""
+    names = [str(name) for name in class_names]
+    if names == loaded.class_names:
+        return
+    layer = net.get_submodule(loaded.name)
+    with torch.no_grad():
+        if sorted(names) == sorted(loaded.class_names):
+            rows = torch.tensor([loaded.class_names.index(name) for name in names])
+            for tensor in (layer.weight, getattr(layer, "bias", None)):
+                if tensor is not None:
+                    tensor.copy_(tensor[rows.to(tensor.device)])
+            log.info("model.init_from: head %s rows reordered to this data's class order (%s)", loaded.name,
+                     _few(names))  # fmt: skip
+            return
+        for key, value in loaded.fresh.items():
+            getattr(layer, key.rsplit(".", 1)[1]).copy_(value)
+    other = [name for name in names if name not in loaded.class_names]
+    log.info("model.init_from: head %s re-initialised: the file's head was trained on other classes (here: %s; "
+             "not in the file: %s)", loaded.name, _few(names), _few(other) or "none")  # fmt: skip

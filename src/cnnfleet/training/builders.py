@@ -75,7 +75,8 @@ def fine_tune(module: Classifier, run_keys: dict, model: dict, resuming: bool) -
         log.info("model.init_from=%s not applied: the run resumes from a checkpoint", run_keys["init_from"])
     elif run_keys.get("init_from"):
         with building("model.init_from", run_keys["init_from"]):
-            init_from(module.net, run_keys["init_from"], model, model["in_channels"])
+            # a loaded head is matched to the data's classes by name in the module's setup
+            module.loaded_head = init_from(module.net, run_keys["init_from"], model, model["in_channels"])
         if module.ema_net is not None:
             module.ema_net.load_state_dict(module.net.state_dict())
     if run_keys.get("freeze"):

@@ -19,6 +19,7 @@ from cnnfleet import __version__
 from cnnfleet.errors import ConfigError
 from cnnfleet.guard import building
 from cnnfleet.models.freeze import keep_frozen_norms_in_eval
+from cnnfleet.models.init_from import LoadedHead, match_head_classes
 from cnnfleet.training.optim import build_optimizer
 
 RUN_CONFIG_KEY = "cnnfleet"  # checkpoint entry holding the run's resolved config
@@ -47,6 +48,7 @@ class Classifier(L.LightningModule):
         self.ema_net = copy.deepcopy(self.net).requires_grad_(False) if ema_decay else None
         self.run_config: dict | None = None  # set by the train task; stored in checkpoints
         self.class_names: list[str] | None = None  # from the data module; stored in checkpoints
+        self.loaded_head: LoadedHead | None = None  # model.init_from's head, matched to class_names in setup
         self.val_metrics = evaluation_metrics(num_classes, prefix="val/")
         self.test_metrics = evaluation_metrics(num_classes, prefix="test/")
         # the training epoch's loss x images, correct predictions and images: three running sums on the
@@ -152,6 +154,11 @@ class Classifier(L.LightningModule):
         datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
         if getattr(datamodule, "class_names", None):
             self.class_names = [str(name) for name in datamodule.class_names]
+        if self.loaded_head is not None and self.class_names:
+            match_head_classes(self.net, self.loaded_head, self.class_names)
+            if self.ema_net is not None:
+                self.ema_net.load_state_dict(self.net.state_dict())
+            self.loaded_head = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint[RUN_CONFIG_KEY] = {"config": self.run_config, "version": __version__,
