@@ -244,6 +244,27 @@ def test_multirun_on_slurm_runs_every_trial_as_its_own_ddp_job(slurm, cli) -> No
 
 @pytest.mark.slurm
 @pytest.mark.slow
+def test_a_cancelled_trial_of_a_slurm_grid_sweep_is_reported_and_the_sweep_ends(slurm, tmp_path) -> None:
+    """This cluster has no accounting (sacct fails): submitit alone read every state as UNKNOWN and
+    waited forever for a trial cancelled before its result. Now squeue says it ended; the other trial
+    completes, and the table lists the cancelled one as its folder records it."""
+    sweep = tmp_path / "sweep"
+    args = ["-m", "launcher=slurm", *CPU_JOB, "trainer.max_epochs=15", "logger=csv", "test=false",
+            "optimizer.lr=0.003,0.01", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    driver = start_cli(args, tmp_path, tmp_path / "driver.log")
+    wait_for(lambda: (sweep / "0" / "checkpoints" / "last.ckpt").is_file(), "trial 0 training", driver, 300)
+    (job,) = [p.name for p in (sweep / ".submitit").iterdir() if p.name.endswith("_0")]
+    subprocess.run(["scancel", job], check=True)
+    assert driver.wait(timeout=400) == 0, (tmp_path / "driver.log").read_text()[-3000:]
+    log = (tmp_path / "driver.log").read_text()
+    assert f"trial job {job} ended" in log and "1 of 2 trials failed or did not finish" in log, log[-3000:]
+    rows = {r["trial"]: r["status"] for r in csv.DictReader((sweep / "sweep_summary.csv").open())}
+    assert rows == {"0": "stopped", "1": "completed"}, rows
+    assert json.loads((sweep / "0" / "state.json").read_text())["status"] == "stopped"
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
 def test_optuna_on_slurm_prunes_a_ddp_trial_through_the_shared_journal(slurm, cli, tmp_path) -> None:
     """Each trial a 2-task DDP job; rank 0 reports through the journal file, the pruner stops lr 1e-7."""
     sweep = tmp_path / "sweep"

@@ -1,20 +1,107 @@
-"""`launcher=slurm`: hydra-submitit-launcher's SlurmLauncher, with sbatch's refusal as one line.
+"""`launcher=slurm`: hydra-submitit-launcher's SlurmLauncher, with sbatch's refusal as one line and
+trials that end without a result reported, never waited for.
 
 When sbatch refuses the sweep's jobs (resources the partition cannot give, an unknown
 partition or account), submitit prints sbatch's stderr and raises FailedJobError, which Hydra
 reports with a 38-line traceback. Here that becomes the same one line and exit code 2 that
 cnnfleet-submit gives. Hydra only instantiates launchers from the hydra_plugins package, hence
 this module's place.
+
+submitit learns that a job ended from `sacct` (or from the job's result file). On a cluster without
+accounting (`AccountingStorageType=accounting_storage/none`, as on small clusters and the local test
+cluster) sacct fails, every state reads UNKNOWN, and a trial cancelled or killed before it wrote its
+result was waited for forever; and where sacct works, the first such trial raised out of the sweep
+while the others still ran. Here squeue answers when sacct cannot (squeue_fallback_watcher), and a trial
+job that ended without a result is a trial without a value: the sweep goes on, and its summary
+table lists the trial with the status its folder records (cnnfleet's policy for a failed trial).
 """
 
+import contextlib
+import getpass
 import io
+import logging
 import os
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import NoReturn
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLauncher
+
+log = logging.getLogger(__name__)
+# squeue states after which a job never runs again (squeue(1) JOB STATE CODES); PREEMPTED is left out:
+# a job submitted with --requeue comes back
+ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "REVOKED",
+         "SPECIAL_EXIT", "TIMEOUT"}  # fmt: skip
+GONE = "ENDED"  # a job squeue no longer lists (SLURM forgets ended jobs after MinJobAge)
+
+
+def squeue_states() -> dict[str, str] | None:
+    """State of each of this user's jobs that SLURM still holds (array tasks as `id_index`); None when
+    squeue itself fails (the controller unreachable): then nothing is concluded."""
+    try:
+        out = subprocess.run(["squeue", "-h", "-r", "--states=all", "-u", getpass.getuser(), "-o", "%i|%T"],
+                             capture_output=True, text=True, timeout=60)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return dict(line.strip().split("|", 1) for line in out.stdout.splitlines() if "|" in line)
+
+
+def squeue_fallback_watcher(delay_s: int = 60):  # noqa: ANN201 (submitit's class, imported lazily)
+    from submitit.slurm.slurm import SlurmInfoWatcher
+
+    class SqueueFallbackWatcher(SlurmInfoWatcher):
+        """sacct while it works; once it fails, squeue: a job it lists in an ended state, or no longer
+        lists, has ended; any other state it lists means not yet."""
+
+        sacct_works = True
+
+        def update(self) -> None:
+            if self.sacct_works:
+                calls = self._num_calls
+                super().update()
+                if self._num_calls == calls or self._info_dict:
+                    return
+                self.sacct_works = False  # sacct ran and told nothing: accounting is off
+            to_check = self._registered - self._finished
+            states = squeue_states() if to_check else None
+            if states is None:
+                return
+            for job_id in to_check:
+                state = states.get(job_id, GONE)
+                self._info_dict[job_id] = {"State": state if state in ENDED or state == GONE else "RUNNING"}
+                if self.is_done(job_id, mode="cache"):
+                    self._finished.add(job_id)
+
+    return SqueueFallbackWatcher(delay_s=delay_s)
+
+
+@contextlib.contextmanager
+def trials_without_results_return_none() -> Iterator[None]:
+    """While the launcher waits: squeue when sacct cannot answer, and a trial job that ended without a
+    result returns None (logged) instead of raising out of the sweep while other trials still run."""
+    from submitit.core.utils import UncompletedJobError
+    from submitit.slurm.slurm import SlurmJob
+
+    results = SlurmJob.results
+
+    def results_or_none(job: SlurmJob) -> list:
+        try:
+            return results(job)
+        except UncompletedJobError:
+            log.warning("trial job %s ended (%s) without a result: the sweep goes on without its value; its "
+                        "folder keeps what it saved", job.job_id, job.state)  # fmt: skip
+            return [JobReturn(status=JobStatus.COMPLETED, _return_value=None)]
+
+    watcher = SlurmJob.watcher
+    SlurmJob.watcher, SlurmJob.results = squeue_fallback_watcher(), results_or_none
+    try:
+        yield
+    finally:
+        SlurmJob.watcher, SlurmJob.results = watcher, results
 
 
 class _DropSbatchErrors(io.TextIOBase):
@@ -83,7 +170,8 @@ class CnnfleetSlurmLauncher(SlurmLauncher):
         stderr = sys.stderr
         sys.stderr = _DropSbatchErrors(stderr)
         try:
-            return super().launch(job_overrides, initial_job_idx)
+            with trials_without_results_return_none():
+                return super().launch(job_overrides, initial_job_idx)
         except Exception as exc:
             reason = sbatch_refusal(exc)
             if reason is None:
