@@ -138,6 +138,15 @@ def test_mismatched_weights_are_one_line_naming_the_settings_they_were_trained_w
     assert str(err.value).endswith("they were trained with model.widths=[16, 32]") and "\n" not in str(err.value)
 
 
+def test_weights_of_another_channel_count_name_the_channels(tmp_path: Path) -> None:
+    path = tmp_path / "rgb.safetensors"
+    rgb = create_model("simple_cnn", in_channels=3, num_classes=3, widths=[8, 16])
+    save_file(dict(rgb.state_dict()), str(path),
+              metadata={"cnnfleet": json.dumps({"model": {**SIMPLE, "in_channels": 3, "num_classes": 3}})})  # fmt: skip
+    with pytest.raises(ConfigError, match=r"trained on 3-channel images and these data have 1 \(data.channels\)$"):
+        init_from(simple(3), str(path), {**SIMPLE, "in_channels": 1, "num_classes": 3}, in_channels=1)
+
+
 def test_a_cached_torchvision_weight_name_loads_from_the_hub_cache(tmp_path: Path, monkeypatch, caplog) -> None:
     import torchvision
 

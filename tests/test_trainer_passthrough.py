@@ -7,11 +7,13 @@ import inspect
 import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 
 from cnnfleet.schema import TrainerConfig
+from cnnfleet.tasks.train import _stop_reason
 from cnnfleet.training.builders import MODULE_KEYS, TRAINER_ARGS_ELSEWHERE
 from conftest import run_cli
 
@@ -87,3 +89,17 @@ def test_pytorch_profiler_writes_its_report_and_a_chrome_trace(runs: dict) -> No
     assert "fit-pytorch.txt" in files, files
     assert any(name.endswith(".pt.trace.json") for name in files), files
     assert summary["fit"]["global_step"] == 3
+
+
+def test_the_step_budget_is_named_before_early_stopping_and_fast_dev_run_as_itself() -> None:
+    early = SimpleNamespace(stopped_epoch=1, monitor="val/loss")
+
+    def trainer(**kw: object) -> SimpleNamespace:
+        base = {"fast_dev_run": False, "max_steps": 25, "global_step": 25, "early_stopping_callback": early,
+                "callbacks": []}  # fmt: skip
+        return SimpleNamespace(**{**base, **kw})
+
+    # early stopping fired at the validation of the last step: the budget ended the run
+    assert _stop_reason(trainer()) == {"stopped_by": "trainer.max_steps=25"}
+    assert _stop_reason(trainer(global_step=19))["stopped_by"] == "early stopping on val/loss at epoch 1"
+    assert _stop_reason(trainer(fast_dev_run=1, max_steps=1, global_step=1)) == {"stopped_by": "trainer.fast_dev_run=1"}

@@ -200,6 +200,9 @@ def _settings_hint(saved: dict | None, model: dict) -> str:
     if not saved:
         return "build the network the weights were trained with (model=..., model.name=...)"
     diff = [k for k in sorted(saved) if k not in ("in_channels", "num_classes") and saved.get(k) != model.get(k)]
+    if not diff and saved.get("in_channels") not in (None, model.get("in_channels")):
+        return (f"they were trained on {saved['in_channels']}-channel images and these data have "
+                f"{model.get('in_channels')} (data.channels)")  # fmt: skip
     if not diff:
         return "the file was written by another version of this network"
     return "they were trained with " + " ".join(f"model.{k}={saved[k]!r}".replace("'", "") for k in diff)

@@ -261,7 +261,12 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
 
 
 def _stop_reason(trainer: L.Trainer) -> dict:
-    """Why fit ended before trainer.max_epochs, when a limit or early stopping ended it."""
+    """Why fit ended before trainer.max_epochs, when a limit or early stopping ended it. A step budget
+    first: early stopping that fires at the validation of the last step did not end the run."""
+    if trainer.fast_dev_run:  # Lightning runs it as max_steps=N: name what the user set
+        return {"stopped_by": f"trainer.fast_dev_run={trainer.fast_dev_run}"}
+    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
+        return {"stopped_by": f"trainer.max_steps={trainer.max_steps}"}
     early = trainer.early_stopping_callback
     if early is not None and early.stopped_epoch:
         return {"stopped_by": f"early stopping on {early.monitor} at epoch {early.stopped_epoch}",
@@ -269,8 +274,6 @@ def _stop_reason(trainer: L.Trainer) -> dict:
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
     if timer is not None and timer.time_remaining() is not None and timer.time_remaining() <= 0:
         return {"stopped_by": "trainer.max_time"}
-    if trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps:
-        return {"stopped_by": f"trainer.max_steps={trainer.max_steps}"}
     return {}
 
 
