@@ -341,7 +341,7 @@ def _test(trainer: L.Trainer, module: L.LightningModule, datamodule: L.Lightning
     ckpt = "best" if checkpoint_cb is not None and checkpoint_cb.best_model_path else None
     if not cfg.train and cfg.ckpt_path:
         ckpt = cfg.ckpt_path
-    what = {None: "the final weights (no best checkpoint)", "best": checkpoint_cb.best_model_path if ckpt else ""}
-    log.info("testing %s on the test split", what.get(ckpt, ckpt))
+    what = checkpoint_cb.best_model_path if ckpt == "best" else ckpt or "the final weights (no best checkpoint)"
+    log.info("testing %s on the test split", what)
     results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, verbose=False)
     return {key: float(value) for key, value in results[0].items()} if results else {}
