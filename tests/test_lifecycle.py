@@ -4,6 +4,7 @@ Each test is a sequence a user lives through, asking at every step what the user
 is lost: the exit code and the one line on stderr, state.json, and the files that must not change.
 """
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -11,7 +12,6 @@ import os
 import shlex
 import signal
 import subprocess
-import threading
 from collections import Counter
 from pathlib import Path
 
@@ -22,11 +22,6 @@ from conftest import BIN, run_cli, wait_until
 
 # a short digits run with a row in metrics.csv at every step
 SHORT = ["logger=csv", "test=false", "trainer.log_every_n_steps=1"]
-
-
-def pause(seconds: float) -> None:
-    """A deliberate delay (to land inside a phase), not a wait for a condition."""
-    threading.Event().wait(seconds)
 
 
 def start(args: list[str], root: Path) -> subprocess.Popen:
@@ -48,6 +43,30 @@ def the_run(root: Path) -> Path | None:
 
 def state(run: Path) -> dict:
     return json.loads((run / "state.json").read_text())
+
+
+def phase(run: Path) -> str | None:
+    """The phase state.json names for the live attempt (None before the attempt has begun)."""
+    try:
+        attempts = state(run)["attempts"]
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+    return attempts[-1].get("phase") if attempts else None
+
+
+def parent(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (killed, its parent gone, not yet reaped)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def fingerprint(run: Path) -> dict[str, str]:
@@ -88,11 +107,16 @@ def test_last_checkpoint_is_the_final_state_and_best_is_kept_apart(default_run) 
 
 @pytest.mark.slow
 def test_ctrl_c_a_second_process_a_changed_value_two_resumes_and_a_reused_folder(tmp_path: Path) -> None:
-    args = [*SHORT, "trainer.max_epochs=8"]  # one-cycle: the schedule's length is part of the run
+    # one-cycle: the schedule's length is part of the run. No validation in these 8 epochs, so fit is
+    # training from its first step to its last: a Ctrl-C during fit is acted on "during training" by
+    # construction (a signal aimed at a phase by timing landed in the epoch's validation on a slow machine)
+    args = [*SHORT, "trainer.max_epochs=8", "trainer.check_val_every_n_epoch=100"]
     proc = start(args, tmp_path)
     run = must(lambda: the_run(tmp_path), 60, "the run folder")
     must(lambda: (run / "checkpoints" / "last.ckpt").is_file(), 120, "the first epoch's last.ckpt")
     assert state(run)["status"] == "running"
+    # held still (it keeps its lock) while a second process tries the folder: it cannot finish meanwhile
+    os.killpg(proc.pid, signal.SIGSTOP)
 
     # a second process on the same folder: refused, naming the holder; nothing of the run changes
     hydra_files = fingerprint(run / ".hydra")
@@ -102,7 +126,8 @@ def test_ctrl_c_a_second_process_a_changed_value_two_resumes_and_a_reused_folder
     assert fingerprint(run / ".hydra") == hydra_files and len((run / "command.txt").read_text().splitlines()) == 1
 
     # Ctrl-C: a checkpoint at the step, status stopped, one line with the resume command, exit 130
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGINT)  # pending until the process runs again
+    os.killpg(proc.pid, signal.SIGCONT)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 130, stderr[-3000:]
     line = [line for line in stderr.splitlines() if "stopped by SIGINT" in line]
@@ -214,8 +239,8 @@ def test_a_signal_during_validation_is_acted_on_at_its_end(tmp_path: Path) -> No
                   "data.batch_size=4", "trainer.limit_train_batches=1", "trainer.max_epochs=3", "logger=csv"],
                  tmp_path)  # fmt: skip
     run = must(lambda: the_run(tmp_path), 60, "the run folder")
-    must(lambda: (run / "hparams.yaml").is_file(), 120, "fit to start")  # the CSV logger writes it as fit begins
-    pause(1.0)  # inside the validation that follows the single training step
+    # state.json names the phase a live attempt is in (rewritten as each phase starts)
+    must(lambda: phase(run) == "validation", 120, "the first validation")
     proc.send_signal(signal.SIGTERM)
     _, stderr = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "stopped by SIGTERM during validation at step 1" in stderr, stderr[-3000:]
@@ -229,3 +254,47 @@ def test_schedules_that_train_nothing_are_refused_before_a_folder_is_made(cli) -
         result = cli(*value.split())
         assert result.returncode == 2 and says in one_error_line(result.stderr)
         assert not (result.root / "logs").exists()
+
+
+@pytest.mark.slow
+def test_a_rank_blocked_in_its_data_loader_says_where_it_waits_and_a_stop_ends_at_its_deadline(
+    tmp_path: Path,
+) -> None:
+    """A data loader worker that never answers (SIGSTOP stands for the fork deadlock seen on shards): the
+    rank reports the stall in one line with its stacks, and SIGTERM, which can never reach a step
+    boundary, ends the process at device.stop_timeout_s with the SIGTERM status and a stopped record."""
+    from cnnfleet.launch.shutdown import descendants
+
+    proc = start([*SHORT, "trainer.max_epochs=1000", "data.on_device=false", "data.num_workers=1",
+                  "device.stall_after_s=3", "device.stop_timeout_s=5"], tmp_path)  # fmt: skip
+    run = must(lambda: the_run(tmp_path), 60, "the run folder")
+    must(lambda: (run / "checkpoints" / "last.ckpt").is_file(), 120, "an epoch's last.ckpt")
+    must(lambda: phase(run) == "training", 60, "training after the first validation")
+    # the workers of both loaders (persistent), forked from the fork server, a child of the training process
+    workers = must(lambda: [pid for pid in descendants(proc.pid) if parent(pid) != proc.pid], 30, "the workers")
+    try:
+        for pid in workers:
+            os.kill(pid, signal.SIGSTOP)
+        log = run / "train.log"
+        # (a start-up report, when the workers took longer than 3 s to start, names another wait)
+        line = must(lambda: next((x for x in log.read_text().splitlines()
+                                  if "has made no progress" in x and "from the data loader" in x), None),
+                    60, "the stall report")  # fmt: skip
+        assert "rank 0 has made no progress for" in line and "waiting for batch" in line, line
+        stacks = (run / "stacks-rank0.txt").read_text()
+        assert "Thread 0x" in stacks and "File " in stacks and "dataloader" in stacks, stacks[:2000]
+
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=120)
+        assert proc.returncode == 143, stderr[-3000:]
+        ended = [x for x in stderr.splitlines() if "no safe point within 5 s" in x]
+        assert len(ended) == 1 and ended[0].startswith("cnnfleet-train: stopped by SIGTERM"), stderr[-3000:]
+        assert "continue with: cnnfleet-train " in ended[0] and "data loader" in ended[0]
+        assert state(run)["status"] == "stopped" and "no safe point" in state(run)["attempts"][-1]["exit"]
+        assert must(lambda: not any(alive(pid) for pid in workers), 30, "the workers' end")  # they went with it
+    finally:
+        for pid in workers:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)

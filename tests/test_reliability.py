@@ -7,7 +7,6 @@ import signal
 import socket
 import subprocess
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -112,10 +111,8 @@ def test_a_killed_ddp_rank_ends_the_job_without_orphans_and_it_resumes(tmp_path:
     ranks = processes_of(tmp_path)
     child = [pid for pid in ranks if pid != proc.pid]
     assert child, f"rank 1 not found among {ranks}"
-    killed = time.monotonic()
     os.kill(child[0], signal.SIGKILL)
-    stdout, stderr = proc.communicate(timeout=90)
-    assert time.monotonic() - killed < 60
+    stdout, stderr = proc.communicate(timeout=60)  # the job ends within 60 s of the kill, or this fails
     assert proc.returncode != 0
     # rank 0 notices first (its collective fails) and names the dead rank in one line; should
     # Lightning's process observer (5 s polling) win the race, its own line names the rank instead
@@ -142,15 +139,14 @@ def test_a_frozen_ddp_rank_ends_the_run_within_the_timeout_in_one_line_naming_it
     wait_for(lambda: bool(last_ckpt(tmp_path)), 120, "a checkpoint")
     child = [pid for pid in processes_of(tmp_path) if pid != proc.pid]
     assert child, "rank 1 not found"
-    frozen = time.monotonic()
     os.kill(child[0], signal.SIGSTOP)
     try:
-        _, stderr = proc.communicate(timeout=timeout_s + 30)
+        _, stderr = proc.communicate(timeout=timeout_s + 30)  # ends within the timeout + 30 s, or this fails
     finally:
         for pid in child:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-    assert time.monotonic() - frozen < timeout_s + 30 and proc.returncode == 1, stderr[-3000:]
+    assert proc.returncode == 1, stderr[-3000:]
     ours = [line for line in stderr.splitlines() if line.startswith("cnnfleet-train: error:")]
     assert len(ours) == 1, stderr[-3000:]
     assert f"rank 1 (host {socket.gethostname()}, pid {child[0]}) stopped answering: its heartbeat stopped" in ours[0]
@@ -184,9 +180,25 @@ def test_only_lightning_launched_ranks_die_with_their_parent() -> None:
     assert not lightning_launched_child({"LOCAL_RANK": "1", "SLURM_PROCID": "1"})
 
 
+def frozen_inside_a_write(proc: subprocess.Popen, run_dir: Path, tries: int = 50) -> bool:
+    """SIGSTOP the run while a NEW temporary checkpoint file exists (a write under way); True once it holds
+    still inside one. A write that finished before the stop landed is let go, and the next one is tried."""
+    temps = lambda: set(run_dir.glob("checkpoints/.last.ckpt.tmp-*"))  # noqa: E731
+    earlier = temps()  # left by the kills of earlier attempts
+    for _ in range(tries):
+        if not wait_until(lambda: temps() - earlier, 30, interval=0.001):
+            return False
+        os.killpg(proc.pid, signal.SIGSTOP)
+        if temps() - earlier:
+            return True
+        os.killpg(proc.pid, signal.SIGCONT)
+    return False
+
+
 @pytest.mark.slow
 def test_checkpoint_writes_killed_at_random_moments_never_leave_a_broken_resume_point(tmp_path: Path) -> None:
-    """SIGKILL 8 times while checkpoints are written every step; resume always finds a whole file."""
+    """SIGKILL 8 times while checkpoints are written every step: 4 kills at random moments, 4 certainly inside
+    a write (the run frozen while its temporary file exists); resume always finds a whole file."""
     import random
 
     rng = random.Random(0)
@@ -203,7 +215,7 @@ def test_checkpoint_writes_killed_at_random_moments_never_leave_a_broken_resume_
         # moment, odd ones as soon as a temporary checkpoint file appears (inside a write)
         wait_for(lambda before=before: last.exists() and last.stat().st_mtime_ns != before, 120, "a new checkpoint")
         if attempt % 2:
-            wait_until(lambda: any(run_dir.glob("checkpoints/.last.ckpt.tmp-*")), 30, interval=0.002)
+            assert frozen_inside_a_write(proc, run_dir), f"attempt {attempt}: no write could be frozen midway"
         else:
             pause(rng.uniform(0.0, 0.5))
         os.killpg(proc.pid, signal.SIGKILL)
@@ -216,7 +228,7 @@ def test_checkpoint_writes_killed_at_random_moments_never_leave_a_broken_resume_
     assert steps == sorted(steps) and steps[-1] > steps[0]  # every attempt resumed and moved on
     leftovers = [p.name for p in (run_dir / "checkpoints").iterdir() if not p.name.endswith(".ckpt")]
     assert all(name.startswith(".") for name in leftovers)  # only hidden temp files of killed writes
-    print(f"\n{len(leftovers)} of 8 kills interrupted a checkpoint write; steps reached: {steps}")
+    assert len(leftovers) >= 4, leftovers  # the kills inside a write left their temporary files
 
 
 def test_out_of_memory_message_names_the_batch_per_device_and_what_to_try(compose_cfg) -> None:

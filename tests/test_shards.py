@@ -371,7 +371,6 @@ def _processes_mentioning(text: str) -> list[int]:
 def test_a_killed_prepare_leaves_no_worker_behind_and_the_rerun_finishes(images_root: Path, tmp_path: Path) -> None:
     import os
     import signal
-    import time
 
     from conftest import wait_until
 
@@ -388,9 +387,12 @@ def test_a_killed_prepare_leaves_no_worker_behind_and_the_rerun_finishes(images_
         assert wait_until(lambda: not _processes_mentioning(str(out)), 10), "encoding workers outlived prepare"
         if sig == signal.SIGTERM:
             assert proc.returncode == 130 and "interrupted; the shards written so far are kept" in stderr
-    start = time.monotonic()
+    # the rerun finishes and keeps every shard the killed runs recorded (its speed is the benchmark's business)
+    recorded = {r.with_suffix("").name: r.parent.name for r in (out / ".prepare").rglob("*.tar.json")}
+    kept = {name: (out / split / name).stat().st_mtime_ns for name, split in recorded.items()}
     rerun = _prepare_cli(str(big), str(out), "--shard-size", "2", "--workers", "2")
-    assert rerun.returncode == 0 and "wrote" in rerun.stdout and time.monotonic() - start < 60, rerun.stderr
+    assert rerun.returncode == 0 and "wrote" in rerun.stdout, rerun.stderr
+    assert kept and {name: (out / split / name).stat().st_mtime_ns for name, split in recorded.items()} == kept
 
 
 def test_prepare_repairs_what_a_user_breaks_and_refuses_what_makes_no_sense(images_root: Path, tmp_path: Path):

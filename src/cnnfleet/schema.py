@@ -364,6 +364,11 @@ class DeviceConfig:
     # auto = bf16-mixed on GPUs with bf16, 16-mixed on older GPUs, 32-true on CPU; or any Lightning precision
     precision: str = key("auto", OneOf(*PRECISIONS))
     timeout_s: int = key(600, Ge(1), Le(86400))  # wait this long for other ranks (rendezvous, collectives)
+    # no batch trained, validated or tested for this long (and 20 of the recent step times): the rank
+    # says where it waits in one line and writes its threads' stacks into the run folder
+    stall_after_s: int = key(300, Ge(1), Le(86400))
+    # a stop (Ctrl-C, SIGTERM, SIGUSR1) not acted on within this ends the process with the stop's status
+    stop_timeout_s: int = key(120, Ge(1), Le(86400))
 
 
 @dataclass

@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from cnnfleet.data.resumable import ResumableDataLoader, SkipFn
+from cnnfleet.data.workers import worker_start
 from cnnfleet.errors import ConfigError
 
 
@@ -102,7 +103,7 @@ def sharded_loader(
     # its own generator: creating a DataLoader iterator otherwise draws a worker seed from the global
     # torch RNG each epoch, which shifts augmentation randomness after a resume
     common = {"num_workers": num_workers, "persistent_workers": num_workers > 0,
-              "generator": torch.Generator().manual_seed(seed), **kwargs}  # fmt: skip
+              "generator": torch.Generator().manual_seed(seed), **worker_start(num_workers), **kwargs}  # fmt: skip
     if train:
         sampler = TrainingSampler(dataset, num_replicas=world, rank=rank, seed=seed, global_batch=global_batch)
         loader = ResumableDataLoader(dataset, batch_size=batch, sampler=sampler, **common)

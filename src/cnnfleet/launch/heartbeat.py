@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from datetime import timedelta
 
+from cnnfleet.launch.shutdown import must_end_before_exit
+
 PREFIX = "cnnfleet/heartbeat"
 
 
@@ -36,6 +38,7 @@ class Heartbeat:
         self.store_ok, self.store_error = time.monotonic(), ""
         self.seen: dict[int, float] = {}  # peer -> monotonic time its counter last moved
         self.who: dict[int, str] = {}  # peer -> "host H, pid P"
+        self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
         from torch.distributed import TCPStore
@@ -46,10 +49,16 @@ class Heartbeat:
         now = time.monotonic()
         self.seen = {peer: now for peer in range(self.world_size) if peer != self.rank}
         self.store_ok, self.store_error = now, ""
-        for target in (self._beat, self._judge):
-            threading.Thread(target=target, name=f"cnnfleet-heartbeat{target.__name__}", daemon=True).start()
+        self._threads = [threading.Thread(target=target, name=f"cnnfleet-heartbeat{target.__name__}", daemon=True)
+                         for target in (self._beat, self._judge)]  # fmt: skip
+        for thread in self._threads:
+            thread.start()
+        must_end_before_exit(self._threads[0])  # _beat calls into the store
 
     def stop(self) -> None:
+        """Stop beating; the threads leave at their next wake-up. The process waits for the one inside
+        store calls before it exits (launch/shutdown.py: a daemon thread inside a store call during the
+        interpreter's finalisation aborts the process)."""
         self._stop.set()
 
     def describe(self, peer: int) -> str:

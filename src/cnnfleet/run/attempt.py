@@ -91,6 +91,12 @@ class Attempt:
     def at(self, step: int, epoch: int) -> None:
         self.step, self.epoch = step, epoch
 
+    def enter_phase(self, phase: str, step: int) -> None:
+        """Rank 0 records the phase the attempt enters (state.json); other ranks keep the step only."""
+        self.step = step
+        if self.state is not None:
+            self.state.enter_phase(self.run_dir, phase, step)
+
     def close(self, status: str, reason: str) -> bool:
         """Record how the attempt ended; True where rank 0 may write the run's summary. A continued
         run whose checks failed is left exactly as it was (its attempt never began)."""

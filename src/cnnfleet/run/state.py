@@ -2,7 +2,8 @@
 
 `state.json` (written atomically by rank 0) holds the run's identity (launcher kind, job or
 rendezvous id, submission token), its status (created, running, stopped, completed, failed),
-step and epoch, and one entry per attempt with its exit reason. A run killed outright (SIGKILL,
+step and epoch, and one entry per attempt with its exit reason and, while it runs, its phase
+(training, validation, test: rewritten as each phase starts). A run killed outright (SIGKILL,
 node loss) stays `running`; its lock tells the truth: `.lock` is held with flock(2) by rank 0
 for the life of the process, and the kernel releases it when the process dies. So "running with
 a free lock" means interrupted, and a second process on the folder is refused while the first
@@ -80,6 +81,14 @@ class RunState:
         self.status, self.step, self.epoch = status, step, epoch
         if self.attempts:
             self.attempts[-1].update(ended=now(), exit=reason, step=step)
+        self.write(run_dir)
+
+    def enter_phase(self, run_dir: Path, phase: str, step: int) -> None:
+        """The running attempt is now in `phase` (training, validation, test) at `step`: readers of the
+        folder (cnnfleet-runs, a person, a test) see where a live run is."""
+        self.step = step
+        if self.attempts:
+            self.attempts[-1].update(phase=phase, step=step)
         self.write(run_dir)
 
     def describe(self) -> str:

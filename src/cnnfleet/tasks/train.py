@@ -19,6 +19,7 @@ from cnnfleet.guard import building
 from cnnfleet.launch import signals
 from cnnfleet.launch.env import rendezvous_address, sweep_trial
 from cnnfleet.launch.plan import RunPlan, current_plan, plan_trial
+from cnnfleet.launch.shutdown import end_distributed
 from cnnfleet.run.attempt import Attempt
 from cnnfleet.run.files import write_json_atomic, write_text_atomic
 from cnnfleet.run.logs import route_lightning_logs
@@ -50,6 +51,7 @@ from cnnfleet.training.explain import (
 from cnnfleet.training.flops import train_flops_per_image
 from cnnfleet.training.module import Classifier, count_parameters
 from cnnfleet.training.preemption import Stopped, graceful_stop, stop_if_requested
+from cnnfleet.training.progress import ProgressWatch
 from cnnfleet.training.rank_watch import RankWatch, end_on_silent_rank
 from cnnfleet.training.run_config import LogRunConfig
 from cnnfleet.training.throughput import ThroughputMonitor
@@ -93,14 +95,19 @@ def train(cfg: DictConfig) -> float | None:
     plan = (current_plan() or plan_trial(cfg)).with_devices(devices, cfg.data.batch_size)
     loggers: list = []
     attempt = Attempt.of(plan)
+    progress = ProgressWatch(plan.rank, cfg.device.stall_after_s, plan.run_dir, on_phase=attempt.enter_phase)
+    signals.arm_deadline(cfg.device.stop_timeout_s, stop_deadline(plan, attempt, progress, cfg.device.stop_timeout_s))
+    exit_code = 1  # what this process exits with; the distributed state ends first (launch/shutdown.py)
     try:
-        result = _train(cfg, plan, loggers, attempt)
+        result = _train(cfg, plan, loggers, attempt, progress)
+        exit_code = 0
         if isinstance(result, Pruned):  # an Optuna trial its pruner stopped: finished, not failed
             attempt.close(PRUNED, result.reason)
             return None
         attempt.close(COMPLETED, "completed")
         return result
     except Stopped as stopped:
+        signals.disarm()  # acted on: the rest is an ordinary exit
         reason = (
             f"{'requeued after ' if stopped.requeued else 'stopped by '}{stopped.signal_name} during {stopped.phase}"
         )
@@ -115,23 +122,45 @@ def train(cfg: DictConfig) -> float | None:
                     "wall_seconds": time.perf_counter() - _started,
                 },
             )
-        raise SystemExit(_report_stop(stopped, plan)) from None
+        exit_code = _report_stop(stopped, plan)
+        raise SystemExit(exit_code) from None
     except (KeyboardInterrupt, SystemExit) as exc:
         # a second Ctrl-C: KeyboardInterrupt, or the sys.exit(1) Lightning turns it into inside fit/test
         if isinstance(exc, SystemExit) and not signals.pending() & signals.INTERRUPT:
+            exit_code = exc.code if isinstance(exc.code, int) else 1
             attempt.close(FAILED, f"exited with code {exc.code}")
             raise
         attempt.close(STOPPED, "aborted by a second SIGINT")
         if plan.rank == 0:
             sys.stderr.write("cnnfleet-train: aborted by a second Ctrl-C: the checkpoints already written are kept; "
                              f"continue with: {plan.next_command()}\n")  # fmt: skip
-        raise SystemExit(signals.EXIT_CODES[signals.INTERRUPT]) from None
+        exit_code = signals.EXIT_CODES[signals.INTERRUPT]
+        raise SystemExit(exit_code) from None
     except BaseException as exc:
+        exit_code = getattr(exc, "exit_code", 1)
         if attempt.close(FAILED, one_line(exc)) and isinstance(exc, Exception):
             _record_failure(plan.run_dir, exc)
         raise
     finally:
         finish_wandb_runs(loggers, failed=attempt.status == FAILED)
+        end_distributed(exit_code)
+
+
+def stop_deadline(plan: RunPlan, attempt: Attempt, progress: ProgressWatch, seconds: int) -> Callable[[int], None]:
+    """What a rank does when a stop request was not acted on within device.stop_timeout_s (launch/signals.py):
+    record the attempt as stopped, say where it waited, and let the process end with the request's status."""
+
+    def expire(request: int) -> None:
+        reason = f"stopped by {signals.NAMES[request]}: no safe point within {seconds} s (waiting in {progress.where})"
+        if attempt.close(STOPPED, reason):
+            write_summary(plan.run_dir, {"status": STOPPED, "reason": reason, "run_dir": str(plan.run_dir),
+                                         "global_step": attempt.step,
+                                         "wall_seconds": time.perf_counter() - _started})  # fmt: skip
+        if plan.rank == 0:
+            sys.stderr.write(f"cnnfleet-train: {reason}: the checkpoints already written are kept; "
+                             f"continue with: {plan.next_command()}\n")  # fmt: skip
+
+    return expire
 
 
 def _report_stop(stopped: Stopped, plan: RunPlan) -> int:
@@ -159,10 +188,12 @@ def _record_failure(output_dir: Path, exc: Exception) -> None:
 
 def training_callbacks(cfg: DictConfig, module: Classifier, environment: dict, output_dir: Path,
                        on_silent_rank: Callable, flops_per_image: float | None = None,
+                       progress: ProgressWatch | None = None,
                        ) -> tuple[ThroughputMonitor, RankWatch, list[L.Callback]]:  # fmt: skip
     """Every callback of a training run (build_trainer adds the finite-loss check and the loss logger)."""
     throughput = ThroughputMonitor(flops_per_image)
     watch = RankWatch(cfg.device.timeout_s, on_silent_rank)
+    progress = progress or ProgressWatch(0, cfg.device.stall_after_s, output_dir)
     trial = sweep_trial()  # an Optuna trial reports to its study at every validation (sweeps/pruning.py)
     return (
         throughput,
@@ -175,11 +206,13 @@ def training_callbacks(cfg: DictConfig, module: Classifier, environment: dict, o
             LogRunConfig({**module.run_config, "run_env": environment}),
             graceful_stop(),
             watch,
+            progress,
         ],
     )
 
 
-def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> float | Pruned | None:
+def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt,
+           progress: ProgressWatch) -> float | Pruned | None:  # fmt: skip
     if plan.world_size == 1:  # a stop that came during the imports (a scancel at start): act before building
         stop_if_requested("start-up", 0, plan.rank == 0)  # anything, SLURM's KillWait is short
     route_lightning_logs()
@@ -213,7 +246,7 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt) -> f
         log.info("model %s: %s parameters", _model_name(cfg.model), f"{count_parameters(module.net):,}")
     loggers.extend(build_loggers(cfg.logger))
     throughput, watch, callbacks = training_callbacks(cfg, module, environment, output_dir,
-                                                     end_on_silent_rank(plan, attempt), flops)  # fmt: skip
+                                                     end_on_silent_rank(plan, attempt), flops, progress)  # fmt: skip
     trainer = build_trainer(cfg.trainer, plan.devices, callbacks, loggers, str(output_dir))
     start_wandb_runs(loggers)  # every check of the input has passed: W&B may write into the run folder
 

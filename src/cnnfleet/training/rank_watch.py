@@ -50,6 +50,13 @@ class RankWatch(L.Callback):
         self.heartbeat = heartbeat
 
     def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        self.stop()
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # Lightning calls no teardown hook after an exception (a stop, a failure): the beat must end here
+        self.stop()
+
+    def stop(self) -> None:
         if self.heartbeat is not None:
             self.heartbeat.stop()
             self.heartbeat = None

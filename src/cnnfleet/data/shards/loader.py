@@ -19,6 +19,7 @@ from cnnfleet.data.sharding import steps_per_epoch
 from cnnfleet.data.shards import decode as dec
 from cnnfleet.data.shards.plan import eval_plan, train_plan, worker_batches
 from cnnfleet.data.shards.reader import SplitReader
+from cnnfleet.data.workers import worker_start
 
 
 @dataclass(frozen=True)
@@ -103,7 +104,8 @@ class ShardLoader(DataLoader):
 
     def __init__(self, dataset: ShardBatches, epoch_fn: Callable[[], int], skip_fn: Callable[[], int],
                  **kwargs: Any) -> None:  # fmt: skip
-        super().__init__(dataset, batch_size=None, persistent_workers=kwargs.get("num_workers", 0) > 0, **kwargs)
+        workers = kwargs.get("num_workers", 0)
+        super().__init__(dataset, batch_size=None, persistent_workers=workers > 0, **worker_start(workers), **kwargs)
         self.epoch_fn, self.skip_fn = epoch_fn, skip_fn
 
     def __iter__(self) -> Iterator[Any]:

@@ -1,0 +1,35 @@
+"""How DataLoader workers start: from a fork server, never as a fork of the training process.
+
+A training process has threads before its loaders start workers (the rank heartbeat, the
+rendezvous store's client, torch's intra-op pool, W&B). A plain fork copies the process with
+whatever locks those threads held at that instant; Python's after-fork handler then waits on
+one of them forever. Seen on main: a 2-process CPU run on shards hung at its first step, rank 1's
+worker stuck in `PyOS_AfterFork_Child -> _PyEval_ReInitThreads -> PyThread_acquire_lock`
+(Python 3.11), rank 0 waiting in DDP's buffer broadcast, in 2 of 7 starts.
+
+The fork server is a fresh single-threaded process started once per training process (exec'd,
+not forked); each worker is forked from it. It imports torch and the data modules once (the
+preload), so a worker costs a fork of that server plus unpickling its dataset (the datasets
+drop open files and clients in __getstate__ and reopen them in the worker).
+"""
+
+import multiprocessing
+from typing import Any
+
+START_METHOD = "forkserver"
+# imported once by the fork server, so each worker starts with them loaded
+PRELOAD = ["torch", "PIL.Image", "cnnfleet.data.sharding", "cnnfleet.data.shards.loader", "cnnfleet.data.image_folder"]
+
+_context: Any = None
+
+
+def worker_start(num_workers: int) -> dict[str, Any]:
+    """DataLoader keyword arguments for `num_workers` workers started safely (none for 0 workers)."""
+    global _context
+    if num_workers <= 0:
+        return {}
+    if _context is None:
+        context = multiprocessing.get_context(START_METHOD)
+        context.set_forkserver_preload(PRELOAD)
+        _context = context
+    return {"multiprocessing_context": _context}
