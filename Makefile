@@ -35,11 +35,14 @@ slurm-up:
 # are built once, and test_slurm.py's jobs run one after another on the one local cluster while the
 # other worker trains. Most of a CLI test is single-threaded start-up or waiting on a job, so two
 # workers nearly halve the wall time; tests/conftest.py gives each worker one intra-op thread so
-# their training never oversubscribes the cores. The 20 slowest tests are listed at the end (the
-# suite should stay under 20 minutes on 2 cores).
-PYTEST_ARGS ?= -n 2 --dist loadfile --durations=20
+# their training never oversubscribes the cores (the suite should stay under 20 minutes on 2 cores).
+# Each test's time goes to logs/pytest.xml; scripts/test_times.py prints the slowest twenty and each
+# file's total (README "Development"); tests/file_seconds.json, written from such a run, orders the files
+# longest first (--no-loadscope-reorder keeps that order rather than xdist's by test count).
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder --junitxml=logs/pytest.xml
 test: $(STAMP) lint slurm-up
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(PYTEST_ARGS); status=$$?; \
+	if [ -f logs/pytest.xml ]; then $(BIN)/python scripts/test_times.py logs/pytest.xml; fi; exit $$status
 
 # The whole GPU proof in one command (scripts/gpu_check.py): GPU tests and figures into $(GPU_OUT).
 # Runs with this checkout's .venv when there is one, else with the machine's python3 and .whl/ for

@@ -34,6 +34,15 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The longest files first (tests/file_seconds.json, written by scripts/test_times.py --write from a
+    measured run): `--dist loadfile` hands files to the workers in this order, so a long file never
+    starts last while the other worker idles. Within a file the order stays as written."""
+    path = Path(__file__).with_name("file_seconds.json")
+    seconds = json.loads(path.read_text()) if path.is_file() else {}
+    items.sort(key=lambda item: -seconds.get(item.path.name, 0.0))  # stable: a file's tests keep their order
+
+
 @dataclass
 class CliResult:
     returncode: int

@@ -62,7 +62,12 @@ def test_eval_on_the_validation_split(default_run) -> None:
     (run,) = default_run.run_dirs()
     result = run_cli("cnnfleet-eval", [f"ckpt_path={run}/checkpoints/last.ckpt", "split=val"], default_run.root)
     assert result.returncode == 0, result.stderr[-2000:]
-    assert "val/acc" in result.stdout
+    (eval_dir,) = result.run_dirs("eval")
+    report = yaml.safe_load((eval_dir / "metrics.json").read_text())
+    assert report["samples"] == 180 and "val/acc" in result.stdout  # the validation split, not the test split
+    # last.ckpt holds the final weights: the same accuracy as the run's own last validation
+    final = default_run.summary()["fit"]["final_val"]["val/acc"]
+    assert report["metrics"]["val/acc"] == pytest.approx(final, abs=1e-7)
 
 
 def test_same_seed_gives_the_same_result_and_the_recipe_learns(cli) -> None:

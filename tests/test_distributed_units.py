@@ -12,7 +12,7 @@ from cnnfleet.data.sharding import even_eval_batches, per_device_batch
 from cnnfleet.errors import ConfigError
 from cnnfleet.launch.checks import check_launcher
 from cnnfleet.launch.env import first_node, global_rank, intra_op_threads, launcher, slurm_port, slurm_rendezvous
-from cnnfleet.launch.plan import argv_overrides, follow, keyed_folder
+from cnnfleet.run.plan import argv_overrides, follow, keyed_folder
 from cnnfleet.run.state import RunState
 from cnnfleet.training.device import DevicePlan, plan_devices
 from cnnfleet.training.optim import resolve_optimizer

@@ -128,12 +128,19 @@ def test_wandb_lists_unsynced_offline_runs_and_syncs_them_on_request(catalogue, 
     (command,) = [line for line in listed.stdout.splitlines() if line.startswith("wandb sync ")]
     folder = Path(command.removeprefix("wandb sync "))
     assert folder.name.startswith("offline-run-") and list(folder.glob("run-*.wandb"))
-    # a stand-in for `wandb sync` (no network here) that marks the upload as wandb does
+    # stand-ins for `wandb sync` (no network here): one that fails, one that exits 0 without wandb's marker
+    # (not an upload), then one that marks the upload as wandb does
     fake = tmp_path / "bin" / "wandb"
     fake.parent.mkdir()
-    fake.write_text('#!/bin/sh\nfor f in "$2"/run-*.wandb; do touch "$f.synced"; done\necho "done."\n')
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     path = {"PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
+    for script, says in (('echo "wandb: ERROR Network error (ConnectionError)" >&2\nexit 1\n', "Network error"),
+                         ('echo "nothing to do"\n', "nothing to do")):  # fmt: skip
+        fake.write_text("#!/bin/sh\n" + script)
+        fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+        failed = runs_cli(catalogue, "wandb", "--sync", "--filter", "run=*default", env=path)
+        assert failed.returncode == 1 and f"FAILED {folder}: " in failed.stdout and says in failed.stdout, failed.stdout
+        assert "0 of 1 uploaded" in failed.stdout and not list(folder.glob("run-*.wandb.synced"))
+    fake.write_text('#!/bin/sh\nfor f in "$2"/run-*.wandb; do touch "$f.synced"; done\necho "done."\n')
     synced = runs_cli(catalogue, "wandb", "--sync", "--filter", "run=*default", env=path)
     assert synced.returncode == 0, synced.stdout + synced.stderr
     assert f"synced {folder}: done." in synced.stdout

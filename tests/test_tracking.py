@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cnnfleet.tracking.secrets import redact
+from cnnfleet.run.secrets import redact
 from cnnfleet.tracking.wandb_logger import has_api_key, wandb_mode
 from conftest import run_cli
 from test_lifecycle import must, start, the_run
@@ -83,10 +83,13 @@ def test_api_key_never_reaches_files_or_output(cli, no_key) -> None:
     result = cli("logger=wandb", "trainer.max_epochs=1", env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert SECRET not in result.stdout + result.stderr
+    # every file the run could write: its folder, W&B's cache and settings folders, the home folder
     (run,) = result.run_dirs()
-    for path in run.rglob("*"):
-        if path.is_file():
-            assert SECRET.encode() not in path.read_bytes(), path
+    folders = [result.root, Path(no_key["HOME"])]
+    scanned = {path for folder in folders if folder.is_dir() for path in folder.rglob("*") if path.is_file()}
+    assert any(run in path.parents for path in scanned) and any(".wandb-" in str(path) for path in scanned)
+    for path in scanned:
+        assert SECRET.encode() not in path.read_bytes(), path
 
 
 @pytest.mark.slow

@@ -3,7 +3,7 @@
 Before Hydra starts (and before torch is imported), `launch` composes the config once with
 Hydra's compose API: any typo, wrong type or unknown option becomes ONE line and exit code 2,
 instead of Hydra's multi-line report and exit 1. For cnnfleet-train it then computes the
-RunPlan (launch/plan.py): the run folder, its lock, the checkpoint to resume from. Inside the
+RunPlan (run/plan.py): the run folder, its lock, the checkpoint to resume from. Inside the
 job, `run_task` maps our own errors to one line too.
 """
 
@@ -19,8 +19,8 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from cnnfleet.conf_dir import conf_dir
-from cnnfleet.config_errors import COMPOSE_ERRORS, explain
+from cnnfleet.conf_dir import conf_dir, config_roots, current_roots, searchpath_override, use_search_path
+from cnnfleet.config_errors import COMPOSE_ERRORS, explain, is_group
 from cnnfleet.data.class_folders import complete_from_data
 from cnnfleet.domains import check_config as check_domains
 from cnnfleet.domains import creatable_problem, nearest_existing, path_text_problem
@@ -42,14 +42,18 @@ def fail(prog: str, message: str, code: int = EXIT_USAGE) -> NoReturn:
     raise SystemExit(code)
 
 
-def compose_config(config_name: str, overrides: list[str]) -> DictConfig:
-    """Compose like Hydra's app would (hydra node included); raise Hydra/OmegaConf errors
-    (and ConfigError for what Hydra lets through: `data=null`, an unknown option of an optional group)."""
-    check_group_options(overrides)
+def compose_config(config_name: str, overrides: list[str], config_dir: str | None = None) -> DictConfig:
+    """Compose like Hydra's app would (hydra node included), on the same search path (`config_dir`:
+    Hydra's --config-dir); raise Hydra/OmegaConf errors (and ConfigError for what Hydra lets through:
+    `data=null`, an unknown option of an optional group)."""
+    if config_dir and not Path(config_dir).is_dir():
+        raise ConfigError(f"--config-dir {config_dir}: no such folder; give the folder that holds your config groups")
+    check_group_options(overrides, config_roots(config_dir, overrides))
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         try:
-            cfg = compose(config_name=config_name, overrides=overrides, return_hydra_config=True)
+            cfg = compose(config_name=config_name, overrides=with_config_dir(overrides, config_dir),
+                          return_hydra_config=True)  # fmt: skip
         except ValueError as exc:  # Hydra's defaults list raises plain ValueErrors for some overrides
             raise ConfigError(f"cannot compose the config: {first_text_line(exc)} (a group takes one option: "
                               "group=option; remove a group's keys with ~group.key)") from None  # fmt: skip
@@ -63,17 +67,29 @@ def first_text_line(exc: BaseException) -> str:
     return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
 
 
-def check_group_options(overrides: list[str]) -> None:
-    """`group=option` names an existing option, also for optional groups (experiment, debug,
-    hparams_search), which Hydra would silently skip: `experiment=digit_fast` is a typo, not nothing."""
-    from cnnfleet.config_errors import group_options, unknown_option_message
+def with_config_dir(overrides: list[str], config_dir: str | None) -> list[str]:
+    """Hydra's --config-dir as the compose API takes it: first on `hydra.searchpath` (Hydra puts the
+    folder before the schemas, so its options are found like conf/'s own)."""
+    if not config_dir:
+        return overrides
+    folder = Path(config_dir).absolute()
+    entries = [f"file://{folder}", *searchpath_override(overrides)]
+    kept = [o for o in overrides if o.lstrip("+").partition("=")[0] != "hydra.searchpath"]
+    return [*kept, f"hydra.searchpath=[{','.join(quote_value(e) for e in entries)}]"]
 
-    root = Path(conf_dir())
+
+def check_group_options(overrides: list[str], roots: list[str] | None = None) -> None:
+    """`group=option` names an existing option, also for optional groups (experiment, debug,
+    hparams_search), which Hydra would silently skip: `experiment=digit_fast` is a typo, not nothing.
+    `roots`: every folder of the search path (default: cnnfleet's conf/ and CNNFLEET_CONFIG_PATH)."""
+    from cnnfleet.config_errors import group_options, is_group, unknown_option_message
+
+    roots = roots or config_roots(overrides=overrides)
     for override in overrides:
         key, eq, value = override.lstrip("+").partition("=")
-        if not eq or "." in key or "@" in key or key.startswith("hydra") or not (root / key).is_dir():
+        if not eq or "." in key or "@" in key or key.startswith("hydra") or not is_group(roots, key):
             continue
-        valid = group_options(str(root), key)
+        valid = group_options(roots, key)
         if value.strip() in ("null", "None", ""):
             drop = " (or none to leave it out)" if "none" in valid else ""
             raise ConfigError(f"{key}={value}: the group takes one of its options: {', '.join(valid)}{drop}")
@@ -82,7 +98,7 @@ def check_group_options(overrides: list[str]) -> None:
         )
         for option in options:
             if option and option not in valid:
-                raise ConfigError(unknown_option_message(str(root), key, option))
+                raise ConfigError(unknown_option_message(roots, key, option))
 
 
 def check_missing(cfg: DictConfig) -> None:
@@ -98,7 +114,7 @@ def check_missing(cfg: DictConfig) -> None:
             missing.extend(f"{name}.{key}" for key in sorted(OmegaConf.missing_keys(node)))
     if missing:
         key = missing[0]
-        hint = f"pick one with {key}=<option>" if (Path(conf_dir()) / key).is_dir() else f"set {key}=<value>"
+        hint = f"pick one with {key}=<option>" if is_group(current_roots(), key) else f"set {key}=<value>"
         raise ConfigError(f"{key} has no value (it is required): {hint}")
 
 
@@ -126,16 +142,16 @@ def sweep_variants(overrides: list[str], limit: int = 64) -> list[list[str]]:
     return variants[:limit]
 
 
-def check_sweep(config_name: str, overrides: list[str]) -> None:
+def check_sweep(config_name: str, overrides: list[str], config_dir: str | None = None) -> None:
     """A multirun's values are checked before the first trial starts (domains, options, types):
     a bad value in the sweep is one line and exit 2, not a failed trial after hours of others."""
     for variant in sweep_variants(overrides):
         try:
-            check_config(compose_config(config_name, variant))
+            check_config(compose_config(config_name, variant, config_dir))
         except CnnfleetError as exc:
             raise ConfigError(f"in the sweep ({' '.join(variant)}): {exc}") from None
         except COMPOSE_ERRORS as exc:
-            raise ConfigError(f"in the sweep ({' '.join(variant)}): {explain(exc, conf_dir())}") from None
+            raise ConfigError(f"in the sweep ({' '.join(variant)}): {explain(exc, current_roots())}") from None
 
 
 def check_new_folder(cfg: DictConfig, prog: str) -> None:
@@ -180,7 +196,7 @@ def _run_overrides(cfg: DictConfig, overrides: list[str], plans_run: bool) -> li
     """Training: plan the run (folder, lock, checkpoint) and return the argv every rank parses.
     Other commands: an explicit ckpt_path becomes an absolute file (one line when it is not)."""
     if plans_run:
-        from cnnfleet.launch.plan import argv_overrides, plan_launch
+        from cnnfleet.run.plan import argv_overrides, plan_launch
         from cnnfleet.run.record import plain_config
 
         plan = plan_launch(cfg, overrides, os.environ, plain_config(cfg))
@@ -229,20 +245,24 @@ def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, plans_run:
     sys.argv = [a for a in sys.argv if a != CHECK_FLAG] if check_only else sys.argv
     argv = sys.argv[1:]
     args = _parse_args(argv, prog)
+    try:
+        use_search_path(config_roots(args.config_dir, list(args.overrides)))
+    except COMPOSE_ERRORS as exc:  # a malformed hydra.searchpath
+        fail(prog, explain(exc, conf_dir()))
     if check_only and args.multirun:
         fail(prog, f"{CHECK_FLAG} checks one run: leave out -m (or check one combination of the sweep)")
     if args.multirun and not (args.help or args.hydra_help or args.info or args.cfg):
         try:
-            check_sweep(args.config_name or config_name, list(args.overrides))
+            check_sweep(args.config_name or config_name, list(args.overrides), args.config_dir)
         except COMPOSE_ERRORS as exc:
-            fail(prog, explain(exc, conf_dir()))
+            fail(prog, explain(exc, current_roots()))
         finally:
             GlobalHydra.instance().clear()
     skip = args.help or args.hydra_help or args.shell_completion or args.multirun or args.info
     if not skip:
         name = args.config_name or config_name
         try:
-            cfg = compose_config(name, list(args.overrides))
+            cfg = compose_config(name, list(args.overrides), args.config_dir)
             check_config(cfg)
             # values the data define (an image folder's class count): every rank and the record see them
             overrides = [*args.overrides, *complete_from_data(cfg)]
@@ -252,7 +272,7 @@ def launch(hydra_app: Callable[[], Any], config_name: str, prog: str, plans_run:
                 run_check(check, cfg, overrides, prog, exit_after=check_only)
             new_overrides = _run_overrides(cfg, overrides, plans_run and not args.cfg)
         except COMPOSE_ERRORS as exc:
-            fail(prog, explain(exc, conf_dir()))
+            fail(prog, explain(exc, current_roots()))
         finally:
             GlobalHydra.instance().clear()
         if new_overrides != list(args.overrides):
@@ -348,7 +368,7 @@ def run_task(task: Callable[[DictConfig], Any], cfg: DictConfig, prog: str) -> A
             check_domains(cfg)
             complete_from_data(cfg)
         except CnnfleetError as exc:  # this trial's values: recorded like any failed trial, the sweep goes on
-            from cnnfleet.sweeps.trial import write_failure
+            from cnnfleet.run.summary import write_failure
 
             write_failure(HydraConfig.get().runtime.output_dir, one_line(exc))
             sys.stderr.write(f"{prog}: error: trial {HydraConfig.get().job.num} failed: {one_line(exc)}\n")

@@ -2,6 +2,7 @@
 
 import difflib
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from hydra.errors import HydraException, MissingConfigException, OverrideParseException
@@ -9,18 +10,27 @@ from omegaconf.errors import ConfigAttributeError, ConfigKeyError, OmegaConfBase
 
 from cnnfleet.errors import CnnfleetError
 
-
-def group_options(conf_root: str, group: str) -> list[str]:
-    """Options of a config group as a user types them (schemas excluded)."""
-    folder = Path(conf_root) / group
-    return sorted(p.stem for p in folder.glob("*.yaml"))
+Roots = str | Sequence[str]  # cnnfleet's conf/ alone, or every folder of the search path (conf_dir.config_roots)
 
 
-def describe_groups(conf_root: str) -> str:
+def _folders(roots: Roots) -> list[Path]:
+    return [Path(roots)] if isinstance(roots, str) else [Path(root) for root in roots]
+
+
+def group_options(roots: Roots, group: str) -> list[str]:
+    """Options of a config group as a user types them, from every folder of the search path."""
+    return sorted({p.stem for root in _folders(roots) for p in (root / group).glob("*.yaml")})
+
+
+def is_group(roots: Roots, name: str) -> bool:
+    return any((root / name).is_dir() for root in _folders(roots))
+
+
+def describe_groups(roots: Roots) -> str:
     """One line per config group with its options (the --help listing)."""
-    root = Path(conf_root)
-    groups = sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != "hydra")
-    return "\n".join(f"  {group}: {', '.join(group_options(conf_root, group))}" for group in groups)
+    folders = _folders(roots)
+    groups = sorted({p.name for root in folders if root.is_dir() for p in root.iterdir() if p.is_dir()} - {"hydra"})
+    return "\n".join(f"  {group}: {', '.join(group_options(roots, group))}" for group in groups)
 
 
 def _first_line(text: str) -> str:
@@ -32,17 +42,17 @@ def _close(word: str, candidates: list[str]) -> str:
     return f"; did you mean '{match[0]}'?" if match else ""
 
 
-def _unknown_option(exc: MissingConfigException, conf_root: str) -> str:
+def _unknown_option(exc: MissingConfigException, roots: Roots) -> str:
     found = re.search(r"Could not (?:find|load) '([^']+)'", str(exc))
     missing = found.group(1) if found else (exc.missing_cfg_file or "?")
     group, _, option = missing.rpartition("/")
     if not group:
-        return f"config '{missing}' not found in {conf_root}"
-    return unknown_option_message(conf_root, group, option)
+        return f"config '{missing}' not found in {', '.join(str(f) for f in _folders(roots))}"
+    return unknown_option_message(roots, group, option)
 
 
-def unknown_option_message(conf_root: str, group: str, option: str) -> str:
-    valid = group_options(conf_root, group)
+def unknown_option_message(roots: Roots, group: str, option: str) -> str:
+    valid = group_options(roots, group)
     return (
         (f"unknown option '{option}' for group '{group}'{_close(option, valid)} valid options: {', '.join(valid)}")
         .replace("? valid", "? Valid")
@@ -50,14 +60,14 @@ def unknown_option_message(conf_root: str, group: str, option: str) -> str:
     )
 
 
-def _schema_of_option(conf_root: str, group: str, option: str) -> str | None:
-    """The `*_schema` an option's YAML starts its defaults list with."""
-    text = (Path(conf_root) / group / f"{option}.yaml").read_text()
-    found = re.search(r"^\s*-\s*(\w+_schema)\s*$", text, re.M)
+def _schema_of_option(roots: Roots, group: str, option: str) -> str | None:
+    """The `*_schema` an option's YAML starts its defaults list with (the first folder that has it)."""
+    path = next((p for root in _folders(roots) if (p := root / group / f"{option}.yaml").is_file()), None)
+    found = re.search(r"^\s*-\s*(\w+_schema)\s*$", path.read_text(), re.M) if path else None
     return found.group(1) if found else None
 
 
-def key_homes(conf_root: str, leaf: str) -> list[str]:
+def key_homes(conf_root: Roots, leaf: str) -> list[str]:
     """Where a key named `leaf` is defined: `device.precision`, or `data.root (data=imagefolder, ...)`."""
     from dataclasses import fields
 
@@ -76,7 +86,7 @@ def key_homes(conf_root: str, leaf: str) -> list[str]:
     return homes
 
 
-def _unknown_key(cause: ConfigKeyError | ConfigAttributeError, conf_root: str) -> str:
+def _unknown_key(cause: ConfigKeyError | ConfigAttributeError, conf_root: Roots) -> str:
     key = cause.full_key or str(cause.key)
     siblings: list[str] = []
     parent = cause.parent_node
@@ -92,7 +102,7 @@ def _unknown_key(cause: ConfigKeyError | ConfigAttributeError, conf_root: str) -
     return f"unknown config key '{key}'{hint} (to add a new key on purpose use +{key}=...)"
 
 
-def explain(exc: BaseException, conf_root: str) -> str:
+def explain(exc: BaseException, conf_root: Roots) -> str:
     """Return one line describing a composition error; the caller prints it and exits 2."""
     if isinstance(exc, CnnfleetError):
         return str(exc)

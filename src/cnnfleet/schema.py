@@ -709,11 +709,11 @@ def register_configs() -> None:
 def register_resolvers() -> None:
     """Resolvers the YAML files use; registered at import so every process that unpickles a
     config (DDP children, SLURM jobs of launcher=slurm) can resolve it."""
-    from cnnfleet.conf_dir import conf_dir
+    from cnnfleet.conf_dir import current_roots
     from cnnfleet.config_errors import describe_groups
 
     # the --help template lists groups through this (Hydra's own list shows the schemas too)
-    OmegaConf.register_new_resolver("cnnfleet_groups", lambda: describe_groups(conf_dir()), replace=True)
+    OmegaConf.register_new_resolver("cnnfleet_groups", lambda: describe_groups(current_roots()), replace=True)
     OmegaConf.register_new_resolver("cnnfleet_keys", _key_reference, replace=True)
     # the launch directory; unlike ${hydra:runtime.cwd} it resolves before Hydra's job starts
     # (hydra-submitit-launcher resolves the sweep folder while HydraConfig is still unset)

@@ -4,7 +4,7 @@ By default compares Hydra's composed config (`.hydra/config.yaml`, written as ev
 also for a run that failed early), before interpolation: each setting shows once, where it is set,
 and the run folder's own paths (`${paths.output_dir}/checkpoints`) are not differences. `resolved`
 compares config.yaml instead (the values the run used, written by the run). Lists are values
-(`[32, 64, 128]`), not expanded by index. Secret-looking keys are shown as *** (tracking/secrets.py).
+(`[32, 64, 128]`), not expanded by index. Secret-looking keys are shown as *** (run/secrets.py).
 """
 
 import json
@@ -16,7 +16,7 @@ import yaml
 from cnnfleet.catalogue.records import find_runs
 from cnnfleet.errors import ConfigError
 from cnnfleet.run.resume import flatten  # the leaves of a nested config, as resume compares them
-from cnnfleet.tracking.secrets import redact
+from cnnfleet.run.secrets import redact
 
 ABSENT = "(absent)"
 

@@ -9,10 +9,10 @@ which outlives its tasks, records it as failed with srun's exit status, and says
 import os
 import sys
 
-from cnnfleet.cluster.handoff import handoff_dir, run_dir_of
 from cnnfleet.run.files import write_text_atomic
+from cnnfleet.run.handoff import handoff_dir, run_dir_of
 from cnnfleet.run.state import FAILED, RUNNING, RunState, is_locked
-from cnnfleet.sweeps.trial import write_failure
+from cnnfleet.run.summary import write_failure
 
 TASKS_LOST = "TasksLost"  # summary.json "error": the tasks died without a word (the sweep retries such trials)
 

@@ -2,7 +2,7 @@
 
 Read before any process group exists. Order follows the launchers: torchrun sets RANK; SLURM sets
 SLURM_PROCID (srun tasks); processes started by Lightning (or by hand, Lightning's environment)
-set NODE_RANK and LOCAL_RANK. Everything else in cnnfleet receives these facts (launch/plan.py).
+set NODE_RANK and LOCAL_RANK. Everything else in cnnfleet receives these facts (run/plan.py).
 """
 
 import os
@@ -15,6 +15,7 @@ SUBMISSION_ENV = "CNNFLEET_SUBMISSION"  # the sbatch script cnnfleet-submit wrot
 REQUEUE_ENV = "CNNFLEET_REQUEUE"  # "0" when cluster.requeue=false: SIGUSR1 saves and stops, nothing is requeued
 RUN_DIR_ENV = "CNNFLEET_RUN_DIR"  # the run a follow-up job continues (sbatch --export from the job it follows)
 TRIAL_ENV = "CNNFLEET_TRIAL"  # an Optuna trial's study, number and pruner (JSON), set by the sweep driver
+SWEEP_DIR_ENV = "CNNFLEET_SWEEP_DIR"  # set for a sweep trial's own process tree: its W&B group
 CPUS_ENV = "CNNFLEET_CPUS"  # cores this process tree may use (a local sweep's share per trial slot)
 LIGHTNING_IGNORED_SLURM_JOB_NAMES = ("bash", "interactive")  # Lightning treats these as interactive shells
 SAFE_ID = re.compile(r"[^A-Za-z0-9._-]+")
@@ -181,3 +182,20 @@ def sweep_trial(env: Mapping[str, str] | None = None) -> dict | None:
 
     text = _env(env).get(TRIAL_ENV)
     return json.loads(text) if text else None
+
+
+def in_multirun() -> bool:
+    """This process runs trials of a Hydra multirun (the sweep driver or an in-process trial)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def current_sweep_dir(env: Mapping[str, str] | None = None) -> str | None:
+    """The sweep folder this process trains for, or None outside a sweep."""
+    if in_multirun():
+        from hydra.core.hydra_config import HydraConfig
+
+        return str(HydraConfig.get().sweep.dir)
+    return _env(env).get(SWEEP_DIR_ENV) or None

@@ -39,6 +39,7 @@ _deadline_s: float | None = None  # armed by the task (device.stop_timeout_s); N
 _on_deadline: list[Callable[[int], None]] = []
 _clock: dict[str, float] = {}  # "expires": the monotonic time the pending stop ends the process
 _clock_lock = threading.Lock()
+_clock_thread: list[threading.Thread] = []
 
 
 def _on_requeue(signum: int, frame: FrameType | None) -> None:
@@ -73,8 +74,8 @@ def install(requeue: bool) -> None:
 def _watch_wakeups() -> None:
     """The C-level handler writes each signal's number to a pipe; this thread reads it at once, also
     while the main thread is blocked in C code (where the Python handlers above wait their turn)."""
-    if threading.current_thread() is not threading.main_thread():
-        return
+    if threading.current_thread() is not threading.main_thread() or _clock.get("watching"):
+        return  # once per process (commands called in-process, as the tests do, install again)
     read_end, write_end = os.pipe()
     os.set_blocking(write_end, False)
     try:
@@ -82,6 +83,7 @@ def _watch_wakeups() -> None:
     except ValueError:
         return
     threading.Thread(target=_read_wakeups, args=(read_end,), name="cnnfleet-stop-clock", daemon=True).start()
+    _clock["watching"] = 1.0
 
 
 def _read_wakeups(read_end: int) -> None:
@@ -105,11 +107,10 @@ def _read_wakeups(read_end: int) -> None:
 def arm_deadline(seconds: float, on_expire: Callable[[int], None] | None = None) -> None:
     """From now on a stop request not acted on within `seconds` ends the process; `on_expire(request)`
     records and says why first. Called by the task once it knows the run (a request already pending
-    gets its clock now)."""
+    gets its clock now); a later task of the same process (an in-process sweep trial) replaces it."""
     global _deadline_s
     _deadline_s = float(seconds)
-    if on_expire is not None:
-        _on_deadline.append(on_expire)
+    _on_deadline[:] = [on_expire] if on_expire is not None else []
     if _flags or _clock.get("received"):
         _start_clock(None)
 
@@ -120,12 +121,12 @@ def _start_clock(at_most_s: float | None) -> None:
         return
     with _clock_lock:
         expires = time.monotonic() + min(_deadline_s, at_most_s if at_most_s is not None else _deadline_s)
-        if "expires" in _clock and _clock["expires"] <= expires:
+        if _clock.get("expires", float("inf")) <= expires:
             return
-        first = "expires" not in _clock
         _clock["expires"] = expires
-    if first:
-        threading.Thread(target=_run_clock, name="cnnfleet-stop-deadline", daemon=True).start()
+        if not (_clock_thread and _clock_thread[0].is_alive()):
+            _clock_thread[:] = [threading.Thread(target=_run_clock, name="cnnfleet-stop-deadline", daemon=True)]
+            _clock_thread[0].start()
 
 
 def _run_clock() -> None:

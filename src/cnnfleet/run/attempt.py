@@ -79,7 +79,7 @@ class Attempt:
 
     @classmethod
     def of(cls, plan: Any) -> "Attempt":
-        """From a launch.plan.RunPlan."""
+        """From a run.plan.RunPlan."""
         return cls(plan.run_dir, plan.rank, plan.fresh, plan.launcher.restarts, plan.launcher.job_id)
 
     def open(self, cfg: DictConfig, environment: dict, resumed_step: int | None) -> None:

@@ -30,7 +30,7 @@ def route_lightning_logs() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # printed on any machine with SLURM's client tools; cnnfleet checks srun use itself (device.py)
     warnings.filterwarnings("ignore", message=r"The `srun` command is available on your system")
-    # a continued run writes into its own checkpoints/ folder on purpose (launch/plan.py decided it may)
+    # a continued run writes into its own checkpoints/ folder on purpose (run/plan.py decided it may)
     warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     # a run started from another run's checkpoint (plan "extends"): its best.ckpt is its own, as intended
     warnings.filterwarnings("ignore", message=r"The dirpath has changed from")

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnfleet.launch.env import submission_script
 from cnnfleet.run.files import write_json_atomic, write_text_atomic
-from cnnfleet.tracking.secrets import redact
+from cnnfleet.run.secrets import redact
 
 PACKAGES = (
     "cnnfleet",

@@ -1,5 +1,6 @@
 """The end-of-run summary: summary.json in the run folder and a table on stdout."""
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -72,3 +73,21 @@ def summary_rows(summary: dict) -> dict[str, Any]:
         ),
         "run folder": summary["run_dir"],
     }
+
+
+def write_failure(output_dir: str | Path, reason: str, wall_seconds: float | None = None,
+                  error: str | None = None) -> None:  # fmt: skip
+    """summary.json of a failed run: the results table and the sweeper read the reason here.
+    A run folder whose summary says completed keeps it: a failed later attempt (a resume with
+    wrong settings) goes to last_failure.json instead of erasing the finished run's record."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return
+    record = {"status": "failed", "reason": reason, "error": error, "run_dir": str(output_dir),
+              "wall_seconds": wall_seconds}  # fmt: skip
+    summary = output_dir / "summary.json"
+    try:
+        completed = json.loads(summary.read_text()).get("status") == "completed"
+    except (OSError, ValueError):
+        completed = False
+    write_json_atomic(output_dir / ("last_failure.json" if completed else "summary.json"), record)

@@ -369,7 +369,7 @@ def _record_failure(job: Any, reason: str) -> None:
     """A trial that failed before its run wrote a summary (a refused value) still gets its row in the table."""
     import yaml
 
-    from cnnfleet.sweeps.trial import write_failure
+    from cnnfleet.run.summary import write_failure
 
     job.run_dir.mkdir(parents=True, exist_ok=True)
     overrides = job.run_dir / ".hydra" / "overrides.yaml"

@@ -1,7 +1,7 @@
 """Trial slots: where a sweep's trials run, each a run of its own, started as soon as a slot frees.
 
 Every Optuna trial is an ordinary single run, `cnnfleet-train <its overrides> hydra.run.dir=<sweep>/<n>`,
-so the run lifecycle (launch/plan.py) applies to it unchanged: a trial continued after an
+so the run lifecycle (run/plan.py) applies to it unchanged: a trial continued after an
 interruption resumes from its own checkpoints, a requeued SLURM job keeps its folder.
 
 * LocalSlots: a child process per trial on this host (its output in `<trial>/console.log`),

@@ -23,25 +23,12 @@ import sys
 from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
 
-from cnnfleet.launch.env import slurm_task_id, torchrun_run_id
+from cnnfleet.launch.env import SWEEP_DIR_ENV, in_multirun, slurm_task_id, torchrun_run_id
 from cnnfleet.overrides import quote_value
-from cnnfleet.run.files import write_json_atomic
+from cnnfleet.run.summary import write_failure
 
 log = logging.getLogger(__name__)
-SWEEP_DIR_ENV = "CNNFLEET_SWEEP_DIR"  # set for a trial's own process tree: its W&B group
-
-
-def in_multirun() -> bool:
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
-
-
-def current_sweep_dir() -> str | None:
-    """The sweep folder this process trains for, or None outside a sweep."""
-    if in_multirun():
-        return str(HydraConfig.get().sweep.dir)
-    return os.environ.get(SWEEP_DIR_ENV) or None
 
 
 def needs_own_process(world_size: int) -> bool:
@@ -56,24 +43,6 @@ def one_line(exc: BaseException) -> str:
 
     text = " ".join(user_message(exc).split()) or type(exc).__name__
     return text if isinstance(exc, CnnfleetError) else f"{type(exc).__name__}: {text}"
-
-
-def write_failure(output_dir: str | Path, reason: str, wall_seconds: float | None = None,
-                  error: str | None = None) -> None:  # fmt: skip
-    """summary.json of a failed run: the results table and the sweeper read the reason here.
-    A run folder whose summary says completed keeps it: a failed later attempt (a resume with
-    wrong settings) goes to last_failure.json instead of erasing the finished run's record."""
-    output_dir = Path(output_dir)
-    if not output_dir.is_dir():
-        return
-    record = {"status": "failed", "reason": reason, "error": error, "run_dir": str(output_dir),
-              "wall_seconds": wall_seconds}  # fmt: skip
-    summary = output_dir / "summary.json"
-    try:
-        completed = json.loads(summary.read_text()).get("status") == "completed"
-    except (OSError, ValueError):
-        completed = False
-    write_json_atomic(output_dir / ("last_failure.json" if completed else "summary.json"), record)
 
 
 def run_in_own_process(module: str = "cnnfleet.train") -> float | None:

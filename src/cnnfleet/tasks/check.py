@@ -2,7 +2,7 @@
 
 Each function gets the composed, domain-checked config and the command line's overrides, and
 returns the report's lines; a problem raises a CnnfleetError (one line, exit 2). Nothing is
-written: the run folder is decided (read-only, launch/plan.py) but not created, loggers are built
+written: the run folder is decided (read-only, run/plan.py) but not created, loggers are built
 but not started, one batch is read and one optimizer step taken on a throw-away model.
 """
 
@@ -48,7 +48,7 @@ def _run_once(module, images: torch.Tensor, labels: torch.Tensor, cfg: DictConfi
 def train(cfg: DictConfig, overrides: list[str], probe_devices: bool = True) -> list[str]:
     """Run plan, devices, data (one batch), model (one step), optimizer, scheduler, resume
     checkpoint, loggers, callbacks and the Lightning Trainer."""
-    from cnnfleet.launch.plan import check_schedule, decide
+    from cnnfleet.run.plan import check_schedule, decide
     from cnnfleet.run.record import plain_config
     from cnnfleet.tasks.train import resume_position
     from cnnfleet.training.builders import (

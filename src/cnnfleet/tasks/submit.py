@@ -80,9 +80,9 @@ def _check_no_job_holds(run_dir: Path, log_dir: Path) -> None:
 def continuation(cfg: DictConfig, given: str | None) -> tuple[list[str], str | None, Path | None]:
     """The job overrides that make the job continue a run (hydra.run.dir=<folder>), why, and the folder;
     ([], None, None) for a new run. `given`: hydra.run.dir passed to cnnfleet-submit; `ckpt_path=last`
-    or a checkpoint of an unfinished run continue that run. Decided here with the job's own rules (launch/plan.py), so a
+    or a checkpoint of an unfinished run continue that run. Decided here with the job's own rules (run/plan.py), so a
     completed, running or differently configured run is refused before the job waits in a queue."""
-    from cnnfleet.launch.plan import decide
+    from cnnfleet.run.plan import decide
     from cnnfleet.run.record import plain_config
 
     if given is None and cfg.ckpt_path not in (None, LAST):

@@ -18,18 +18,18 @@ from cnnfleet.errors import CheckpointError, CnnfleetError, ConfigError
 from cnnfleet.guard import building
 from cnnfleet.launch import signals
 from cnnfleet.launch.env import rendezvous_address, sweep_trial
-from cnnfleet.launch.plan import RunPlan, current_plan, plan_trial
 from cnnfleet.launch.shutdown import end_distributed
 from cnnfleet.run.attempt import Attempt
 from cnnfleet.run.files import write_json_atomic, write_text_atomic
 from cnnfleet.run.logs import route_lightning_logs
+from cnnfleet.run.plan import RunPlan, current_plan, plan_trial
 from cnnfleet.run.plots import plot_curves
 from cnnfleet.run.record import environment_record, plain_config
 from cnnfleet.run.smoke import smoke_run
 from cnnfleet.run.state import COMPLETED, FAILED, PRUNED, STOPPED
-from cnnfleet.run.summary import print_table, summary_rows, write_summary
+from cnnfleet.run.summary import print_table, summary_rows, write_failure, write_summary
 from cnnfleet.sweeps.pruning import Pruned, ReportToStudy
-from cnnfleet.sweeps.trial import in_multirun, needs_own_process, one_line, run_in_own_process, write_failure
+from cnnfleet.sweeps.trial import in_multirun, needs_own_process, one_line, run_in_own_process
 from cnnfleet.tracking.wandb_logger import finish_wandb_runs, start_wandb_runs
 from cnnfleet.training.builders import (
     build_callbacks,
@@ -107,7 +107,6 @@ def train(cfg: DictConfig) -> float | None:
         attempt.close(COMPLETED, "completed")
         return result
     except Stopped as stopped:
-        signals.disarm()  # acted on: the rest is an ordinary exit
         reason = (
             f"{'requeued after ' if stopped.requeued else 'stopped by '}{stopped.signal_name} during {stopped.phase}"
         )
@@ -142,6 +141,7 @@ def train(cfg: DictConfig) -> float | None:
             _record_failure(plan.run_dir, exc)
         raise
     finally:
+        signals.disarm()  # this attempt is recorded: a later signal must not rewrite its record
         finish_wandb_runs(loggers, failed=attempt.status == FAILED)
         end_distributed(exit_code)
 
@@ -151,6 +151,8 @@ def stop_deadline(plan: RunPlan, attempt: Attempt, progress: ProgressWatch, seco
     record the attempt as stopped, say where it waited, and let the process end with the request's status."""
 
     def expire(request: int) -> None:
+        if attempt.status is not None:  # the stop was acted on just now and recorded: keep that record
+            return
         reason = f"stopped by {signals.NAMES[request]}: no safe point within {seconds} s (waiting in {progress.where})"
         if attempt.close(STOPPED, reason):
             write_summary(plan.run_dir, {"status": STOPPED, "reason": reason, "run_dir": str(plan.run_dir),

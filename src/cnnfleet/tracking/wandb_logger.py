@@ -57,7 +57,7 @@ def keep_run_id(save_dir: str, value: str) -> None:
 
 def sweep_group() -> str | None:
     """In a Hydra multirun: the sweep folder's name, so every trial lands in one W&B group."""
-    from cnnfleet.sweeps.trial import current_sweep_dir
+    from cnnfleet.launch.env import current_sweep_dir
 
     sweep_dir = current_sweep_dir()  # also set for a DDP trial's own process tree
     return f"sweep-{Path(sweep_dir).name}" if sweep_dir else None

@@ -15,9 +15,9 @@ from omegaconf import DictConfig, OmegaConf
 from cnnfleet.data.in_memory import InMemoryDataModule
 from cnnfleet.errors import ConfigError
 from cnnfleet.guard import building
-from cnnfleet.launch.plan import current_plan
 from cnnfleet.models.freeze import freeze
 from cnnfleet.models.init_from import init_from
+from cnnfleet.run.plan import current_plan
 from cnnfleet.run.smoke import smoke_run
 from cnnfleet.training.checkpoint_io import AtomicCheckpointIO
 from cnnfleet.training.device import DevicePlan

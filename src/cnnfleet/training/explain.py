@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 
 from cnnfleet.errors import CnnfleetError, ConfigError, LaunchError, RankLost, RunFailed
 from cnnfleet.launch.env import rendezvous_address
-from cnnfleet.launch.plan import RunPlan
+from cnnfleet.run.plan import RunPlan
 
 if TYPE_CHECKING:
     from cnnfleet.training.rank_watch import RankWatch

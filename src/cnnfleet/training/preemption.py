@@ -12,7 +12,7 @@ Where the ranks act, all at once (one all-reduce of the flags, MAX, so every ran
 Then: SIGUSR1 under SLURM saves hpc_ckpt_<N>.ckpt (older ones are pruned), rank 0 runs `scontrol
 requeue`, and the requeued job resumes from it in the same folder. Where scontrol is unavailable
 inside the job (a container without SLURM's tools), rank 0 asks the batch shell for a follow-up
-job instead (cluster/handoff.py), which continues the same folder under a new job id. With
+job instead (run/handoff.py), which continues the same folder under a new job id. With
 cluster.requeue=false SIGUSR1 saves and stops. SIGTERM and SIGINT save checkpoints/last.ckpt.
 Every rank raises `Stopped`; tasks/train.py records the status and exits (130/143/138, 0 for a requeue).
 
@@ -30,9 +30,9 @@ from typing import Any
 import lightning as L
 import torch
 
-from cnnfleet.cluster.handoff import request_follow_up
 from cnnfleet.launch import signals
 from cnnfleet.launch.env import requeue_enabled, slurm_task_id
+from cnnfleet.run.handoff import request_follow_up
 from cnnfleet.run.smoke import smoke_run
 from cnnfleet.training.lagged import LaggedRead
 

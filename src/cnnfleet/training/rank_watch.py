@@ -21,10 +21,10 @@ import lightning as L
 
 from cnnfleet.errors import RankLost
 from cnnfleet.launch.heartbeat import Heartbeat
-from cnnfleet.launch.plan import RunPlan
 from cnnfleet.run.attempt import Attempt
+from cnnfleet.run.plan import RunPlan
 from cnnfleet.run.state import FAILED
-from cnnfleet.sweeps.trial import write_failure
+from cnnfleet.run.summary import write_failure
 
 log = logging.getLogger(__name__)
 SILENT_SHARE = 0.9  # of device.timeout_s: report before the collective's own timeout fires

@@ -141,7 +141,7 @@ class CnnfleetSlurmLauncher(SlurmLauncher):
     def _preemption_contract(self) -> None:
         """Trials get cnnfleet-submit's contract: SIGUSR1 before the time limit (submitit reads the signal's
         name from SUBMITIT_PREEMPT_SIGNAL, here and in the job, which inherits it), `--requeue`, and
-        cnnfleet's handlers, which replace submitit's in the trial (launch/plan.py plan_trial): the trial
+        cnnfleet's handlers, which replace submitit's in the trial (run/plan.py plan_trial): the trial
         saves, requeues its job (same id, same folder) and returns no result, so the sweep waits for it."""
         from cnnfleet.launch.env import REQUEUE_ENV
 

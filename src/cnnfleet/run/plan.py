@@ -27,7 +27,6 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig
 
-from cnnfleet.cluster.handoff import record_run_dir
 from cnnfleet.errors import CheckpointError, ConfigError
 from cnnfleet.launch import signals
 from cnnfleet.launch.env import (
@@ -39,6 +38,7 @@ from cnnfleet.launch.env import (
     pin_slurm_rendezvous,
 )
 from cnnfleet.overrides import override_value, quote_value
+from cnnfleet.run.handoff import record_run_dir
 from cnnfleet.run.resume import (
     LAST,
     check_same_run,
@@ -116,7 +116,19 @@ def original_overrides(run_dir: Path) -> list[str]:
     except (OSError, yaml.YAMLError):
         return []
     chosen = ("ckpt_path", "hydra.run.dir")
-    return [shlex.quote(str(o)) for o in saved if str(o).partition("=")[0].lstrip("+~") not in chosen]
+    flags = [f"--config-dir {shlex.quote(folder)}" for folder in command_line_config_dirs(run_dir)]
+    return [*flags, *[shlex.quote(str(o)) for o in saved if str(o).partition("=")[0].lstrip("+~") not in chosen]]
+
+
+def command_line_config_dirs(run_dir: Path) -> list[str]:
+    """The --config-dir folders the run was composed with (Hydra records them in .hydra/hydra.yaml): a
+    continuation needs the team's options again."""
+    try:
+        hydra = yaml.safe_load((Path(run_dir) / ".hydra" / "hydra.yaml").read_text()) or {}
+        sources = hydra["hydra"]["runtime"]["config_sources"]
+    except (OSError, yaml.YAMLError, KeyError, TypeError):
+        return []
+    return [str(s["path"]) for s in sources if isinstance(s, dict) and s.get("provider") == "command-line"]
 
 
 def current_plan() -> RunPlan | None:
