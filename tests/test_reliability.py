@@ -9,10 +9,12 @@ import subprocess
 import threading
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
 from cnnfleet.data.sharding import TrainingSampler as SkippingSampler
+from cnnfleet.launch import signals
 from cnnfleet.launch.env import lightning_launched_child
 from cnnfleet.run.resume import checkpoint_in_run_dir
 from conftest import BIN, run_cli, wait_until
@@ -262,3 +264,75 @@ def test_a_two_rank_run_resumes_on_one_rank_with_the_same_global_batch(tmp_path:
     summary = second.summary()
     assert summary["resumed_from"]["global_step"] == steps and summary["fit"]["global_step"] == 2 * steps
     assert summary["device"]["world_size"] == 1 and summary["batch"] == {"global": 64, "per_device": 64}
+
+
+class _RequestStopAt(L.Callback):
+    """Raise the SIGTERM flag as the batch that completes optimizer step `step` ends (before GracefulStop reads it)."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:  # noqa: ANN002
+        if trainer.global_step == self.step:
+            signals._flags |= signals.TERMINATE
+
+
+class _Recorder(L.LightningModule):
+    """A linear classifier on digits with a per-step one-cycle schedule; records (epoch, batch, step)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+        self.seen: list[tuple[int, int, int]] = []
+
+    def training_step(self, batch, batch_idx: int):  # noqa: ANN001, ANN201
+        self.seen.append((self.current_epoch, batch_idx, self.global_step))
+        images, labels = batch
+        return torch.nn.functional.cross_entropy(self.net(images), labels)
+
+    def validation_step(self, batch, batch_idx: int) -> None:  # noqa: ANN001
+        pass
+
+    def configure_optimizers(self):  # noqa: ANN201
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1)
+        total = self.trainer.estimated_stepping_batches
+        schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 0.1, total_steps=total)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def _fit_until_stopped(root: Path, stop_at: int | None, ckpt: str | None) -> tuple[_Recorder, str | None]:
+    from cnnfleet.data.digits import DigitsDataModule
+    from cnnfleet.training.preemption import GracefulStop, Stopped
+
+    data = DigitsDataModule(batch_size=64, num_classes=10, channels=1, image_size=8, mean=[0.3], std=[0.38],
+                            val_fraction=0.1, test_fraction=0.2, split_seed=0, num_workers=0, crop_padding=0,
+                            horizontal_flip=False, auto_augment="none", mixup_alpha=0.0, cutmix_alpha=0.0,
+                            on_device="auto")  # fmt: skip
+    module = _Recorder()
+    callbacks = [_RequestStopAt(stop_at)] if stop_at is not None else []
+    trainer = L.Trainer(max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                        enable_model_summary=False, default_root_dir=str(root),
+                        callbacks=[*callbacks, GracefulStop()])  # fmt: skip
+    signals._flags = 0
+    try:
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt)
+    except Stopped as stopped:
+        return module, stopped.path
+    finally:
+        signals._flags = 0
+    return module, None
+
+
+def test_stops_at_an_epochs_last_batch_and_then_mid_epoch_resume_into_the_uninterrupted_sample_order(tmp_path) -> None:
+    """Stop requests at step 57 (the last batch of epoch 2: 19 batches an epoch) and step 90, each resumed.
+    Lightning resumes a checkpoint written at an epoch's last batch into the next epoch without counting it
+    as started, and the next mid-epoch checkpoint then replayed its epoch from batch 0 (the one-cycle
+    schedule overran). A request at the last batch is acted on at the end of that epoch's validation."""
+    whole, _ = _fit_until_stopped(tmp_path / "whole", None, None)
+    first, ckpt = _fit_until_stopped(tmp_path / "parts", 57, None)
+    assert ckpt is not None and torch.load(ckpt, weights_only=True)["global_step"] == 57
+    second, ckpt = _fit_until_stopped(tmp_path / "parts", 90, ckpt)
+    assert ckpt is not None and torch.load(ckpt, weights_only=True)["global_step"] == 90
+    third, ckpt = _fit_until_stopped(tmp_path / "parts", None, ckpt)
+    assert ckpt is None and len(whole.seen) == 8 * 19
+    assert first.seen + second.seen + third.seen == whole.seen  # every batch once, in the uninterrupted order

@@ -181,8 +181,13 @@ class GracefulStop(L.Callback):
         if not ends_optimizer_step(trainer, batch_idx):
             return
         request = self._step_request(trainer, pl_module)
-        if request:
+        if request and batch_idx + 1 < trainer.num_training_batches:
             self._stop(trainer, request, "training", save=True)
+        # A request at an epoch's last batch waits for the end of its validation (or, without one, the next
+        # step; the epoch's end writes last.ckpt meanwhile): Lightning 2.6 resumes a checkpoint saved here into
+        # a new epoch without counting that epoch as started, so the NEXT mid-epoch checkpoint replayed its
+        # epoch from batch 0 (measured: stops at steps 57 = 3 x 19, then 90; the third attempt trained
+        # 14 batches twice and overran the one-cycle schedule). Flags only grow: the request is read again.
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
