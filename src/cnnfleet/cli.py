@@ -52,8 +52,9 @@ def compose_config(config_name: str, overrides: list[str], config_dir: str | Non
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=conf_dir(), version_base="1.3"):
         try:
-            cfg = compose(config_name=config_name, overrides=with_config_dir(overrides, config_dir),
-                          return_hydra_config=True)  # fmt: skip
+            cfg = compose(
+                config_name=config_name, overrides=with_config_dir(overrides, config_dir), return_hydra_config=True
+            )
         except ValueError as exc:  # Hydra's defaults list raises plain ValueErrors for some overrides
             raise ConfigError(f"cannot compose the config: {first_text_line(exc)} (a group takes one option: "
                               "group=option; remove a group's keys with ~group.key)") from None  # fmt: skip

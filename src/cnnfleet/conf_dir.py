@@ -64,8 +64,9 @@ def searchpath_override(overrides: Sequence[str]) -> list[str]:
     return []
 
 
-def config_roots(config_dir: str | None = None, overrides: Sequence[str] = (),
-                 env: Mapping[str, str] | None = None) -> list[str]:  # fmt: skip
+def config_roots(
+    config_dir: str | None = None, overrides: Sequence[str] = (), env: Mapping[str, str] | None = None
+) -> list[str]:
     """Every config folder of a composition in Hydra's order: cnnfleet's conf/, --config-dir,
     CNNFLEET_CONFIG_PATH, hydra.searchpath."""
     roots = [conf_dir()]

@@ -49,8 +49,10 @@ class Heartbeat:
         now = time.monotonic()
         self.seen = {peer: now for peer in range(self.world_size) if peer != self.rank}
         self.store_ok, self.store_error = now, ""
-        self._threads = [threading.Thread(target=target, name=f"cnnfleet-heartbeat{target.__name__}", daemon=True)
-                         for target in (self._beat, self._judge)]  # fmt: skip
+        self._threads = [
+            threading.Thread(target=target, name=f"cnnfleet-heartbeat{target.__name__}", daemon=True)
+            for target in (self._beat, self._judge)
+        ]
         for thread in self._threads:
             thread.start()
         must_end_before_exit(self._threads[0])  # _beat calls into the store

@@ -131,8 +131,10 @@ def train(cfg: DictConfig) -> float | None:
             raise
         attempt.close(STOPPED, "aborted by a second SIGINT")
         if plan.rank == 0:
-            sys.stderr.write("cnnfleet-train: aborted by a second Ctrl-C: the checkpoints already written are kept; "
-                             f"continue with: {plan.next_command()}\n")  # fmt: skip
+            sys.stderr.write(
+                "cnnfleet-train: aborted by a second Ctrl-C: the checkpoints already written are kept; "
+                f"continue with: {plan.next_command()}\n"
+            )
         exit_code = signals.EXIT_CODES[signals.INTERRUPT]
         raise SystemExit(exit_code) from None
     except BaseException as exc:
@@ -155,12 +157,21 @@ def stop_deadline(plan: RunPlan, attempt: Attempt, progress: ProgressWatch, seco
             return
         reason = f"stopped by {signals.NAMES[request]}: no safe point within {seconds} s (waiting in {progress.where})"
         if attempt.close(STOPPED, reason):
-            write_summary(plan.run_dir, {"status": STOPPED, "reason": reason, "run_dir": str(plan.run_dir),
-                                         "global_step": attempt.step,
-                                         "wall_seconds": time.perf_counter() - _started})  # fmt: skip
+            write_summary(
+                plan.run_dir,
+                {
+                    "status": STOPPED,
+                    "reason": reason,
+                    "run_dir": str(plan.run_dir),
+                    "global_step": attempt.step,
+                    "wall_seconds": time.perf_counter() - _started,
+                },
+            )
         if plan.rank == 0:
-            sys.stderr.write(f"cnnfleet-train: {reason}: the checkpoints already written are kept; "
-                             f"continue with: {plan.next_command()}\n")  # fmt: skip
+            sys.stderr.write(
+                f"cnnfleet-train: {reason}: the checkpoints already written are kept; "
+                f"continue with: {plan.next_command()}\n"
+            )
 
     return expire
 
@@ -213,8 +224,9 @@ def training_callbacks(cfg: DictConfig, module: Classifier, environment: dict, o
     )
 
 
-def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt,
-           progress: ProgressWatch) -> float | Pruned | None:  # fmt: skip
+def _train(
+    cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt, progress: ProgressWatch
+) -> float | Pruned | None:
     if plan.world_size == 1:  # a stop that came during the imports (a scancel at start): act before building
         stop_if_requested("start-up", 0, plan.rank == 0)  # anything, SLURM's KillWait is short
     route_lightning_logs()
@@ -247,8 +259,9 @@ def _train(cfg: DictConfig, plan: RunPlan, loggers: list, attempt: Attempt,
     if rank == 0:
         log.info("model %s: %s parameters", _model_name(cfg.model), f"{count_parameters(module.net):,}")
     loggers.extend(build_loggers(cfg.logger))
-    throughput, watch, callbacks = training_callbacks(cfg, module, environment, output_dir,
-                                                     end_on_silent_rank(plan, attempt), flops, progress)  # fmt: skip
+    throughput, watch, callbacks = training_callbacks(
+        cfg, module, environment, output_dir, end_on_silent_rank(plan, attempt), flops, progress
+    )
     trainer = build_trainer(cfg.trainer, plan.devices, callbacks, loggers, str(output_dir))
     start_wandb_runs(loggers)  # every check of the input has passed: W&B may write into the run folder
 

@@ -33,8 +33,9 @@ CHECK_EVERY_S = 1.0
 
 
 class ProgressWatch(L.Callback):
-    def __init__(self, rank: int, stall_after_s: float, run_dir: Path,
-                 on_phase: Callable[[str, int], None] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, rank: int, stall_after_s: float, run_dir: Path, on_phase: Callable[[str, int], None] | None = None
+    ) -> None:
         self.rank, self.stall_after_s, self.run_dir = rank, float(stall_after_s), Path(run_dir)
         self.on_phase = on_phase
         self.where = "start-up"
@@ -59,17 +60,22 @@ class ProgressWatch(L.Callback):
         self._start()
         self._phase(trainer, "training", "training: waiting for the first batch (the data loader starts its workers)")
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any,
-                             batch_idx: int) -> None:  # fmt: skip
-        self._progress(f"training batch {batch_idx} of epoch {trainer.current_epoch} (forward, backward, "
-                       "gradient all-reduce, optimizer)")  # fmt: skip
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self._progress(
+            f"training batch {batch_idx} of epoch {trainer.current_epoch} (forward, backward, "
+            "gradient all-reduce, optimizer)"
+        )
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         self._recent.append(time.monotonic() - self.last)
         self.step_s = statistics.median(self._recent)
-        self._progress(f"training: waiting for batch {batch_idx + 1} of epoch {trainer.current_epoch} from the "
-                       "data loader")  # fmt: skip
+        self._progress(
+            f"training: waiting for batch {batch_idx + 1} of epoch {trainer.current_epoch} from the data loader"
+        )
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -134,5 +140,11 @@ class ProgressWatch(L.Callback):
         except OSError as exc:
             where_stacks = f"its stacks could not be written ({exc})"
         recent = f"; its recent step took {self.step_s:.2f} s" if self.step_s else ""
-        log.warning("rank %d has made no progress for %.0f s%s: it waits in %s; %s", self.rank, idle, recent,
-                    self.where, where_stacks)  # fmt: skip
+        log.warning(
+            "rank %d has made no progress for %.0f s%s: it waits in %s; %s",
+            self.rank,
+            idle,
+            recent,
+            self.where,
+            where_stacks,
+        )
