@@ -11,6 +11,11 @@ The fork server is a fresh single-threaded process started once per training pro
 not forked); each worker is forked from it. It imports torch and the data modules once (the
 preload), so a worker costs a fork of that server plus unpickling its dataset (the datasets
 drop open files and clients in __getstate__ and reopen them in the worker).
+
+Cost, measured on this 2-core machine (2 workers, a small in-memory data set): the process's first
+loader delivers its first batch after 4.3-5.7 s (the server starting and importing torch) instead
+of 0.04-0.06 s with fork; every later loader of the process (validation, the next fit) after ~0.1 s.
+Only runs with data.num_workers > 0 pay it (image folders, shards), once per process.
 """
 
 import multiprocessing
