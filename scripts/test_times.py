@@ -22,7 +22,7 @@ def read_cases(report: Path) -> list[tuple[str, str, float]]:
     """(file, test name, seconds) of every test case in a junit XML report."""
     cases = []
     for case in ET.parse(report).getroot().iter("testcase"):
-        module = case.get("classname", "").split(".")[0]
+        module = case.get("classname", "").split(".")[-1]  # "tests.test_x" -> test_x
         cases.append((f"{module}.py", case.get("name", "?"), float(case.get("time", 0.0))))
     return cases
 

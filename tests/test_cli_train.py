@@ -50,9 +50,10 @@ def test_checkpoints_load_with_weights_only_and_carry_the_model_arguments(defaul
 
 def test_eval_of_best_checkpoint_reproduces_the_test_accuracy(default_run) -> None:
     (run,) = default_run.run_dirs()
+    before = set(default_run.run_dirs("eval"))  # the shared run's root may hold other tests' evaluations
     result = run_cli("cnnfleet-eval", [f"ckpt_path={run}/checkpoints/best.ckpt"], default_run.root)
     assert result.returncode == 0, result.stderr[-2000:]
-    (eval_dir,) = result.run_dirs("eval")
+    (eval_dir,) = set(result.run_dirs("eval")) - before
     report = yaml.safe_load((eval_dir / "metrics.json").read_text())
     assert report["metrics"]["test/acc"] == pytest.approx(default_run.summary()["test"]["test/acc"], abs=1e-7)
     assert report["samples"] == 359 and "test/acc" in result.stdout
@@ -60,9 +61,10 @@ def test_eval_of_best_checkpoint_reproduces_the_test_accuracy(default_run) -> No
 
 def test_eval_on_the_validation_split(default_run) -> None:
     (run,) = default_run.run_dirs()
+    before = set(default_run.run_dirs("eval"))  # the shared run's root may hold other tests' evaluations
     result = run_cli("cnnfleet-eval", [f"ckpt_path={run}/checkpoints/last.ckpt", "split=val"], default_run.root)
     assert result.returncode == 0, result.stderr[-2000:]
-    (eval_dir,) = result.run_dirs("eval")
+    (eval_dir,) = set(result.run_dirs("eval")) - before
     report = yaml.safe_load((eval_dir / "metrics.json").read_text())
     assert report["samples"] == 180 and "val/acc" in result.stdout  # the validation split, not the test split
     # last.ckpt holds the final weights: the same accuracy as the run's own last validation
