@@ -103,3 +103,31 @@ def test_random_flip_mirrors_some_images_exactly() -> None:
     flipped = [torch.equal(o, i.flip(-1)) for o, i in zip(out, images, strict=True)]
     kept = [torch.equal(o, i) for o, i in zip(out, images, strict=True)]
     assert all(f or k for f, k in zip(flipped, kept, strict=True)) and any(flipped) and any(kept)
+
+
+class _Environment(torch.utils.data.Dataset):
+    """One item: a variable of the environment the worker process sees."""
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> str:
+        import os
+
+        return os.environ.get("CNNFLEET_TEST_VALUE", "unset")
+
+
+def test_data_loader_workers_see_the_environment_of_the_moment_their_loader_is_made(monkeypatch) -> None:
+    """Workers start from a fork server (data/workers.py); an environment variable set after an earlier
+    loader started the server must still reach the next loader's workers (S3 credentials did not)."""
+    from torch.utils.data import DataLoader
+
+    from cnnfleet.data.workers import worker_start
+
+    def read() -> list[str]:
+        return list(DataLoader(_Environment(), batch_size=None, num_workers=1, **worker_start(1)))
+
+    monkeypatch.setenv("CNNFLEET_TEST_VALUE", "first")
+    assert read() == ["first"]
+    monkeypatch.setenv("CNNFLEET_TEST_VALUE", "second")
+    assert read() == ["second"]

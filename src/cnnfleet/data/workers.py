@@ -19,6 +19,7 @@ Only runs with data.num_workers > 0 pay it (image folders, shards), once per pro
 """
 
 import multiprocessing
+import os
 from typing import Any
 
 START_METHOD = "forkserver"
@@ -26,15 +27,29 @@ START_METHOD = "forkserver"
 PRELOAD = ["torch", "PIL.Image", "cnnfleet.data.sharding", "cnnfleet.data.shards.loader", "cnnfleet.data.image_folder"]
 
 _context: Any = None
+_server_env: dict[str, str] | None = None  # os.environ when the fork server last started
 
 
 def worker_start(num_workers: int) -> dict[str, Any]:
-    """DataLoader keyword arguments for `num_workers` workers started safely (none for 0 workers)."""
-    global _context
+    """DataLoader keyword arguments for `num_workers` workers started safely (none for 0 workers).
+
+    Workers take the fork server's environment, not the process's current one: when os.environ
+    changed since the server started (credentials set by a notebook or a test), the server is
+    restarted, so a loader's workers see the environment of the moment the loader was made (seen:
+    an S3 loader's workers without the AWS keys set after an earlier loader started the server)."""
+    global _context, _server_env
     if num_workers <= 0:
         return {}
     if _context is None:
         context = multiprocessing.get_context(START_METHOD)
         context.set_forkserver_preload(PRELOAD)
         _context = context
+    now = dict(os.environ)
+    if _server_env is not None and _server_env != now:
+        from multiprocessing import forkserver
+
+        stop = getattr(forkserver._forkserver, "_stop", None)  # Python 3.8+; the next worker starts a new one
+        if stop is not None:
+            stop()
+    _server_env = now
     return {"multiprocessing_context": _context}
