@@ -266,6 +266,7 @@ def _train(
     start_wandb_runs(loggers)  # every check of the input has passed: W&B may write into the run folder
 
     final_val: dict[str, float] = {}
+    stopped_by: dict = {}
     try:
         if cfg.train:
             with (
@@ -276,6 +277,9 @@ def _train(
             ):
                 trainer.fit(module, datamodule=datamodule, ckpt_path=plan.resume_from)
             final_val = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+            # read now: testing the best checkpoint restores its callbacks' states (the timer's clock, early
+            # stopping's epoch) over the ones that ended this fit
+            stopped_by = _stop_reason(trainer)
         if cfg.train and plan.extends and resumed and trainer.global_step == resumed["global_step"]:
             limits = [f"trainer.max_epochs={cfg.trainer.max_epochs}"]
             limits += [f"trainer.max_steps={cfg.trainer.max_steps}"] if cfg.trainer.max_steps != -1 else []
@@ -295,7 +299,7 @@ def _train(
 
     metric = {**final_val, **test_metrics}.get(cfg.optimized_metric)
     metric = float(metric) if metric is not None else None
-    summary = _summary(trainer, throughput, plan, datamodule, cfg, test_metrics, final_val, resumed)
+    summary = _summary(trainer, throughput, plan, datamodule, cfg, test_metrics, final_val, resumed, stopped_by)
     if pruned:  # the value the pruner judged, not a test result
         metric = pruned.value
         summary.update(status=PRUNED, reason=pruned.reason, pruned_at_epoch=pruned.epoch)
@@ -348,6 +352,7 @@ def _summary(
     test: dict,
     final_val: dict,
     resumed: dict | None,
+    stopped_by: dict,
 ) -> dict:
     """Everything summary.json records: results, timing, device, batch, split sizes."""
     checkpoint_cb = trainer.checkpoint_callback
@@ -367,7 +372,7 @@ def _summary(
             "best_monitor": checkpoint_cb.monitor if checkpoint_cb is not None else None,
             "best_checkpoint": checkpoint_cb.best_model_path if checkpoint_cb is not None else None,
             **throughput.summary(trainer.strategy.root_device),
-            **_stop_reason(trainer),
+            **stopped_by,
         },
         "resumed_from": resumed,
         "model": {"name": _model_name(cfg.model), "parameters": count_parameters(trainer.lightning_module.net)},
