@@ -308,7 +308,7 @@ def _peak_flops() -> float | None:
 def train_flops(model: list[str], image_size: int, channels: int = 3) -> float:
     """FLOPs of one image's forward and backward pass: the count every run makes (training/flops.py)."""
     from cnnfleet.bench.harness import compose_train
-    from cnnfleet.schema import register_configs
+    from cnnfleet.config.schema import register_configs
     from cnnfleet.training.builders import build_classifier
     from cnnfleet.training.flops import train_flops_per_image
 
@@ -432,7 +432,7 @@ def profile(report: Report, workload: "Callable[[], list[str]]", file: str) -> N
     from torch.profiler import ProfilerActivity, schedule
 
     from cnnfleet.bench.harness import IN_PROCESS, cnnfleet_in_process, compose_train
-    from cnnfleet.schema import register_configs
+    from cnnfleet.config.schema import register_configs
 
     register_configs()
     with tempfile.TemporaryDirectory() as tmp:

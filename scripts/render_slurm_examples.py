@@ -9,8 +9,8 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 
 from cnnfleet.cluster.sbatch import job_layout, render
-from cnnfleet.conf_dir import conf_dir
-from cnnfleet.schema import register_configs
+from cnnfleet.config.schema import register_configs
+from cnnfleet.config.search_path import conf_dir
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "/path/to/project"  # where the user runs cnnfleet-submit (shared file system)

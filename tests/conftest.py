@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
-from cnnfleet.conf_dir import conf_dir
-from cnnfleet.schema import register_configs
+from cnnfleet.config.schema import register_configs
+from cnnfleet.config.search_path import conf_dir
 
 BIN = Path(sys.executable).parent
 

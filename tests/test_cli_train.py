@@ -160,7 +160,7 @@ def test_cfg_job_prints_the_composed_config(cli) -> None:
 def test_config_errors_are_reported_before_torch_is_imported(tmp_path: Path) -> None:
     code = (
         "import sys; sys.argv = ['cnnfleet-train', 'trainer.max_epoch=3']\n"
-        "from cnnfleet.train import main\n"
+        "from cnnfleet.cli.train import main\n"
         "try:\n    main()\n"
         "except SystemExit as e:\n    print(e.code, 'torch' in sys.modules, 'lightning' in sys.modules)\n"
     )

@@ -32,7 +32,7 @@ def team(tmp_path: Path) -> Path:
 
 
 def train(*argv: str) -> tuple[int, str, str]:
-    return run_in_process("cnnfleet.train", list(argv), "cnnfleet-train")
+    return run_in_process("cnnfleet.cli.train", list(argv), "cnnfleet-train")
 
 
 def job(stdout: str) -> dict:

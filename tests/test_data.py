@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
+from cnnfleet.config.schema import DigitsDataConfig, SyntheticDataConfig, defaults
 from cnnfleet.data.augment import random_crop, random_flip
 from cnnfleet.data.digits import DigitsDataModule
 from cnnfleet.data.in_memory import stratified_split
 from cnnfleet.data.synthetic import SyntheticDataModule
 from cnnfleet.errors import ConfigError, DataError
-from cnnfleet.schema import DigitsDataConfig, SyntheticDataConfig, defaults
 
 DIGITS = {**defaults(DigitsDataConfig), "mean": [0.3], "std": [0.38]}  # conf/data/digits.yaml
 

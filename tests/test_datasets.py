@@ -109,7 +109,7 @@ def check_export_matches_checkpoint(export_dir: Path, ckpt: Path) -> None:
     from hydra.utils import instantiate
     from safetensors.torch import load_file
 
-    from cnnfleet.inference import load_trained
+    from cnnfleet.serving.inference import load_trained
 
     trained = load_trained(ckpt)
     pixels = torch.rand(5, *trained.input_shape())  # another batch size than the export's example

@@ -115,7 +115,7 @@ def test_two_torchrun_nodes_train_the_same_weights_as_one_node_with_two_processe
                 f"--master-port={port}",
                 "--rdzv-id=equiv",
                 "-m",
-                "cnnfleet.train",
+                "cnnfleet.cli.train",
                 *args,
             ],
             cwd=tmp_path,

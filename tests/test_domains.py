@@ -8,14 +8,15 @@ import pytest
 import torch
 import yaml
 
-from cnnfleet.cli import check_config, compose_config, run_task
-from cnnfleet.conf_dir import conf_dir
-from cnnfleet.config_errors import COMPOSE_ERRORS, explain
-from cnnfleet.config_reference import docs_path, markdown
-from cnnfleet.domains import check_value, describe_field
+from cnnfleet.cli.app import Command, call_task
+from cnnfleet.config.compose import check_config, compose_config
+from cnnfleet.config.domains import check_value, describe_field
+from cnnfleet.config.errors import COMPOSE_ERRORS, explain
+from cnnfleet.config.guard import building
+from cnnfleet.config.reference import docs_path, markdown
+from cnnfleet.config.schema import GROUP_SCHEMAS, AdamWConfig, TrainConfig, register_configs, slurm_time_minutes
+from cnnfleet.config.search_path import conf_dir
 from cnnfleet.errors import ConfigError
-from cnnfleet.guard import building
-from cnnfleet.schema import GROUP_SCHEMAS, AdamWConfig, TrainConfig, register_configs, slurm_time_minutes
 
 
 def composed(*overrides: str):  # noqa: ANN201
@@ -25,7 +26,7 @@ def composed(*overrides: str):  # noqa: ANN201
 
 
 def test_docs_config_md_is_generated_from_the_schema() -> None:
-    assert docs_path().read_text() == markdown(), "run: python -m cnnfleet.config_reference > docs/config.md"
+    assert docs_path().read_text() == markdown(), "run: python -m cnnfleet.config.reference > docs/config.md"
 
 
 def test_every_domain_is_in_the_docs() -> None:
@@ -132,8 +133,9 @@ def test_a_bug_leaves_traceback_txt_and_one_line(tmp_path: Path, capsys) -> None
     def task(_cfg) -> None:
         {}["missing"]  # noqa: B018 (a bug)
 
+    command = Command(prog="cnnfleet-train", config_name="train", job_name="train", task=task, check="")
     with pytest.raises(SystemExit) as exit_info:
-        run_task(task, cfg, "cnnfleet-train")
+        call_task(command, cfg)
     assert exit_info.value.code == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("cnnfleet-train: error: internal error (KeyError: 'missing')")
@@ -142,7 +144,7 @@ def test_a_bug_leaves_traceback_txt_and_one_line(tmp_path: Path, capsys) -> None
 
 
 def test_what_hydra_lets_through_is_refused_in_one_line() -> None:
-    from cnnfleet.cli import check_group_options, check_missing
+    from cnnfleet.config.compose import check_group_options, check_missing
 
     with pytest.raises(ConfigError, match="did you mean 'digits_fast'"):
         check_group_options(["experiment=digit_fast"])  # an optional group: Hydra would skip it silently
@@ -154,7 +156,7 @@ def test_what_hydra_lets_through_is_refused_in_one_line() -> None:
 
 
 def test_a_sweep_is_checked_value_by_value_before_it_starts() -> None:
-    from cnnfleet.cli import check_sweep, sweep_variants
+    from cnnfleet.config.compose import check_sweep, sweep_variants
 
     assert sweep_variants(["a=1,2", "b=x,y", "c=3"]) == [["c=3", "a=1", "b=x"], ["c=3", "a=2", "b=x"],
                                                          ["c=3", "a=1", "b=y"]]  # fmt: skip
@@ -164,10 +166,10 @@ def test_a_sweep_is_checked_value_by_value_before_it_starts() -> None:
 
 
 def test_an_unknown_flag_is_one_line(capsys) -> None:
-    from cnnfleet.cli import _parse_args
+    from cnnfleet.cli.app import read_command_line
 
     with pytest.raises(SystemExit) as info:
-        _parse_args(["--chek"], "cnnfleet-train")
+        read_command_line("cnnfleet-train", ["--chek"])
     err = capsys.readouterr().err.strip().splitlines()
     assert info.value.code == 2 and err == [
         "cnnfleet-train: error: unrecognized arguments: --chek (overrides are key=value; flags: --help, --cfg job, "
@@ -187,7 +189,7 @@ def test_checkpoints_that_do_not_describe_a_model_are_refused(tmp_path: Path) ->
 
 
 def test_a_heading_message_keeps_its_first_detail() -> None:
-    from cnnfleet.guard import first_line
+    from cnnfleet.config.guard import first_line
 
     error = RuntimeError("Error(s) in loading state_dict for Classifier:\n\tsize mismatch for net.0.weight: ...")
     assert first_line(error) == "Error(s) in loading state_dict for Classifier: size mismatch for net.0.weight: ..."

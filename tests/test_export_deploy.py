@@ -23,7 +23,7 @@ def _test_split(ckpt: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """(0..1 float images, labels, the checkpoint's logits on them) of the run's test split."""
     from hydra.utils import instantiate
 
-    from cnnfleet.inference import load_trained
+    from cnnfleet.serving.inference import load_trained
 
     trained = load_trained(ckpt)
     images, labels = instantiate(trained.data).split_arrays()["test"]  # float32 0..1, as loaded from disk

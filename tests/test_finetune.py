@@ -17,13 +17,13 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
-from cnnfleet.cli import check_config, compose_config
+from cnnfleet.config.compose import check_config, compose_config
+from cnnfleet.config.schema import register_configs
 from cnnfleet.data.in_memory import select_classes
 from cnnfleet.errors import ConfigError, DataError
 from cnnfleet.models import create_model
 from cnnfleet.models.freeze import freeze
 from cnnfleet.models.init_from import align_keys, init_from, match_head_classes, plan_load
-from cnnfleet.schema import register_configs
 from cnnfleet.training.builders import fine_tune
 from cnnfleet.training.module import Classifier
 from cnnfleet.training.optim import build_optimizer, layer_decay_groups, layer_of, layers

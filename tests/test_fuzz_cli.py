@@ -25,17 +25,17 @@ from hypothesis import strategies as st
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from PIL import Image
 
-from cnnfleet.cli import compose_config
-from cnnfleet.schema import register_configs
+from cnnfleet.config.compose import compose_config
+from cnnfleet.config.schema import register_configs
 
 EXAMPLES_PER_COMMAND = 45  # x 6 commands = 270 examples in CI
 COMMANDS = {  # command -> (entry module, config name, required overrides)
-    "cnnfleet-train": ("cnnfleet.train", "train", []),
-    "cnnfleet-submit": ("cnnfleet.submit", "train", []),
-    "cnnfleet-eval": ("cnnfleet.evaluate", "eval", ["ckpt_path={ckpt}"]),
-    "cnnfleet-predict": ("cnnfleet.predict", "predict", ["ckpt_path={ckpt}", "inputs={image}"]),
-    "cnnfleet-export": ("cnnfleet.export", "export", ["ckpt_path={ckpt}"]),
-    "cnnfleet-bench": ("cnnfleet.benchmark", "bench", []),
+    "cnnfleet-train": ("cnnfleet.cli.train", "train", []),
+    "cnnfleet-submit": ("cnnfleet.cli.submit", "train", []),
+    "cnnfleet-eval": ("cnnfleet.cli.evaluate", "eval", ["ckpt_path={ckpt}"]),
+    "cnnfleet-predict": ("cnnfleet.cli.predict", "predict", ["ckpt_path={ckpt}", "inputs={image}"]),
+    "cnnfleet-export": ("cnnfleet.cli.export", "export", ["ckpt_path={ckpt}"]),
+    "cnnfleet-bench": ("cnnfleet.cli.bench", "bench", []),
 }
 SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP]
 

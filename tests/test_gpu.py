@@ -63,8 +63,8 @@ def test_gpu_bench_modes_run(cli, tmp_path) -> None:
 def test_shards_decode_on_the_gpu_like_the_workers_and_train(tmp_path) -> None:
     """data.decode=gpu: nvJPEG batches on the device, the same crops as the CPU workers' (up to the decoders'
     rounding), and a short real run that decodes every batch on the GPU."""
+    from cnnfleet.cli.prepare import parse, prepare
     from cnnfleet.data.shards.loader import decode_raw
-    from cnnfleet.prepare import parse, prepare
     from conftest import run_cli
     from dataset_files import write_image_folder
     from test_shards import batches, data_module

@@ -19,8 +19,8 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from cnnfleet.bench.harness import compose_train
+from cnnfleet.config.schema import register_configs
 from cnnfleet.run.record import plain_config
-from cnnfleet.schema import register_configs
 from cnnfleet.tasks.train import training_callbacks
 from cnnfleet.training import lagged
 from cnnfleet.training.builders import build_classifier, build_datamodule, build_loggers, build_trainer

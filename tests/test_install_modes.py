@@ -11,7 +11,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_editable_install_uses_the_top_level_conf() -> None:
-    from cnnfleet.conf_dir import conf_dir
+    from cnnfleet.config.search_path import conf_dir
 
     assert Path(conf_dir()) == REPO / "conf"
 
@@ -25,11 +25,11 @@ def test_wheel_carries_conf_and_trains(tmp_path: Path) -> None:
     subprocess.run([*pip, "install", "--no-deps", "--target", str(target), str(wheel)], check=True)
     # PYTHONPATH entries come before site-packages (and the editable path), so the wheel wins
     env = {**os.environ, "PYTHONPATH": str(target), "CNNFLEET_ROOT": str(tmp_path)}
-    probe = "from cnnfleet.conf_dir import conf_dir; print(conf_dir())"
+    probe = "from cnnfleet.config.search_path import conf_dir; print(conf_dir())"
     found = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert found.stdout.strip() == str(target / "cnnfleet" / "conf")
     run = subprocess.run(
-        [sys.executable, "-m", "cnnfleet.train", "debug=fast_dev_run"],
+        [sys.executable, "-m", "cnnfleet.cli.train", "debug=fast_dev_run"],
         env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-2000:]

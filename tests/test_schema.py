@@ -6,10 +6,10 @@ import pytest
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from cnnfleet.cli import compose_config
-from cnnfleet.conf_dir import conf_dir
-from cnnfleet.config_errors import COMPOSE_ERRORS, explain, group_options
-from cnnfleet.schema import register_configs
+from cnnfleet.config.compose import compose_config
+from cnnfleet.config.errors import COMPOSE_ERRORS, explain, group_options
+from cnnfleet.config.schema import register_configs
+from cnnfleet.config.search_path import conf_dir
 from cnnfleet.training.builders import build_callbacks, build_classifier, build_datamodule, build_loggers
 
 GROUPS = [

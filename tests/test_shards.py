@@ -15,13 +15,13 @@ import pytest
 import torch
 from PIL import Image
 
+from cnnfleet.cli.prepare import parse, prepare
 from cnnfleet.data.shards import decode as dec
 from cnnfleet.data.shards.format import ShardIndex
 from cnnfleet.data.shards.loader import decode_raw
 from cnnfleet.data.shards.module import ShardsDataModule
 from cnnfleet.data.shards.plan import eval_plan, train_plan, worker_batches
 from cnnfleet.errors import ConfigError, DataError
-from cnnfleet.prepare import parse, prepare
 from conftest import BIN
 from dataset_files import write_cifar10, write_image_folder, write_mnist
 

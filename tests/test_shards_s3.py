@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from cnnfleet.cli.prepare import parse, prepare
 from cnnfleet.data.shards.storage import open_prepared, shard_locator
 from cnnfleet.errors import DataError
-from cnnfleet.prepare import parse, prepare
 from conftest import run_cli
 from dataset_files import write_image_folder
 from test_shards import batches, data_module, same

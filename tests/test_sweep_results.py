@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cnnfleet.sweep_summary import main
+from cnnfleet.cli.sweep_summary import main
 from cnnfleet.sweeps.compare import best_so_far, compare_sweeps, sweep_stats
 from cnnfleet.sweeps.results import (
     TrialRow,

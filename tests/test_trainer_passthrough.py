@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import lightning as L
 import pytest
 
-from cnnfleet.schema import TrainerConfig
+from cnnfleet.config.schema import TrainerConfig
 from cnnfleet.tasks.train import _stop_reason
 from cnnfleet.training.builders import MODULE_KEYS, TRAINER_ARGS_ELSEWHERE
 from conftest import run_cli

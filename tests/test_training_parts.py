@@ -219,3 +219,18 @@ def test_a_run_folder_resumes_from_its_newest_checkpoint(tmp_path: Path) -> None
     atomic_torch_save({"state_dict": {}}, hpc)
     os.utime(last, (1, 1))  # the hpc checkpoint (SIGUSR1) is newer than the epoch's last.ckpt
     assert checkpoint_in_run_dir(tmp_path) == hpc
+
+
+def test_a_wait_after_a_reported_checkpoint_write_is_reported_anew_with_its_place(tmp_path: Path) -> None:
+    """Seen in CI: a slow checkpoint write at an epoch's end was reported, and the data loader that then
+    hung at the next epoch's first batch was never reported (the watch still thought it was writing)."""
+    from types import SimpleNamespace
+
+    from cnnfleet.training.progress import ProgressWatch
+
+    watch = ProgressWatch(rank=0, stall_after_s=3, run_dir=tmp_path)
+    trainer = SimpleNamespace(global_step=19, current_epoch=1)
+    watch.on_save_checkpoint(trainer, None, {})
+    watch.reported = True  # the watch thread reported the slow write
+    watch.on_train_epoch_start(trainer, None)
+    assert not watch.reported and watch.where == "training: waiting for batch 0 of epoch 1 from the data loader"

@@ -92,10 +92,10 @@ def data_sets(cfg: DictConfig, folder: Path, synthetic: int) -> tuple[Path, Path
         synthetic_image_folder(data_root, synthetic, CLASSES, SOURCE_SIZE)
         source = f"synthetic: {synthetic} smooth {SOURCE_SIZE} px JPEGs in {CLASSES} classes, in {data_root}"
     if shards_root is None:
-        from cnnfleet.prepare import parse, prepare
+        from cnnfleet.data.shards.prepare import PrepareSettings, prepare
 
         shards_root = folder / "data" / "shards"
-        prepare(parse([str(data_root), str(shards_root), "--workers", str(cpus_per_process(1)[0]), "--quiet"]))
+        prepare(PrepareSettings(Path(data_root), shards_root, workers=cpus_per_process(1)[0], quiet=True))
         source += f"; prepared by cnnfleet-prepare (defaults) into {shards_root}"
     else:
         source += f"; shards_root={shards_root}"

@@ -33,9 +33,9 @@ def compose_train(overrides: list[str], output_dir: str) -> DictConfig:
     from hydra.core.global_hydra import GlobalHydra
     from hydra.core.hydra_config import HydraConfig
 
-    from cnnfleet.cli import compose_config
-    from cnnfleet.conf_dir import conf_dir
-    from cnnfleet.config_errors import COMPOSE_ERRORS, explain
+    from cnnfleet.config.compose import compose_config
+    from cnnfleet.config.errors import COMPOSE_ERRORS, explain
+    from cnnfleet.config.search_path import conf_dir
     from cnnfleet.errors import ConfigError
 
     saved = HydraConfig.instance().cfg
@@ -133,7 +133,7 @@ def run_train(overrides: list[str], env: dict | None = None, timeout: float | No
     """One real `cnnfleet-train` run in a subprocess; its summary.json."""
     with tempfile.TemporaryDirectory() as root:
         env = {**os.environ, "CNNFLEET_ROOT": root, **(env or {})}
-        command = [sys.executable, "-m", "cnnfleet.train", *overrides]
+        command = [sys.executable, "-m", "cnnfleet.cli.train", *overrides]
         proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
         if proc.returncode != 0:
             last = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]

@@ -77,7 +77,7 @@ def _limit(value: str | None, parse=int) -> int | None:  # noqa: ANN001
 def read_partition(name: str | None) -> Partition | None:
     """The named partition (None: the cluster's default one), or None where SLURM cannot be asked.
     ConfigError when no such partition exists."""
-    from cnnfleet.schema import slurm_time_minutes
+    from cnnfleet.config.schema import slurm_time_minutes
 
     text = _scontrol("show", "partition", "-o")
     if text is None:
@@ -141,7 +141,7 @@ def derive_cpus_per_task(cluster: DictConfig, partition: Partition | None) -> in
 
 def request_problem(cluster: DictConfig, partition: Partition, cpus_per_task: int) -> str | None:
     """Why no allocation of `partition` can ever hold this request, or None when one can."""
-    from cnnfleet.schema import slurm_time_minutes
+    from cnnfleet.config.schema import slurm_time_minutes
 
     where = f"partition {partition.name}"
     if partition.state.upper() not in ("UP", ""):

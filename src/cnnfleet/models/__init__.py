@@ -2,13 +2,13 @@
 
 from torch import nn
 
+from cnnfleet.config.schema import GROUP_SCHEMAS, ModelConfig, defaults
 from cnnfleet.errors import ConfigError
 from cnnfleet.models.airbench import AirbenchNet
 from cnnfleet.models.resnet_cifar import ResNetCifar
 from cnnfleet.models.simple_cnn import SimpleCNN
 from cnnfleet.models.timm_models import TimmNet
 from cnnfleet.models.torchvision_models import TorchvisionNet
-from cnnfleet.schema import GROUP_SCHEMAS, ModelConfig, defaults
 
 RUN_KEYS = set(defaults(ModelConfig))  # init_from, freeze: applied to a built network (training/builders.py)
 

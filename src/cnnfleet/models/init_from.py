@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from cnnfleet.config.schema import WEIGHT_NAME
 from cnnfleet.errors import ConfigError
-from cnnfleet.schema import WEIGHT_NAME
 
 log = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 from omegaconf import DictConfig
 
+from cnnfleet.config.overrides import override_value, quote_value
 from cnnfleet.errors import CheckpointError, ConfigError
 from cnnfleet.launch import signals
 from cnnfleet.launch.env import (
@@ -37,7 +38,6 @@ from cnnfleet.launch.env import (
     lightning_launched_child,
     pin_slurm_rendezvous,
 )
-from cnnfleet.overrides import override_value, quote_value
 from cnnfleet.run.handoff import record_run_dir
 from cnnfleet.run.resume import (
     LAST,
@@ -116,19 +116,28 @@ def original_overrides(run_dir: Path) -> list[str]:
     except (OSError, yaml.YAMLError):
         return []
     chosen = ("ckpt_path", "hydra.run.dir")
-    flags = [f"--config-dir {shlex.quote(folder)}" for folder in command_line_config_dirs(run_dir)]
+    primary, folders = command_line_config_dirs(run_dir)
+    flags = [f"--config-path {shlex.quote(primary)}"] if primary else []
+    flags += [f"--config-dir {shlex.quote(folder)}" for folder in folders]
     return [*flags, *[shlex.quote(str(o)) for o in saved if str(o).partition("=")[0].lstrip("+~") not in chosen]]
 
 
-def command_line_config_dirs(run_dir: Path) -> list[str]:
-    """The --config-dir folders the run was composed with (Hydra records them in .hydra/hydra.yaml): a
-    continuation needs the team's options again."""
+def command_line_config_dirs(run_dir: Path) -> tuple[str | None, list[str]]:
+    """The config folders the run's command line gave (Hydra records them in .hydra/hydra.yaml): the
+    primary one when --config-path replaced cnnfleet's conf/, and every --config-dir or
+    hydra.searchpath folder. A continuation needs the team's options again."""
+    from cnnfleet.config.search_path import conf_dir
+
     try:
         hydra = yaml.safe_load((Path(run_dir) / ".hydra" / "hydra.yaml").read_text()) or {}
-        sources = hydra["hydra"]["runtime"]["config_sources"]
+        sources = [s for s in hydra["hydra"]["runtime"]["config_sources"] if isinstance(s, dict)]
     except (OSError, yaml.YAMLError, KeyError, TypeError):
-        return []
-    return [str(s["path"]) for s in sources if isinstance(s, dict) and s.get("provider") == "command-line"]
+        return None, []
+    files = [s for s in sources if s.get("schema") == "file"]
+    primary = next((str(s["path"]) for s in files if s.get("provider") == "main"), None)
+    given = ("command-line", "hydra.searchpath in command-line")  # --config-dir (Hydra's app; ours)
+    folders = [str(s["path"]) for s in files if s.get("provider") in given]
+    return (primary if primary not in (None, conf_dir()) else None), folders
 
 
 def current_plan() -> RunPlan | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from cnnfleet.domains import expand_user
+from cnnfleet.config.domains import expand_user
 from cnnfleet.errors import CheckpointError, ConfigError
 from cnnfleet.run.state import COMPLETED, STOPPED, UNFINISHED, RunState, is_locked
 

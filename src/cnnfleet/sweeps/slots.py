@@ -33,8 +33,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from cnnfleet.config.overrides import quote_value
 from cnnfleet.launch.env import CPUS_ENV
-from cnnfleet.overrides import quote_value
 from cnnfleet.run.state import is_locked
 from cnnfleet.sweeps.trial import SWEEP_DIR_ENV
 
@@ -119,7 +119,7 @@ def _run_trial(argv: list[str], env: dict[str, str], console: Path) -> None:
         import time
 
         import cnnfleet
-        from cnnfleet.train import main
+        from cnnfleet.cli.train import main
 
         cnnfleet.STARTED = time.perf_counter()  # the trial's wall time starts now, not with the driver
         sys.argv = [sys.argv[0], *argv]  # Lightning re-launches sys.argv for DDP ranks > 0: cnnfleet-train's
@@ -141,8 +141,8 @@ def _run_trial(argv: list[str], env: dict[str, str], console: Path) -> None:
 
 def preload() -> None:
     """What every trial imports (torch, Lightning, cnnfleet's training), once, before the first fork."""
+    import cnnfleet.cli.train  # noqa: F401
     import cnnfleet.tasks.train  # noqa: F401
-    import cnnfleet.train  # noqa: F401
 
 
 class LocalSlots:

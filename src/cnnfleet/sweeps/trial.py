@@ -8,7 +8,7 @@ Two rules make trials safe inside any sweeper:
 * A trial with more than one local process runs as its own process tree. Lightning's `ddp`
   re-launches `sys.argv` for ranks > 0; inside a multirun that command still holds `-m`, so each
   rank would re-run the whole sweep in another folder and, with a sampling sweeper, train
-  different hyperparameters. Instead the trial starts `python -m cnnfleet.train <this trial's
+  different hyperparameters. Instead the trial starts `python -m cnnfleet.cli.train <this trial's
   overrides> hydra.run.dir=<trial folder>` (an ordinary single run, whose ranks Lightning
   launches correctly), waits, and returns the metric from its summary.json. Cost: one extra
   interpreter start (~3-5 s of imports) per trial. Under SLURM (launcher=slurm) the ranks are
@@ -24,8 +24,8 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 
+from cnnfleet.config.overrides import quote_value
 from cnnfleet.launch.env import SWEEP_DIR_ENV, in_multirun, slurm_task_id, torchrun_run_id
-from cnnfleet.overrides import quote_value
 from cnnfleet.run.summary import write_failure
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,7 @@ def one_line(exc: BaseException) -> str:
     return text if isinstance(exc, CnnfleetError) else f"{type(exc).__name__}: {text}"
 
 
-def run_in_own_process(module: str = "cnnfleet.train") -> float | None:
+def run_in_own_process(module: str = "cnnfleet.cli.train") -> float | None:
     """Run this trial as a single run in its own process tree; its metric, or None if it failed."""
 
     hydra_cfg = HydraConfig.get()

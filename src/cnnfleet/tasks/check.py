@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
+from cnnfleet.config.guard import building
 from cnnfleet.errors import ConfigError
-from cnnfleet.guard import building
 
 
 def _first_batch(datamodule, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,18 +103,17 @@ def train(cfg: DictConfig, overrides: list[str], probe_devices: bool = True) -> 
     return lines
 
 
-def submit(cfg: DictConfig, overrides: list[str]) -> list[str]:
+def submit(cfg: DictConfig, overrides: list[str], dry_run: bool, given_run_dir: str | None) -> list[str]:
     """The job's training config, built on this (login) host without its devices, and the sbatch script."""
     from cnnfleet.cluster.resources import check_request
     from cnnfleet.cluster.sbatch import job_layout
 
     layout = job_layout(cfg.cluster, overrides)
-    from cnnfleet.submit import continued_run_dir, dry_run_requested
     from cnnfleet.tasks.submit import continuation
 
     # the partition can hold it (where SLURM can be asked; a dry run prints the script for any cluster)
-    cpus = cfg.cluster.cpus_per_task if dry_run_requested() else check_request(cfg.cluster)
-    continued, reason, run_dir = continuation(cfg, continued_run_dir())
+    cpus = cfg.cluster.cpus_per_task if dry_run else check_request(cfg.cluster)
+    continued, reason, run_dir = continuation(cfg, given_run_dir)
     lines = train(cfg, [o for o in overrides if not o.startswith("hydra.")], probe_devices=False)
     run = f"run: continues {run_dir} ({reason})" if continued else "run: a new run"
     return [*lines[1:], run, f"job: {cfg.cluster.nodes} node(s) x {layout.tasks_per_node} task(s) x "
@@ -122,7 +121,7 @@ def submit(cfg: DictConfig, overrides: list[str]) -> list[str]:
 
 
 def _trained(ckpt_path: str):
-    from cnnfleet.inference import load_trained
+    from cnnfleet.serving.inference import load_trained
 
     return load_trained(ckpt_path)
 
@@ -149,8 +148,8 @@ def evaluate(cfg: DictConfig, overrides: list[str]) -> list[str]:
 
 def predict(cfg: DictConfig, overrides: list[str]) -> list[str]:
     from cnnfleet.data.image_folder import load_image
-    from cnnfleet.deploy import image_mode, pixel_transform
-    from cnnfleet.inference import find_inputs
+    from cnnfleet.serving.deploy import image_mode, pixel_transform
+    from cnnfleet.serving.inference import find_inputs
     from cnnfleet.tasks.predict import load_predictor
 
     model = load_predictor(cfg)  # a checkpoint or an exported program
@@ -172,10 +171,10 @@ def export(cfg: DictConfig, overrides: list[str]) -> list[str]:
 
 def bench(cfg: DictConfig, overrides: list[str]) -> list[str]:
     """The bench's settings, then the measured job's training config (composed, checked and built)."""
-    from cnnfleet.cli import compose_config
-    from cnnfleet.conf_dir import conf_dir
-    from cnnfleet.config_errors import COMPOSE_ERRORS, explain
-    from cnnfleet.domains import check_config
+    from cnnfleet.config.compose import compose_config
+    from cnnfleet.config.domains import check_config
+    from cnnfleet.config.errors import COMPOSE_ERRORS, explain
+    from cnnfleet.config.search_path import conf_dir
     from cnnfleet.tasks.bench import _device_overrides
 
     _device_overrides(cfg.accelerator)  # accelerator=gpu without a GPU

@@ -6,10 +6,10 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from cnnfleet.errors import ConfigError
-from cnnfleet.inference import load_trained
 from cnnfleet.run.files import write_json_atomic
 from cnnfleet.run.logs import route_lightning_logs
 from cnnfleet.run.summary import print_table
+from cnnfleet.serving.inference import load_trained
 from cnnfleet.training.builders import build_datamodule
 from cnnfleet.training.device import apply_threads, plan_devices
 

@@ -2,7 +2,7 @@
 
 Writes into the export's run folder:
 - model.pt2 (`formats` has pt2): a torch.export program of preprocessing + network
-  (cnnfleet.deploy.Preprocessed): raw pixels in, logits out, batch dimension dynamic; loadable
+  (cnnfleet.serving.deploy.Preprocessed): raw pixels in, logits out, batch dimension dynamic; loadable
   with torch.export.load(...).module() and no cnnfleet code;
 - model.onnx (`formats` has onnx): the same program through torch's ONNX exporter, checked with
   onnxruntime;
@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from omegaconf import DictConfig
 
-from cnnfleet.deploy import INPUT_NAME, OUTPUT_NAME, Preprocessed, input_contract
 from cnnfleet.errors import CnnfleetError
-from cnnfleet.inference import TrainedModel, load_trained
 from cnnfleet.run.files import atomic_path, write_json_atomic
 from cnnfleet.run.summary import print_table
+from cnnfleet.serving.deploy import INPUT_NAME, OUTPUT_NAME, Preprocessed, input_contract
+from cnnfleet.serving.inference import TrainedModel, load_trained
 
 TRACE_BATCH = 2  # torch.export specialises a dimension of size 0 or 1; 2 keeps the batch dynamic
 MAX_BATCH = 4096

@@ -12,9 +12,9 @@ import torch
 from omegaconf import DictConfig
 
 from cnnfleet.data.image_folder import load_image
-from cnnfleet.deploy import Artifact, image_mode, load_artifact, pixel_transform
 from cnnfleet.errors import ConfigError
-from cnnfleet.inference import deployed, find_inputs, load_trained
+from cnnfleet.serving.deploy import Artifact, image_mode, load_artifact, pixel_transform
+from cnnfleet.serving.inference import deployed, find_inputs, load_trained
 
 
 def load_predictor(cfg: DictConfig) -> Artifact:

@@ -11,8 +11,8 @@ from omegaconf import DictConfig
 
 from cnnfleet.cluster.resources import check_request
 from cnnfleet.cluster.sbatch import job_layout, render
+from cnnfleet.config.overrides import quote_value
 from cnnfleet.errors import ConfigError, LaunchError
-from cnnfleet.overrides import quote_value
 from cnnfleet.run.files import write_text_atomic
 from cnnfleet.run.resume import LAST, checkpoint_file, owning_run_dir
 from cnnfleet.run.state import FINISHED, RunState

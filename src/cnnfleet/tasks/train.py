@@ -13,9 +13,9 @@ from lightning.pytorch.callbacks import Timer
 from omegaconf import DictConfig
 
 import cnnfleet
+from cnnfleet.config.guard import building
 from cnnfleet.data.in_memory import InMemoryDataModule
 from cnnfleet.errors import CheckpointError, CnnfleetError, ConfigError
-from cnnfleet.guard import building
 from cnnfleet.launch import signals
 from cnnfleet.launch.env import rendezvous_address, sweep_trial
 from cnnfleet.launch.shutdown import end_distributed

@@ -12,9 +12,9 @@ from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
 from omegaconf import DictConfig, OmegaConf
 
+from cnnfleet.config.guard import building
 from cnnfleet.data.in_memory import InMemoryDataModule
 from cnnfleet.errors import ConfigError
-from cnnfleet.guard import building
 from cnnfleet.models.freeze import freeze
 from cnnfleet.models.init_from import init_from
 from cnnfleet.run.plan import current_plan

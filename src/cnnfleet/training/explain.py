@@ -109,7 +109,7 @@ def explain_misconfiguration() -> Iterator[None]:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ConfigError(f"invalid trainer settings: {first}") from None
     except ValueError as exc:  # e.g. "`val_check_interval` (1000) must be less than or equal to ... (19)"
-        from cnnfleet.schema import TrainerConfig
+        from cnnfleet.config.schema import TrainerConfig
 
         text = " ".join(str(exc).split())
         named = [f.name for f in dataclasses.fields(TrainerConfig) if f"`{f.name}`" in text]

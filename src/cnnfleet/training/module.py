@@ -16,8 +16,8 @@ from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score
 
 from cnnfleet import __version__
+from cnnfleet.config.guard import building
 from cnnfleet.errors import ConfigError
-from cnnfleet.guard import building
 from cnnfleet.models.freeze import keep_frozen_norms_in_eval
 from cnnfleet.models.init_from import LoadedHead, match_head_classes
 from cnnfleet.training.optim import build_optimizer

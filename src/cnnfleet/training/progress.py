@@ -60,6 +60,10 @@ class ProgressWatch(L.Callback):
         self._start()
         self._phase(trainer, "training", "training: waiting for the first batch (the data loader starts its workers)")
 
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # after the last epoch's checkpoint: a wait from here on is the new epoch's, and is reported anew
+        self._progress(f"training: waiting for batch 0 of epoch {trainer.current_epoch} from the data loader")
+
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
     ) -> None:

@@ -47,7 +47,7 @@ class CnnfleetOptunaSweeper(Sweeper):
         import os
         import sys
 
-        from cnnfleet.cli import fail
+        from cnnfleet.cli.app import fail
         from cnnfleet.errors import CnnfleetError
         from cnnfleet.sweeps.optuna_search import StudySettings, run_study
 

@@ -12,7 +12,7 @@ from hydra.plugins.search_path_plugin import SearchPathPlugin
 
 class CnnfleetSearchPathPlugin(SearchPathPlugin):
     def manipulate_search_path(self, search_path: ConfigSearchPath) -> None:
-        from cnnfleet.conf_dir import conf_dir, shared_folders
+        from cnnfleet.config.search_path import conf_dir, shared_folders
 
         ours = f"file://{conf_dir()}"
         if not any(element.path in (ours, conf_dir()) for element in search_path.get_path()):

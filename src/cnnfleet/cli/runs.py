@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from cnnfleet.cli import fail
+from cnnfleet.cli.app import fail
 
 PROG = "cnnfleet-runs"
 EXAMPLES = """examples:

@@ -8,9 +8,9 @@ from typing import Any
 
 import torch
 
-from cnnfleet.deploy import Artifact, Preprocessed, input_contract
+from cnnfleet.config.guard import building
 from cnnfleet.errors import CheckpointError, DataError
-from cnnfleet.guard import building
+from cnnfleet.serving.deploy import Artifact, Preprocessed, input_contract
 from cnnfleet.training.checkpoint_io import read_checkpoint
 from cnnfleet.training.module import Classifier
 

@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/cnnfleet
 SEARCH_PATH_ENV = "CNNFLEET_CONFIG_PATH"
 _roots: list[str] = []  # this command's search path, once its command line is read (launch)
 
@@ -65,11 +65,14 @@ def searchpath_override(overrides: Sequence[str]) -> list[str]:
 
 
 def config_roots(
-    config_dir: str | None = None, overrides: Sequence[str] = (), env: Mapping[str, str] | None = None
+    config_dir: str | None = None,
+    overrides: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    primary: str | None = None,
 ) -> list[str]:
-    """Every config folder of a composition in Hydra's order: cnnfleet's conf/, --config-dir,
-    CNNFLEET_CONFIG_PATH, hydra.searchpath."""
-    roots = [conf_dir()]
+    """Every config folder of a composition in Hydra's order: the primary one (cnnfleet's conf/, or
+    --config-path), --config-dir, CNNFLEET_CONFIG_PATH, hydra.searchpath."""
+    roots = [str(Path(primary).absolute()) if primary else conf_dir()]
     roots += [str(Path(config_dir).absolute())] if config_dir else []
     roots += shared_folders(env)
     roots += [folder for entry in searchpath_override(overrides) if (folder := folder_of(entry))]

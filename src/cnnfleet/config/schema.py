@@ -14,7 +14,7 @@ from annotated_types import Ge, Gt, Le, Len, Lt, MaxLen
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
 
-from cnnfleet.domains import TARGET_SCHEMAS, Each, OneOf, PathRule, Pattern, Typed, key
+from cnnfleet.config.domains import TARGET_SCHEMAS, Each, OneOf, PathRule, Pattern, Typed, key
 
 # reusable domains
 WIDTH = (Ge(1), Le(4096))  # channels of a layer (4096 x 4096 x 3 x 3 weights: 600 MB per convolution)
@@ -709,8 +709,8 @@ def register_configs() -> None:
 def register_resolvers() -> None:
     """Resolvers the YAML files use; registered at import so every process that unpickles a
     config (DDP children, SLURM jobs of launcher=slurm) can resolve it."""
-    from cnnfleet.conf_dir import current_roots
-    from cnnfleet.config_errors import describe_groups
+    from cnnfleet.config.errors import describe_groups
+    from cnnfleet.config.search_path import current_roots
 
     # the --help template lists groups through this (Hydra's own list shows the schemas too)
     OmegaConf.register_new_resolver("cnnfleet_groups", lambda: describe_groups(current_roots()), replace=True)
@@ -724,7 +724,7 @@ def register_resolvers() -> None:
 
 
 def _key_reference(job: str) -> str:
-    from cnnfleet.config_reference import help_text
+    from cnnfleet.config.reference import help_text
 
     return help_text(str(job))
 

@@ -1,7 +1,7 @@
 """Every config key with its domain, default and meaning, written from the schema itself.
 
 One source feeds `--help` (`${cnnfleet_keys:<job>}` in conf/hydra/default.yaml) and
-docs/config.md (`python -m cnnfleet.config_reference > docs/config.md`; a test keeps the file
+docs/config.md (`python -m cnnfleet.config.reference > docs/config.md`; a test keeps the file
 current), so neither can drift from what `domains.check_config` enforces.
 """
 
@@ -11,7 +11,7 @@ from dataclasses import MISSING, fields, is_dataclass
 from functools import cache
 from pathlib import Path
 
-from cnnfleet.domains import describe_field
+from cnnfleet.config.domains import describe_field
 
 JOB_SCHEMAS = {"train": "train_schema", "submit": "train_schema", "evaluate": "eval_schema", "eval": "eval_schema",
                "predict": "predict_schema", "export": "export_schema", "benchmark": "bench_schema",
@@ -70,7 +70,7 @@ def rows(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
 
 def sections(primary: str) -> list[tuple[str, list[tuple[str, str, str, str]]]]:
     """(title, rows) for a primary config and every group schema it composes."""
-    from cnnfleet.schema import GROUP_SCHEMAS, PRIMARY_SCHEMAS, TARGET_SCHEMAS
+    from cnnfleet.config.schema import GROUP_SCHEMAS, PRIMARY_SCHEMAS, TARGET_SCHEMAS
 
     cls = PRIMARY_SCHEMAS[primary]
     out = [(f"{primary.removesuffix('_schema')} (top level)", rows(cls))]
@@ -103,7 +103,7 @@ def markdown() -> str:
     out = [
         "# Config keys: domains and defaults",
         "",
-        "Generated from src/cnnfleet/schema.py by `python -m cnnfleet.config_reference > docs/config.md`",
+        "Generated from src/cnnfleet/config/schema.py by `python -m cnnfleet.config.reference > docs/config.md`",
         "(tests/test_domains.py fails when this file is out of date). Every value is checked against its",
         "domain right after composition, before torch is imported: outside it, the command prints one",
         "line naming the key, the value and the domain, and exits with code 2 (docs/errors.md).",
@@ -127,7 +127,7 @@ def _cell(text: str) -> str:
 
 
 def docs_path() -> Path:
-    return Path(__file__).resolve().parents[2] / "docs" / "config.md"
+    return Path(__file__).resolve().parents[3] / "docs" / "config.md"
 
 
 if __name__ == "__main__":

@@ -71,7 +71,7 @@ def key_homes(conf_root: Roots, leaf: str) -> list[str]:
     """Where a key named `leaf` is defined: `device.precision`, or `data.root (data=imagefolder, ...)`."""
     from dataclasses import fields
 
-    from cnnfleet.schema import GROUP_SCHEMAS, TrainConfig
+    from cnnfleet.config.schema import GROUP_SCHEMAS, TrainConfig
 
     homes = [f.name for f in fields(TrainConfig) if f.name == leaf and f.name not in GROUP_SCHEMAS]
     for group, schemas in GROUP_SCHEMAS.items():

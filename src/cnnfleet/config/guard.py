@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cnnfleet.errors import CnnfleetError, ConfigError
 
-PACKAGE_DIR = Path(__file__).resolve().parent
+PACKAGE_DIR = Path(__file__).resolve().parents[1]  # src/cnnfleet: frames of cnnfleet's own code
 
 
 def first_line(exc: BaseException) -> str:

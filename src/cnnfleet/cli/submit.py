@@ -6,34 +6,24 @@ model, optimizer, loggers), so a typo never waits in a queue; `--no-check` skips
 `--check` alone checks and submits nothing.
 """
 
+import dataclasses
 import sys
 
 import hydra
 from omegaconf import DictConfig
 
-from cnnfleet.cli import fail, launch, run_task
-from cnnfleet.conf_dir import conf_dir
+from cnnfleet.cli.app import Command, fail, launch, run_task
+from cnnfleet.config.search_path import conf_dir
 
 PROG = "cnnfleet-submit"
-_dry_run = False  # parsed from the command line before Hydra sees it (not a training key)
-_run_dir: str | None = None  # the user's hydra.run.dir: the run folder the job continues (ours is the submission's)
+COMMAND = Command(prog=PROG, config_name="train", job_name="submit", task="cnnfleet.tasks.submit:submit",
+                  check="cnnfleet.tasks.check:submit", new_folder=False, check_first=True)  # fmt: skip
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="train")
-def hydra_app(cfg: DictConfig) -> str | None:
-    from cnnfleet.tasks.submit import submit
-
-    return run_task(lambda c: submit(c, dry_run=_dry_run, given_run_dir=_run_dir), cfg, PROG)
-
-
-def dry_run_requested() -> bool:
-    """`dry_run=true` was given: the script is printed for reading, the partition is not asked."""
-    return _dry_run
-
-
-def continued_run_dir() -> str | None:
-    """`hydra.run.dir=<run folder>` given to cnnfleet-submit: the job continues (or starts) that run."""
-    return _run_dir
+def hydra_app(cfg: DictConfig) -> object:
+    """Hydra's app: what Hydra prints (--cfg, --help, --info)."""
+    return run_task(COMMAND, cfg)
 
 
 def _pop(argv: list[str], key: str) -> tuple[list[str], list[str]]:
@@ -50,17 +40,19 @@ def _pop_dry_run(argv: list[str]) -> tuple[bool, list[str]]:
     return (values[-1] == "true" if values else False), rest
 
 
-def main() -> None:
-    global _dry_run, _run_dir
-    _dry_run, rest = _pop_dry_run(sys.argv[1:])
-    run_dirs, rest = _pop(rest, "hydra.run.dir")  # the run the job continues; ours is the submission's
-    _run_dir = run_dirs[-1] if run_dirs else None
+def main(argv: list[str] | None = None) -> None:
+    """`dry_run=true`: print the script, submit nothing; `hydra.run.dir=<run folder>`: the run the job
+    continues (the submission's own folder is logs/<task>/submissions/<time>/: job.sbatch, submit.log)."""
+    dry_run, rest = _pop_dry_run(sys.argv[1:] if argv is None else argv)
+    run_dirs, rest = _pop(rest, "hydra.run.dir")
+    if "-m" in rest or "--multirun" in rest:
+        fail(PROG, "cnnfleet-submit submits one job; for a sweep on SLURM use cnnfleet-train -m launcher=slurm")
     check_first = "--no-check" not in rest  # build the job here before it waits in a queue
     rest = [a for a in rest if a != "--no-check"]
-    # cnnfleet-submit's own folder: logs/<task>/submissions/<time>/ (job.sbatch, submit.log)
     folder = "${paths.log_dir}/${task_name}/submissions/${now:%Y-%m-%d_%H-%M-%S_%f}"
-    sys.argv = [sys.argv[0], *rest, f"hydra.run.dir={folder}", "hydra.job.name=submit"]
-    launch(hydra_app, config_name="train", prog=PROG, check="cnnfleet.tasks.check:submit", check_first=check_first)
+    options = {"dry_run": dry_run, "given_run_dir": run_dirs[-1] if run_dirs else None}
+    command = dataclasses.replace(COMMAND, check_first=check_first, options=options)
+    launch(command, hydra_app, [*rest, f"hydra.run.dir={folder}"])
 
 
 if __name__ == "__main__":

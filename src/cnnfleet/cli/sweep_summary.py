@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from cnnfleet.cli import fail
+from cnnfleet.cli.app import fail
 
 PROG = "cnnfleet-sweep-summary"
 EXAMPLES = """examples:

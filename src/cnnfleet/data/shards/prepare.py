@@ -1,4 +1,4 @@
-"""cnnfleet-prepare: turn an ImageFolder tree (or MNIST / CIFAR files) into tar shards for `data=shards`.
+"""Turn an ImageFolder tree (or MNIST / CIFAR files) into tar shards for `data=shards` (cnnfleet-prepare).
 
 Images are resized (short side, never enlarged) and re-encoded as JPEG, shuffled once, and written
 as WebDataset tar shards with index.json (classes, per-shard counts, sizes and SHA-256). Shards are
@@ -6,71 +6,36 @@ written in parallel, each atomically and reproducibly: an interrupted preparatio
 stopped when run again, and a finished one is left as it is. Settings are fixed per output folder.
 """
 
-import argparse
 import hashlib
 import json
 import logging
 import os
 import shutil
-import signal
-import sys
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
-
-from cnnfleet.cli import fail
 
 PROG = "cnnfleet-prepare"
-EXAMPLES = """examples:
-  cnnfleet-prepare /datasets/imagenet /scratch/imagenet-shards          # train/, val/ -> shards, 256 px
-  cnnfleet-prepare data/imagenet data/imagenet-shards --size 160 --quality 90 --shard-size 2000
-  cnnfleet-prepare data/mnist data/mnist-shards --from mnist            # torchvision's files
-  cnnfleet-train data=shards data.root=/scratch/imagenet-shards
-"""
 STATE = ".prepare"  # per-shard records and the settings, while and after preparing
 log = logging.getLogger(PROG)
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        fail(self.prog, f"{message} (see {PROG} --help)")
+@dataclass
+class PrepareSettings:
+    """cnnfleet-prepare's flags: the command line's defaults are these."""
 
-
-def build_parser() -> argparse.ArgumentParser:
-    from cnnfleet.data.shards.sources import FORMATS
-
-    parser = _Parser(prog=PROG, description=__doc__, epilog=EXAMPLES,
-                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
-    parser.add_argument("source", type=Path, help="ImageFolder root (train/, val/, optional test/) or the folder "
-                                                  "torchvision reads MNIST/CIFAR from")  # fmt: skip
-    parser.add_argument("output", type=Path, help="the folder to write (new, or one this command started)")
-    parser.add_argument("--from", dest="kind", choices=FORMATS, default="imagefolder", help="the source's format")
-    parser.add_argument("--size", type=int, default=256,
-                        help="resize the short side down to this many pixels (0: keep; default 256)")  # fmt: skip
-    parser.add_argument("--quality", type=int, default=90, help="JPEG quality 1..100 (default 90)")
-    parser.add_argument("--shard-size", type=int, default=1000, help="samples per shard (default 1000)")
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=3,
-                        help="ImageFolder: RGB (3) or grayscale (1)")  # fmt: skip
-    parser.add_argument("--val-fraction", type=float, default=0.1,
-                        help="MNIST/CIFAR: share of the training split held out for validation")  # fmt: skip
-    parser.add_argument("--seed", type=int, default=0, help="the shuffle before sharding (and the MNIST/CIFAR split)")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="encoding processes")
-    parser.add_argument("--verify", action="store_true",
-                        help="check existing shards' SHA-256; write again the ones that differ")  # fmt: skip
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
-
-
-def parse(argv: list[str]) -> argparse.Namespace:
-    args = build_parser().parse_args(argv)
-    for name, low, high in (("size", 0, 100_000), ("quality", 1, 100), ("shard_size", 1, 10_000_000),
-                            ("workers", 1, 1024)):  # fmt: skip
-        value = getattr(args, name)
-        if not low <= value <= high:
-            fail(PROG, f"--{name.replace('_', '-')} {value} is out of range; use {low}..{high}")
-    if not 0 < args.val_fraction < 1:
-        fail(PROG, f"--val-fraction {args.val_fraction} must be between 0 and 1")
-    return args
+    source: Path
+    output: Path
+    kind: str = "imagefolder"  # --from: imagefolder, mnist, cifar10, ...
+    size: int = 256  # resize the short side down to this many pixels (0: keep)
+    quality: int = 90  # JPEG quality 1..100
+    shard_size: int = 1000  # samples per shard
+    channels: int = 3  # ImageFolder: RGB (3) or grayscale (1)
+    val_fraction: float = 0.1  # MNIST/CIFAR: share of the training split held out for validation
+    seed: int = 0  # the shuffle before sharding (and the MNIST/CIFAR split)
+    workers: int = field(default_factory=lambda: os.cpu_count() or 1)  # encoding processes
+    verify: bool = False  # check existing shards' SHA-256; write again the ones that differ
+    quiet: bool = False  # no progress bar
 
 
 def plan_shards(source: object, shard_size: int, seed: int) -> list[tuple[str, int, list]]:
@@ -86,7 +51,7 @@ def plan_shards(source: object, shard_size: int, seed: int) -> list[tuple[str, i
     return jobs
 
 
-def fingerprint(args: argparse.Namespace, source: object) -> dict:
+def fingerprint(args: "PrepareSettings", source: object) -> dict:
     """What the output depends on; a folder is continued only with the same."""
     digest = hashlib.sha256()
     for split, samples in sorted(source.splits.items()):
@@ -173,7 +138,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def prepare(args: argparse.Namespace) -> str:
+def prepare(args: PrepareSettings) -> str:
     from tqdm import tqdm
 
     from cnnfleet.data.prepare_lock import preparing
@@ -219,24 +184,3 @@ def prepare(args: argparse.Namespace) -> str:
     counts = ", ".join(f"{split} {sum(s.count for s in shards)}" for split, shards in splits.items())
     done = f"wrote {len(pending)} of {len(jobs)} shards" if pending else f"all {len(jobs)} shards were already there"
     return f"{output}: {len(source.classes)} classes, {counts} images; {done}"
-
-
-def main(argv: list[str] | None = None) -> None:
-    from cnnfleet.errors import CnnfleetError, user_message
-
-    args = parse(sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(level=logging.INFO, format=f"{PROG}: %(message)s")  # waiting for a lock, a restart
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # kill / a batch system: stop as on Ctrl-C
-    try:
-        print(prepare(args))
-    except CnnfleetError as exc:
-        fail(PROG, user_message(exc), exc.exit_code)
-    except OSError as exc:  # the output cannot be written (a file in the way, /proc, permissions, a full disk)
-        fail(PROG, f"cannot write {args.output}: {exc.strerror or exc}; give a writable folder")
-    except KeyboardInterrupt:
-        fail(PROG, f"interrupted; the shards written so far are kept: run the same command again to finish "
-                   f"{args.output}", 130)  # fmt: skip
-
-
-if __name__ == "__main__":
-    main()

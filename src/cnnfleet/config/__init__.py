@@ -1,0 +1,1 @@
+"""The config: its schema and domains, the search path of config folders, composition and its errors."""
