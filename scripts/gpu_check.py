@@ -61,8 +61,23 @@ def prepare(wheels: Path) -> None:
     if missing:
         print(f"installing {len(missing)} wheels the machine lacks: {' '.join(_dist_name(w) for w in missing)}")
         shutil.rmtree(SITE, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--no-deps", "--no-compile",
-                        "--no-cache-dir", "--target", str(SITE), *map(str, missing)], check=True)  # fmt: skip
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--no-index",
+                "--no-deps",
+                "--no-compile",
+                "--no-cache-dir",
+                "--target",
+                str(SITE),
+                *map(str, missing),
+            ],
+            check=True,
+        )
         paths.insert(0, str(SITE))
     if not _installed("cnnfleet"):  # console scripts of this tree, as pip would write them
         bin_dir = SITE / "bin"
@@ -122,8 +137,10 @@ class Report:
             "| figure | configuration | value | unit | note |",
             "|---|---|---|---|---|",
         ]
-        lines += [f"| {r['figure']} | {r['configuration']} | {_fmt(r['value'])} | {r['unit']} | {r['note']} |"
-                  for r in self.rows]  # fmt: skip
+        lines += [
+            f"| {r['figure']} | {r['configuration']} | {_fmt(r['value'])} | {r['unit']} | {r['note']} |"
+            for r in self.rows
+        ]
         (self.out / "gpu.md").write_text("\n".join([*lines, "", *self.notes]) + "\n")
 
     def section(self, name: str, needs_s: float, fn, *args) -> None:
@@ -153,13 +170,31 @@ def environment(out: Path) -> dict:
 
     cuda = torch.cuda.is_available()
     record = {
-        "python": platform.python_version(), "host": platform.node(), "cpus": os.cpu_count(),
-        "torch": torch.__version__, "cuda": torch.version.cuda, "gpu": torch.cuda.get_device_name(0) if cuda else None,
-        "gpus": torch.cuda.device_count(), "bf16": cuda and torch.cuda.is_bf16_supported(),
-        "packages": {n: _version(n) for n in ("lightning", "torchmetrics", "torchvision", "hydra-core", "omegaconf",
-                                               "wandb", "optuna", "numpy", "timm", "cnnfleet")},
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "gpu": torch.cuda.get_device_name(0) if cuda else None,
+        "gpus": torch.cuda.device_count(),
+        "bf16": cuda and torch.cuda.is_bf16_supported(),
+        "packages": {
+            n: _version(n)
+            for n in (
+                "lightning",
+                "torchmetrics",
+                "torchvision",
+                "hydra-core",
+                "omegaconf",
+                "wandb",
+                "optuna",
+                "numpy",
+                "timm",
+                "cnnfleet",
+            )
+        },
         "git": subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip(),
-    }  # fmt: skip
+    }
     if cuda:
         props = torch.cuda.get_device_properties(0)
         record.update(gpu_memory_gb=round(props.total_memory / 2**30, 1), multiprocessors=props.multi_processor_count)
@@ -177,8 +212,19 @@ def _version(name: str) -> str | None:
 # ---------------------------------------------------------------------------------------- tests
 def gpu_tests(report: Report, targets: list[str]) -> None:
     timeout = max(60, report.left() - 150)  # on an H100 machine: ~4 minutes, the bench-modes test the longest
-    command = [sys.executable, "-m", "pytest", "-m", "gpu", "-p", "no:cacheprovider", "-q", "-rs", "--durations=10",
-               *targets]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-m",
+        "gpu",
+        "-p",
+        "no:cacheprovider",
+        "-q",
+        "-rs",
+        "--durations=10",
+        *targets,
+    ]
     with (report.out / "pytest.log").open("w") as log:
         try:
             proc = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
@@ -205,8 +251,12 @@ def mnist_format_digits(root: Path, copies: int = 4) -> Path:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    big = np.stack([np.asarray(Image.fromarray((d * 255 / 16).astype("uint8")).resize((20, 20), Image.BILINEAR))
-                    for d in digits.images])  # fmt: skip
+    big = np.stack(
+        [
+            np.asarray(Image.fromarray((d * 255 / 16).astype("uint8")).resize((20, 20), Image.BILINEAR))
+            for d in digits.images
+        ]
+    )
     rng = np.random.RandomState(0)
 
     def place(images, shifts):  # noqa: ANN001, ANN202
@@ -270,8 +320,9 @@ def run_bench(overrides: list[str], timeout: float) -> list[dict]:
     """One real `cnnfleet-bench` run; the rows of its bench.csv."""
     with tempfile.TemporaryDirectory() as root:
         env = {**os.environ, "CNNFLEET_ROOT": root}
-        proc = subprocess.run(["cnnfleet-bench", *overrides], cwd=root, env=env, capture_output=True, text=True,
-                              timeout=timeout)  # fmt: skip
+        proc = subprocess.run(
+            ["cnnfleet-bench", *overrides], cwd=root, env=env, capture_output=True, text=True, timeout=timeout
+        )
         if proc.returncode != 0:
             raise RuntimeError((proc.stderr.strip().splitlines() or ["no output"])[-1])
         (table,) = Path(root).glob("logs/bench/runs/*/bench.csv")
@@ -280,12 +331,24 @@ def run_bench(overrides: list[str], timeout: float) -> list[dict]:
 
 
 def overhead(report: Report, name: str, workload: list[str], epochs: int, repeats: int, flops: float | None) -> None:
-    rows = run_bench(["mode=overhead", "accelerator=gpu", f"epochs={epochs}", f"repeats={repeats}",
-                      "workload=[" + ",".join(f'"{w}"' for w in workload) + "]"],
-                     timeout=max(30, report.left()))  # fmt: skip
+    rows = run_bench(
+        [
+            "mode=overhead",
+            "accelerator=gpu",
+            f"epochs={epochs}",
+            f"repeats={repeats}",
+            "workload=[" + ",".join(f'"{w}"' for w in workload) + "]",
+        ],
+        timeout=max(30, report.left()),
+    )
     ours, bare, raw = (float(r["images_per_s"]) for r in rows)
-    report.add(name, "cnnfleet", ours, "images/s",
-               f"bare Lightning {bare:,.0f}, hand-written loop {raw:,.0f}; median of {repeats}")  # fmt: skip
+    report.add(
+        name,
+        "cnnfleet",
+        ours,
+        "images/s",
+        f"bare Lightning {bare:,.0f}, hand-written loop {raw:,.0f}; median of {repeats}",
+    )
     report.add(name, "cnnfleet / hand-written loop", ours / raw, "ratio", "goal >= 0.95")
     if flops:
         peak = _peak_flops()
@@ -314,8 +377,9 @@ def train_flops(model: list[str], image_size: int, channels: int = 3) -> float:
 
     register_configs()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose_train([*model, "data=synthetic", f"data.image_size={image_size}", f"data.channels={channels}"],
-                            tmp)  # fmt: skip
+        cfg = compose_train(
+            [*model, "data=synthetic", f"data.image_size={image_size}", f"data.channels={channels}"], tmp
+        )
     net = build_classifier(cfg.model, cfg.data, cfg).net
     return train_flops_per_image(net, (channels, image_size, image_size)) or 0.0
 
@@ -335,17 +399,37 @@ def resnet50(report: Report, compile_: bool) -> None:
         f"trainer.compile={str(compile_).lower()}",
     ]
     flops = train_flops(["model=torchvision", "model.name=resnet50", "data.num_classes=1000"], 224)
-    overhead(report, f"ResNet-50 224px bf16 channels_last{' compiled' if compile_ else ''}", workload,
-             epochs=3, repeats=1 if compile_ else 2, flops=flops)  # fmt: skip
+    overhead(
+        report,
+        f"ResNet-50 224px bf16 channels_last{' compiled' if compile_ else ''}",
+        workload,
+        epochs=3,
+        repeats=1 if compile_ else 2,
+        flops=flops,
+    )
 
 
 def cifar(report: Report, data_root: Path, model: list[str], name: str, compile_: bool) -> None:
     cifar_format(data_root)
-    workload = ["data=cifar10", f"data.root={data_root}", "data.verify_checksums=false", "data.download=false",
-                "data.batch_size=512", "device.precision=bf16-mixed", "trainer.channels_last=true", *model,
-                f"trainer.compile={str(compile_).lower()}"]  # fmt: skip
-    overhead(report, f"CIFAR-format 32px {name}{' compiled' if compile_ else ''}", workload, epochs=3,
-             repeats=1, flops=train_flops(model, 32))  # fmt: skip
+    workload = [
+        "data=cifar10",
+        f"data.root={data_root}",
+        "data.verify_checksums=false",
+        "data.download=false",
+        "data.batch_size=512",
+        "device.precision=bf16-mixed",
+        "trainer.channels_last=true",
+        *model,
+        f"trainer.compile={str(compile_).lower()}",
+    ]
+    overhead(
+        report,
+        f"CIFAR-format 32px {name}{' compiled' if compile_ else ''}",
+        workload,
+        epochs=3,
+        repeats=1,
+        flops=train_flops(model, 32),
+    )
 
 
 def founding(report: Report, name: str, data: "Callable[[], list[str]]", epochs: int, target: float) -> None:
@@ -361,10 +445,16 @@ def founding(report: Report, name: str, data: "Callable[[], list[str]]", epochs:
         reached = next((e["train_seconds_total"] for e in log if (e["val_acc"] or 0) >= target), None)
         results[device] = per_epoch
         label = f"CPU ({os.cpu_count()} cores)" if device == "cpu" else "1 GPU, bf16-mixed"
-        report.add(name, f"{label}: seconds per epoch", per_epoch, "s",
-                   f"val/acc {log[-1]['val_acc']:.3f} after {len(log)} epochs")  # fmt: skip
-        report.add(name, f"{label}: time to val/acc >= {target}", reached, "s", "training time" if reached else
-                   "not reached")  # fmt: skip
+        report.add(
+            name,
+            f"{label}: seconds per epoch",
+            per_epoch,
+            "s",
+            f"val/acc {log[-1]['val_acc']:.3f} after {len(log)} epochs",
+        )
+        report.add(
+            name, f"{label}: time to val/acc >= {target}", reached, "s", "training time" if reached else "not reached"
+        )
     report.add(name, "speedup of 1 GPU over CPU (seconds per epoch)", results["cpu"] / results["gpu"], "x")
 
 
@@ -373,15 +463,22 @@ def input_pipelines(report: Report) -> None:
     nvJPEG decode on the GPU): the best worker count of each; a node's pipeline must outrun its GPUs."""
     cores = os.cpu_count() or 1
     workers = sorted({0, 1, max(1, cores // 2), max(1, cores - 1)})
-    rows = run_bench(["mode=data", "data_images=2048", f"data_workers=[{','.join(map(str, workers))}]"],
-                     timeout=max(30, report.left()))  # fmt: skip
+    rows = run_bench(
+        ["mode=data", "data_images=2048", f"data_workers=[{','.join(map(str, workers))}]"],
+        timeout=max(30, report.left()),
+    )
     best: dict[str, dict] = {}
     for row in rows:
         if row["path"] not in best or float(row["images_per_s"]) > float(best[row["path"]]["images_per_s"]):
             best[row["path"]] = row
     for path, row in best.items():
-        report.add("input pipeline 224px (no model)", path, float(row["images_per_s"]), "images/s",
-                   f"{row['workers']} workers, {float(row['images_per_s_per_process']):,.0f} per process")  # fmt: skip
+        report.add(
+            "input pipeline 224px (no model)",
+            path,
+            float(row["images_per_s"]),
+            "images/s",
+            f"{row['workers']} workers, {float(row['images_per_s_per_process']):,.0f} per process",
+        )
 
 
 def memory(report: Report) -> None:
@@ -436,10 +533,21 @@ def profile(report: Report, workload: "Callable[[], list[str]]", file: str) -> N
 
     register_configs()
     with tempfile.TemporaryDirectory() as tmp:
-        cfg = compose_train([*workload(), "device=gpu", "device.precision=bf16-mixed", "trainer.channels_last=true",
-                             "trainer.max_epochs=1", *IN_PROCESS], tmp)  # fmt: skip
-        with torch.profiler.profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
-                                    schedule=schedule(wait=5, warmup=2, active=10, repeat=1)) as prof:  # fmt: skip
+        cfg = compose_train(
+            [
+                *workload(),
+                "device=gpu",
+                "device.precision=bf16-mixed",
+                "trainer.channels_last=true",
+                "trainer.max_epochs=1",
+                *IN_PROCESS,
+            ],
+            tmp,
+        )
+        with torch.profiler.profile(
+            activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
+            schedule=schedule(wait=5, warmup=2, active=10, repeat=1),
+        ) as prof:
             import lightning as L
 
             class Step(L.Callback):
@@ -455,8 +563,9 @@ def profile(report: Report, workload: "Callable[[], list[str]]", file: str) -> N
             finally:
                 harness.build_trainer = original
     table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=30)
-    (report.out / file).write_text(table + "\n\n" + prof.key_averages().table(
-        sort_by="self_device_time_total", row_limit=20) + "\n")  # fmt: skip
+    (report.out / file).write_text(
+        table + "\n\n" + prof.key_averages().table(sort_by="self_device_time_total", row_limit=20) + "\n"
+    )
     report.say(f"wrote {file}")
 
 
@@ -504,8 +613,10 @@ def main() -> int:
     )
     report.section("GPU tests", 30, gpu_tests, args.pytest_args.split() or [str(ROOT / "tests")])
     if not record["gpu"]:
-        report.notes.append("- no CUDA GPU on this machine: the GPU tests skipped and no GPU figure was measured; "
-                            "run `make gpu-check` on a GPU machine")  # fmt: skip
+        report.notes.append(
+            "- no CUDA GPU on this machine: the GPU tests skipped and no GPU figure was measured; "
+            "run `make gpu-check` on a GPU machine"
+        )
         report.say(report.notes[-1])
         report.write()
         return 0
@@ -516,23 +627,68 @@ def main() -> int:
     report.section("CIFAR ResNet-18 compiled", 120, cifar, data / "cifar", ["model=resnet_cifar"], "ResNet-18", True)
     report.section("input pipelines (bench mode=data)", 60, input_pipelines)
     report.section("CIFAR ResNet-18", 55, cifar, data / "cifar", ["model=resnet_cifar"], "ResNet-18", False)
-    report.section("profile of cnnfleet's CIFAR ResNet-18 steps", 40, profile,  # below its goal on 2026-11-27
-                   lambda: ["data=cifar10", f"data.root={cifar_format(data / 'cifar')}", "data.verify_checksums=false",
-                            "data.download=false", "data.batch_size=512", "model=resnet_cifar"],
-                   "profile_cifar_resnet18.txt")  # fmt: skip
+    report.section(
+        "profile of cnnfleet's CIFAR ResNet-18 steps",
+        40,
+        profile,  # below its goal on 2026-11-27
+        lambda: [
+            "data=cifar10",
+            f"data.root={cifar_format(data / 'cifar')}",
+            "data.verify_checksums=false",
+            "data.download=false",
+            "data.batch_size=512",
+            "model=resnet_cifar",
+        ],
+        "profile_cifar_resnet18.txt",
+    )
     report.section("CIFAR airbench", 55, cifar, data / "cifar", ["model=airbench"], "airbench", False)
     report.section("ResNet-50 eager", 60, resnet50, False)
-    report.section("founding: MNIST-format digits", 50, founding, "MNIST-format digits",
-                   lambda: ["data=mnist", f"data.root={mnist_format_digits(data / 'mnist')}",
-                            "data.verify_checksums=false", "data.download=false"], 4, 0.95)  # fmt: skip
+    report.section(
+        "founding: MNIST-format digits",
+        50,
+        founding,
+        "MNIST-format digits",
+        lambda: [
+            "data=mnist",
+            f"data.root={mnist_format_digits(data / 'mnist')}",
+            "data.verify_checksums=false",
+            "data.download=false",
+        ],
+        4,
+        0.95,
+    )
     report.section("ResNet-50 memory", 40, memory)
-    report.section("profile of cnnfleet's ResNet-50 steps", 40, profile,
-                   lambda: ["data=synthetic", "data.image_size=224", "data.num_samples=8192", "data.batch_size=256",
-                            "data.num_classes=1000", "model=torchvision", "model.name=resnet50"],
-                   "profile.txt")  # fmt: skip
-    report.section("founding: ImageNet-format", 90, founding, "ImageNet-format JPEGs 224px, ResNet-18",
-                   lambda: ["data=imagefolder", f"data.root={image_folder(data / 'imagenet')}", "data.num_classes=10",
-                            "data.batch_size=64", "model=torchvision", "model.name=resnet18"], 3, 0.9)  # fmt: skip
+    report.section(
+        "profile of cnnfleet's ResNet-50 steps",
+        40,
+        profile,
+        lambda: [
+            "data=synthetic",
+            "data.image_size=224",
+            "data.num_samples=8192",
+            "data.batch_size=256",
+            "data.num_classes=1000",
+            "model=torchvision",
+            "model.name=resnet50",
+        ],
+        "profile.txt",
+    )
+    report.section(
+        "founding: ImageNet-format",
+        90,
+        founding,
+        "ImageNet-format JPEGs 224px, ResNet-18",
+        lambda: [
+            "data=imagefolder",
+            f"data.root={image_folder(data / 'imagenet')}",
+            "data.num_classes=10",
+            "data.batch_size=64",
+            "model=torchvision",
+            "model.name=resnet18",
+        ],
+        3,
+        0.9,
+    )
     chart(report)
     report.write()
     report.say(f"done: {args.out}/gpu.md")

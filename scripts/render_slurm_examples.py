@@ -17,11 +17,18 @@ PROJECT = "/path/to/project"  # where the user runs cnnfleet-submit (shared file
 EXAMPLES = {
     "single_node_gpus.sbatch": ["cluster=gpu_node"],
     "multi_node_gpus.sbatch": ["cluster=multi_node", "optimizer.scale_lr_with_batch=true", "data.batch_size=2048"],
-    "multi_node_pyxis.sbatch": ["cluster=multi_node", "cluster.container=/path/to/cnnfleet.sqsh",
-                                "cluster.container_mounts=[/datasets:/datasets:ro]"],
-    "single_node_apptainer.sbatch": ["cluster=gpu_node", "cluster.container=/path/to/cnnfleet.sif",
-                                     "cluster.container_runtime=apptainer", "cluster.container_mounts=[/datasets]"],
-}  # fmt: skip
+    "multi_node_pyxis.sbatch": [
+        "cluster=multi_node",
+        "cluster.container=/path/to/cnnfleet.sqsh",
+        "cluster.container_mounts=[/datasets:/datasets:ro]",
+    ],
+    "single_node_apptainer.sbatch": [
+        "cluster=gpu_node",
+        "cluster.container=/path/to/cnnfleet.sif",
+        "cluster.container_runtime=apptainer",
+        "cluster.container_mounts=[/datasets]",
+    ],
+}
 
 
 def render_example(overrides: list[str]) -> str:
@@ -30,10 +37,17 @@ def render_example(overrides: list[str]) -> str:
         cfg = compose(config_name="train", overrides=overrides)
     layout = job_layout(cfg.cluster, overrides)
     return render(
-        cfg.cluster, layout, [*overrides, *layout.device_overrides], workdir=PROJECT, root=PROJECT, task="train",
-        output=f"{PROJECT}/logs/train/slurm/%j.out", token="0123456789ab",
-        script=f"{PROJECT}/logs/train/submissions/<time>/job.sbatch", python=f"{PROJECT}/.venv/bin/python",
-    )  # fmt: skip
+        cfg.cluster,
+        layout,
+        [*overrides, *layout.device_overrides],
+        workdir=PROJECT,
+        root=PROJECT,
+        task="train",
+        output=f"{PROJECT}/logs/train/slurm/%j.out",
+        token="0123456789ab",
+        script=f"{PROJECT}/logs/train/submissions/<time>/job.sbatch",
+        python=f"{PROJECT}/.venv/bin/python",
+    )
 
 
 def main() -> None:

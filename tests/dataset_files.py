@@ -57,8 +57,13 @@ def write_cifar100(root: Path, n_train: int = 400, n_test: int = 200) -> Path:
         x, y = images(n, 100, (3, 32, 32), seed)
         entry = {"data": x.reshape(n, -1), "fine_labels": y.tolist(), "coarse_labels": (y // 5).tolist()}
         _pickle(folder / name, entry)
-    _pickle(folder / "meta", {"fine_label_names": [f"class{i:02d}" for i in range(100)],
-                              "coarse_label_names": [f"super{i:02d}" for i in range(20)]})  # fmt: skip
+    _pickle(
+        folder / "meta",
+        {
+            "fine_label_names": [f"class{i:02d}" for i in range(100)],
+            "coarse_label_names": [f"super{i:02d}" for i in range(20)],
+        },
+    )
     return root
 
 
@@ -67,8 +72,13 @@ def _pickle(path: Path, data: dict) -> None:
         pickle.dump(data, f)
 
 
-def write_image_folder(root: Path, classes: tuple[str, ...] = ("cat", "dog", "fox"), per_class: int = 8,
-                       size: int = 40, splits: tuple[str, ...] = ("train", "val")) -> Path:  # fmt: skip
+def write_image_folder(
+    root: Path,
+    classes: tuple[str, ...] = ("cat", "dog", "fox"),
+    per_class: int = 8,
+    size: int = 40,
+    splits: tuple[str, ...] = ("train", "val"),
+) -> Path:
     """PNG and JPEG files (alternating), RGB, in <root>/<split>/<class>/."""
     for s, split in enumerate(splits):
         x, y = images(per_class * len(classes), len(classes), (size, size, 3), seed=s)

@@ -27,8 +27,9 @@ def enqueue(sweep: Path, name: str, direction: str, trials: list[dict]) -> None:
     from cnnfleet.sweeps.storage import optuna_storage
 
     sweep.mkdir(parents=True, exist_ok=True)
-    study = optuna.create_study(study_name=name, storage=optuna_storage(str(sweep / "optuna.journal")),
-                                direction=direction)  # fmt: skip
+    study = optuna.create_study(
+        study_name=name, storage=optuna_storage(str(sweep / "optuna.journal")), direction=direction
+    )
     for params in trials:
         study.enqueue_trial(params)
 
@@ -37,8 +38,14 @@ def start_cli(args: list[str], root: Path, log: Path) -> subprocess.Popen:
     """cnnfleet-train in its own session (a terminal's process group), its output in `log`."""
     env = {**os.environ, "CNNFLEET_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
     with log.open("ab") as out:
-        return subprocess.Popen([script_path("cnnfleet-train"), *args], cwd=root, env=env, stdout=out,
-                                stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
+        return subprocess.Popen(
+            [script_path("cnnfleet-train"), *args],
+            cwd=root,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
 
 def wait_for(condition, what: str, driver: subprocess.Popen, timeout: float = 240) -> None:  # noqa: ANN001
@@ -48,8 +55,11 @@ def wait_for(condition, what: str, driver: subprocess.Popen, timeout: float = 24
         return bool(condition()) or driver.poll() is not None
 
     wait_until(met_or_ended, timeout, interval=0.2)
-    assert condition(), (f"the sweep ended (exit {driver.returncode}) before {what}" if driver.poll() is not None
-                         else f"timed out waiting for {what}")  # fmt: skip
+    assert condition(), (
+        f"the sweep ended (exit {driver.returncode}) before {what}"
+        if driver.poll() is not None
+        else f"timed out waiting for {what}"
+    )
 
 
 def attempts(run_dir: Path) -> list[dict]:

@@ -37,8 +37,12 @@ def test_bench_data_measures_each_input_path_at_each_worker_count(tmp_path: Path
 
 
 def test_bench_data_refuses_too_few_images_for_two_batches(tmp_path: Path) -> None:
-    bad = run_cli("cnnfleet-bench", ["mode=data", "data_images=100", "data_batch_size=64", "data_workers=[0,1]"],
-                  tmp_path, timeout=120)  # fmt: skip
+    bad = run_cli(
+        "cnnfleet-bench",
+        ["mode=data", "data_images=100", "data_batch_size=64", "data_workers=[0,1]"],
+        tmp_path,
+        timeout=120,
+    )
     assert bad.returncode == 2, bad.stderr[-3000:]
     assert "data_batch_size=64: the 100 training images make 1 whole batch a pass, fewer than 2 x 1" in bad.stderr
     assert "Traceback" not in bad.stderr

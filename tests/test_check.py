@@ -26,7 +26,7 @@ def checks(tmp_path_factory: pytest.TempPathFactory, default_run) -> dict:
         "resume": ("cnnfleet-train", ["--check", f"ckpt_path={ckpt}"]),
         "refused": ("cnnfleet-train", ["--check", *adagrad]),
         "submit-refused": ("cnnfleet-submit", ["dry_run=true", *adagrad]),
-    }  # fmt: skip
+    }
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = {name: pool.submit(run_cli, cmd, args, root) for name, (cmd, args) in cases.items()}
         results = {name: future.result() for name, future in futures.items()}
@@ -43,8 +43,16 @@ def test_check_builds_everything_and_exits_0(checks: dict, name: str) -> None:
 
 def test_check_reports_what_it_built(checks: dict) -> None:
     report = checks["results"]["train"].stdout
-    for part in ("run folder:", "devices:", "data: train 1258", "model: cnnfleet.models.resnet_cifar.ResNetCifar",
-                 "one training step, loss", "optimizer: torch.optim.AdamW", "loggers:", "trainer:"):  # fmt: skip
+    for part in (
+        "run folder:",
+        "devices:",
+        "data: train 1258",
+        "model: cnnfleet.models.resnet_cifar.ResNetCifar",
+        "one training step, loss",
+        "optimizer: torch.optim.AdamW",
+        "loggers:",
+        "trainer:",
+    ):
         assert part in report, report
     assert "resume: " in checks["results"]["resume"].stdout
     assert "workload " in checks["results"]["bench"].stdout

@@ -72,13 +72,20 @@ def test_a_teams_values_meet_the_same_domain_checks(team: Path) -> None:
 
 def test_a_missing_config_dir_is_one_line(tmp_path: Path) -> None:
     code, _, err = train("--config-dir", str(tmp_path / "nothere"), "model=mine")
-    assert code == 2 and err == f"cnnfleet-train: error: --config-dir {tmp_path / 'nothere'}: no such folder; " \
-                                "give the folder that holds your config groups\n"  # fmt: skip
+    assert (
+        code == 2
+        and err
+        == f"cnnfleet-train: error: --config-dir {tmp_path / 'nothere'}: no such folder; "
+        "give the folder that holds your config groups\n"
+    )
 
 
 def test_a_run_composed_with_config_dir_trains_it_and_its_stop_hint_repeats_it(team: Path, tmp_path: Path) -> None:
-    result = run_cli("cnnfleet-train", ["--config-dir", str(team), "model=mine", "trainer.max_steps=2", "logger=csv",
-                                        "test=false"], tmp_path)  # fmt: skip
+    result = run_cli(
+        "cnnfleet-train",
+        ["--config-dir", str(team), "model=mine", "trainer.max_steps=2", "logger=csv", "test=false"],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = result.run_dirs()
     assert yaml.safe_load((run / "config.yaml").read_text())["model"]["widths"] == [8, 16]

@@ -71,10 +71,19 @@ def test_mean_std_need_one_value_per_channel() -> None:
 
 
 def test_synthetic_data_has_requested_shape_and_classes() -> None:
-    dm = SyntheticDataModule(**{
-        **defaults(SyntheticDataConfig), "num_samples": 100, "noise": 0.1, "batch_size": 10, "num_classes": 5,
-        "channels": 3, "image_size": 16, "mean": [0.0] * 3, "std": [1.0] * 3,
-    })  # fmt: skip
+    dm = SyntheticDataModule(
+        **{
+            **defaults(SyntheticDataConfig),
+            "num_samples": 100,
+            "noise": 0.1,
+            "batch_size": 10,
+            "num_classes": 5,
+            "channels": 3,
+            "image_size": 16,
+            "mean": [0.0] * 3,
+            "std": [1.0] * 3,
+        }
+    )
     dm.setup()
     x, y = dm.splits["train"].tensors
     assert x.shape[1:] == (3, 16, 16) and set(y.tolist()) == set(range(5))

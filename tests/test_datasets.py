@@ -17,8 +17,15 @@ from conftest import CliResult, run_cli, wait_until
 from dataset_files import write_cifar10, write_cifar100, write_image_folder, write_mnist
 
 QUICK = ["trainer.max_epochs=1", "logger=csv", "data.batch_size=32"]
-IMAGEFOLDER = ["data=imagefolder", "data.image_size=32", "data.resize_size=36",
-               "data.batch_size=8", "data.num_workers=1", "trainer.max_epochs=1", "logger=csv"]  # fmt: skip
+IMAGEFOLDER = [
+    "data=imagefolder",
+    "data.image_size=32",
+    "data.resize_size=36",
+    "data.batch_size=8",
+    "data.num_workers=1",
+    "trainer.max_epochs=1",
+    "logger=csv",
+]
 
 
 @pytest.fixture(scope="module")
@@ -72,8 +79,12 @@ def test_torchvision_data_sets_train_from_their_real_files(root, option, sizes, 
 
 
 def test_mnist_learns_from_the_idx_files(root) -> None:
-    summary = json.loads((run_folder(train(root, "data=mnist", "trainer.max_epochs=3", "logger=csv",
-                                           "data.batch_size=32")) / "summary.json").read_text())  # fmt: skip
+    summary = json.loads(
+        (
+            run_folder(train(root, "data=mnist", "trainer.max_epochs=3", "logger=csv", "data.batch_size=32"))
+            / "summary.json"
+        ).read_text()
+    )
     assert summary["test"]["test/acc"] >= 0.9  # class prototypes + noise: easy once the files are read right
 
 
@@ -88,8 +99,9 @@ def test_image_folder_trains_predicts_and_exports(root) -> None:
     assert "data.num_classes=3" in (run / "command.txt").read_text()
     ckpt = run / "checkpoints" / "best.ckpt"
 
-    predicted = run_cli("cnnfleet-predict", [f"ckpt_path={ckpt}", f"inputs={root / 'data' / 'pets' / 'val'}",
-                                             "top_k=2"], root)  # fmt: skip
+    predicted = run_cli(
+        "cnnfleet-predict", [f"ckpt_path={ckpt}", f"inputs={root / 'data' / 'pets' / 'val'}", "top_k=2"], root
+    )
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     (pred_dir,) = (root / "logs" / "predict" / "runs").iterdir()
     rows = list(csv.DictReader((pred_dir / "predictions.csv").open()))
@@ -131,8 +143,16 @@ def check_export_matches_checkpoint(export_dir: Path, ckpt: Path) -> None:
 
 
 def test_augmentations_compose_with_an_in_memory_data_set(root) -> None:
-    result = train(root, "data=cifar10", "data.verify_checksums=false", *QUICK, "data.auto_augment=randaugment",
-                   "data.mixup_alpha=0.2", "data.cutmix_alpha=1.0", "label_smoothing=0.1")  # fmt: skip
+    result = train(
+        root,
+        "data=cifar10",
+        "data.verify_checksums=false",
+        *QUICK,
+        "data.auto_augment=randaugment",
+        "data.mixup_alpha=0.2",
+        "data.cutmix_alpha=1.0",
+        "label_smoothing=0.1",
+    )
     assert json.loads((run_folder(result) / "summary.json").read_text())["status"] == "completed"
 
 
@@ -179,12 +199,27 @@ def test_nodes_sharing_a_data_root_take_turns_preparing_it(tmp_path: Path) -> No
     lock = os.open(tmp_path / "shared" / LOCK_NAME, os.O_RDWR | os.O_CREAT)
     fcntl.flock(lock, fcntl.LOCK_EX)  # a third node is preparing
     os.write(lock, b"pid 1 on node3")
-    args = ["data=mnist", f"data.root={tmp_path / 'shared'}", "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-            "logger=none", "test=false", "data.batch_size=32"]  # fmt: skip
+    args = [
+        "data=mnist",
+        f"data.root={tmp_path / 'shared'}",
+        "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2",
+        "logger=none",
+        "test=false",
+        "data.batch_size=32",
+    ]
     env = {**os.environ, "CNNFLEET_ROOT": str(tmp_path), "PYTHONUNBUFFERED": "1"}
-    nodes = [subprocess.Popen([script_path("cnnfleet-train"), *args, f"hydra.run.dir={tmp_path / f'run{i}'}"],
-                              env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]  # fmt: skip
+    nodes = [
+        subprocess.Popen(
+            [script_path("cnnfleet-train"), *args, f"hydra.run.dir={tmp_path / f'run{i}'}"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     try:
         logs = [tmp_path / f"run{i}" / "train.log" for i in range(2)]
         waiting = wait_until(

@@ -21,10 +21,18 @@ from conftest import BIN, CliResult, run_cli
 # and at a constant 0.05 by 3.9e-4 (rounding amplified; it passed on an earlier machine's kernels), while a
 # sample-order mistake shows as ~1e-2. So 1e-5 holds with a margin of ~1000.
 EQUIVALENCE = [
-    "model.norm=none", "data.batch_size=60", "trainer.max_epochs=1", "trainer.limit_train_batches=20",
-    "trainer.limit_val_batches=1", "test=false", "logger=none", "device.accelerator=cpu", "optimizer=sgd",
-    "scheduler=none", "optimizer.lr=0.01",
-]  # fmt: skip
+    "model.norm=none",
+    "data.batch_size=60",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=20",
+    "trainer.limit_val_batches=1",
+    "test=false",
+    "logger=none",
+    "device.accelerator=cpu",
+    "optimizer=sgd",
+    "scheduler=none",
+    "optimizer.lr=0.01",
+]
 
 
 def free_port() -> int:
@@ -48,8 +56,10 @@ def assert_same_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor], 
 
 # The same comparison over 3 whole epochs: each epoch ends with 58 of the 1258 images left over, which
 # neither layout trains on (the sampler keeps whole global batches only: data/sharding.py).
-FULL_EPOCHS = [*(arg for arg in EQUIVALENCE if not arg.startswith(("trainer.max_epochs", "trainer.limit_train"))),
-               "trainer.max_epochs=3"]  # fmt: skip
+FULL_EPOCHS = [
+    *(arg for arg in EQUIVALENCE if not arg.startswith(("trainer.max_epochs", "trainer.limit_train"))),
+    "trainer.max_epochs=3",
+]
 
 
 @pytest.fixture(scope="module")
@@ -123,7 +133,7 @@ def test_two_torchrun_nodes_train_the_same_weights_as_one_node_with_two_processe
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
-        )  # fmt: skip
+        )
         for rank in (0, 1)
     ]
     outputs = [node.communicate(timeout=300)[0] for node in nodes]
@@ -137,8 +147,12 @@ def test_two_torchrun_nodes_train_the_same_weights_as_one_node_with_two_processe
 
     # the same --rdzv-id again: rank 0 refuses to take over the completed run before any rendezvous
     before = sorted((p.name, p.stat().st_mtime_ns) for p in runs[0].rglob("*"))
-    again = run_cli("cnnfleet-train", args, tmp_path, env={"TORCHELASTIC_RUN_ID": "equiv", "RANK": "0",
-                                                           "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1"})  # fmt: skip
+    again = run_cli(
+        "cnnfleet-train",
+        args,
+        tmp_path,
+        env={"TORCHELASTIC_RUN_ID": "equiv", "RANK": "0", "WORLD_SIZE": "2", "LOCAL_WORLD_SIZE": "1"},
+    )
     assert again.returncode == 2 and again.stderr.count("\n") == 1, again.stderr[-3000:]
     assert "holds a completed run" in again.stderr and "torchrun-equiv" in again.stderr
     assert sorted((p.name, p.stat().st_mtime_ns) for p in runs[0].rglob("*")) == before
@@ -146,18 +160,29 @@ def test_two_torchrun_nodes_train_the_same_weights_as_one_node_with_two_processe
 
 TORCHRUN_4x2 = {"TORCHELASTIC_RUN_ID": "x", "WORLD_SIZE": "4", "LOCAL_WORLD_SIZE": "2", "RANK": "0"}
 BAD_DISTRIBUTED_INPUT = {
-    "more-processes-than-cores": (["device.accelerator=cpu", f"device.devices={(os.cpu_count() or 1) + 1}"], {},
-                                  "CPU cores exist"),
-    "batch-not-divisible": (["device=ddp", "device.accelerator=cpu", "device.devices=2", "data.batch_size=63"], {},
-                            "not divisible by the world size 2"),
+    "more-processes-than-cores": (
+        ["device.accelerator=cpu", f"device.devices={(os.cpu_count() or 1) + 1}"],
+        {},
+        "CPU cores exist",
+    ),
+    "batch-not-divisible": (
+        ["device=ddp", "device.accelerator=cpu", "device.devices=2", "data.batch_size=63"],
+        {},
+        "not divisible by the world size 2",
+    ),
     "launcher-world-size-mismatch": (["device.accelerator=cpu"], TORCHRUN_4x2, "torchrun started 4 processes"),
-    "torchrun-without-rdzv-id": (["device.accelerator=cpu"],
-                                 {"TORCHELASTIC_RUN_ID": "none", "WORLD_SIZE": "2", "RANK": "0"}, "--rdzv-id"),
-    "rank-1-without-run-folder": (["device=multinode", "device.accelerator=cpu"], {"NODE_RANK": "1"},
-                                  "hydra.run.dir"),
-    "sync-batchnorm-on-cpu": (["device=ddp", "device.accelerator=cpu", "device.devices=2",
-                               "trainer.sync_batchnorm=true"], {}, "sync_batchnorm"),
-}  # fmt: skip
+    "torchrun-without-rdzv-id": (
+        ["device.accelerator=cpu"],
+        {"TORCHELASTIC_RUN_ID": "none", "WORLD_SIZE": "2", "RANK": "0"},
+        "--rdzv-id",
+    ),
+    "rank-1-without-run-folder": (["device=multinode", "device.accelerator=cpu"], {"NODE_RANK": "1"}, "hydra.run.dir"),
+    "sync-batchnorm-on-cpu": (
+        ["device=ddp", "device.accelerator=cpu", "device.devices=2", "trainer.sync_batchnorm=true"],
+        {},
+        "sync_batchnorm",
+    ),
+}
 
 
 @pytest.mark.parametrize("case", sorted(BAD_DISTRIBUTED_INPUT))

@@ -89,8 +89,12 @@ def test_torchrun_ranks_share_a_folder_named_by_the_run_id(compose_cfg, tmp_path
     env = {"TORCHELASTIC_RUN_ID": "job/7", "RANK": "1", "WORLD_SIZE": "2"}
     plan = follow(cfg, [], env, rank=1)
     assert plan.run_dir == tmp_path / "train" / "runs" / "torchrun-job_7"
-    assert argv_overrides(plan, cfg, []) == [f"hydra.run.dir={plan.run_dir}", "ckpt_path=null",
-                                             "hydra.output_subdir=null", "hydra.job.name=train_rank1"]  # fmt: skip
+    assert argv_overrides(plan, cfg, []) == [
+        f"hydra.run.dir={plan.run_dir}",
+        "ckpt_path=null",
+        "hydra.output_subdir=null",
+        "hydra.job.name=train_rank1",
+    ]
 
 
 def test_a_resubmitted_slurm_job_id_gets_its_own_folder_by_token(tmp_path) -> None:
@@ -107,8 +111,11 @@ def test_lightning_relaunched_rank_keeps_lightnings_overrides(compose_cfg) -> No
     cfg = compose_cfg()
     given = ["hydra.run.dir=/x", "hydra.job.name=train_ddp_process_1", "hydra.output_subdir=null"]
     plan = follow(cfg, given, {"LOCAL_RANK": "1", "NODE_RANK": "0"}, rank=1)
-    assert plan.run_dir == Path("/x") and argv_overrides(plan, cfg, given) == [*given[1:], "hydra.run.dir=/x",
-                                                                               "ckpt_path=null"]  # fmt: skip
+    assert plan.run_dir == Path("/x") and argv_overrides(plan, cfg, given) == [
+        *given[1:],
+        "hydra.run.dir=/x",
+        "ckpt_path=null",
+    ]
 
 
 def test_more_gpus_than_visible_is_a_config_error() -> None:
@@ -137,8 +144,10 @@ def test_slurm_ports_of_jobs_10000_apart_differ_and_stay_below_the_ephemeral_ran
     assert len(ports) == 20_000 and max(ports) < 32768 and min(ports) >= 10000
 
 
-@pytest.mark.parametrize(("nodelist", "first"), [("node1", "node1"), ("node[3-5,9]", "node3"), ("a[07],b1", "a07"),
-                                                 ("gpu-a1,gpu-b2", "gpu-a1")])  # fmt: skip
+@pytest.mark.parametrize(
+    ("nodelist", "first"),
+    [("node1", "node1"), ("node[3-5,9]", "node3"), ("a[07],b1", "a07"), ("gpu-a1,gpu-b2", "gpu-a1")],
+)
 def test_first_node_of_a_slurm_nodelist(nodelist: str, first: str) -> None:
     assert first_node(nodelist) == first
 
@@ -200,8 +209,9 @@ def test_a_process_exits_cleanly_while_its_heartbeat_thread_is_stuck_in_a_store_
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", EXIT_AFTER_STOP, str(free_port())], capture_output=True,
-                          text=True, timeout=120)  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-c", EXIT_AFTER_STOP, str(free_port())], capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0 and "terminate called" not in done.stderr, (done.returncode, done.stderr[-2000:])
 
 
@@ -222,6 +232,10 @@ print("initialized after end:", dist.is_initialized())
 sys.exit(0)
 """
     for mode, code, says in (("clean", 0, "initialized after end: False"), ("hung", 143, "did not shut down")):
-        done = subprocess.run([sys.executable, "-c", script.replace("{port}", str(free_port())), mode],
-                              capture_output=True, text=True, timeout=120)  # fmt: skip
+        done = subprocess.run(
+            [sys.executable, "-c", script.replace("{port}", str(free_port())), mode],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == code and says in done.stdout + done.stderr, (mode, done.stdout, done.stderr)

@@ -48,8 +48,11 @@ def test_option_files_do_not_restate_schema_defaults() -> None:
                 continue
             values = yaml.safe_load(path.read_text()) or {}
             for f in fields(schemas[found.group(1)]):
-                default = f.default if f.default is not MISSING else (
-                    f.default_factory() if f.default_factory is not MISSING else MISSING)  # fmt: skip
+                default = (
+                    f.default
+                    if f.default is not MISSING
+                    else (f.default_factory() if f.default_factory is not MISSING else MISSING)
+                )
                 if f.name in values and values[f.name] == default and default is not MISSING:
                     restated.append(f"{path.name}: {f.name}")
     assert not restated
@@ -83,9 +86,18 @@ def test_values_outside_their_domain_are_one_line(overrides: list[str], message:
 
 @pytest.mark.parametrize(
     "overrides",
-    [[], ["data=synthetic"], ["optimizer=sgd"], ["device.devices=auto"], ["trainer.fast_dev_run=3"],
-     ["trainer.limit_train_batches=0.5"], ["cluster.time=1-02"], ["data.on_device=false"], ["ckpt_path=last"]],
-)  # fmt: skip
+    [
+        [],
+        ["data=synthetic"],
+        ["optimizer=sgd"],
+        ["device.devices=auto"],
+        ["trainer.fast_dev_run=3"],
+        ["trainer.limit_train_batches=0.5"],
+        ["cluster.time=1-02"],
+        ["data.on_device=false"],
+        ["ckpt_path=last"],
+    ],
+)
 def test_values_inside_their_domain_pass(overrides: list[str]) -> None:
     check_config(composed(*overrides))
 
@@ -97,7 +109,13 @@ def test_null_only_where_the_key_allows_it() -> None:
 
 def test_slurm_time_formats() -> None:
     assert [slurm_time_minutes(t) for t in ("30", "30:10", "01:00:00", "1-02", "1-02:30", "1-00:00:01")] == [
-        30, 31, 60, 1560, 1590, 1441]  # fmt: skip
+        30,
+        31,
+        60,
+        1560,
+        1590,
+        1441,
+    ]
 
 
 def test_keys_typed_in_another_group_name_their_home(compose_cfg) -> None:
@@ -158,8 +176,11 @@ def test_what_hydra_lets_through_is_refused_in_one_line() -> None:
 def test_a_sweep_is_checked_value_by_value_before_it_starts() -> None:
     from cnnfleet.config.compose import check_sweep, sweep_variants
 
-    assert sweep_variants(["a=1,2", "b=x,y", "c=3"]) == [["c=3", "a=1", "b=x"], ["c=3", "a=2", "b=x"],
-                                                         ["c=3", "a=1", "b=y"]]  # fmt: skip
+    assert sweep_variants(["a=1,2", "b=x,y", "c=3"]) == [
+        ["c=3", "a=1", "b=x"],
+        ["c=3", "a=2", "b=x"],
+        ["c=3", "a=1", "b=y"],
+    ]
     with pytest.raises(ConfigError, match=r"in the sweep \(optimizer.lr=-1 seed=1\): optimizer.lr=-1.0"):
         check_sweep("train", ["optimizer.lr=0.1,-1", "seed=1,2"])
     check_sweep("train", ["optimizer.lr=0.1,0.01", "model=simple_cnn,airbench"])

@@ -59,19 +59,29 @@ def deploy(tmp_path_factory: pytest.TempPathFactory, default_run) -> dict:
     (root / "pngs").mkdir()
     for i in range(PNGS):  # an 8-bit grayscale file per image, as a camera or a scanner would give it
         Image.fromarray(np.round(pixels[i, 0].numpy() * 255).astype(np.uint8), mode="L").save(root / f"pngs/{i}.png")
-    exports = {"float32": [f"ckpt_path={ckpt}"],
-               "uint8": [f"ckpt_path={ckpt}", "input_dtype=uint8", "formats=[pt2]"]}  # fmt: skip
+    exports = {"float32": [f"ckpt_path={ckpt}"], "uint8": [f"ckpt_path={ckpt}", "input_dtype=uint8", "formats=[pt2]"]}
     results = _in_parallel("cnnfleet-export", exports, root)
     for name, result in results.items():
         assert result.returncode == 0, f"{name}: {result.stderr[-3000:]}"
     dirs = {k: next((root / k / "logs" / "export" / "runs").iterdir()) for k in exports}
-    sources = {"ckpt": f"ckpt_path={ckpt}", "pt2": f"artifact={dirs['float32'] / 'model.pt2'}",
-               "onnx": f"artifact={dirs['float32'] / 'model.onnx'}"}  # fmt: skip
+    sources = {
+        "ckpt": f"ckpt_path={ckpt}",
+        "pt2": f"artifact={dirs['float32'] / 'model.pt2'}",
+        "onnx": f"artifact={dirs['float32'] / 'model.onnx'}",
+    }
     calls = {k: [arg, f"inputs={root / 'pngs'}"] for k, arg in sources.items()}
     calls["neither"] = [f"inputs={root / 'pngs'}"]
     predicted = _in_parallel("cnnfleet-predict", calls, root)
-    return {"dirs": dirs, "export_results": results, "predicted": predicted, "root": root, "pixels": pixels,
-            "labels": labels, "logits": logits, "summary": default_run.summary()}  # fmt: skip
+    return {
+        "dirs": dirs,
+        "export_results": results,
+        "predicted": predicted,
+        "root": root,
+        "pixels": pixels,
+        "labels": labels,
+        "logits": logits,
+        "summary": default_run.summary(),
+    }
 
 
 def test_the_program_takes_raw_pixels_and_scores_what_eval_scores(deploy: dict) -> None:
@@ -116,7 +126,13 @@ def test_export_json_states_the_input_contract(deploy: dict) -> None:
     report = json.loads((deploy["dirs"]["float32"] / "export.json").read_text())
     contract = report["input"]
     assert {k: contract[k] for k in ("dtype", "range", "layout", "channels", "height", "width")} == {
-        "dtype": "float32", "range": [0.0, 1.0], "layout": "NCHW", "channels": 1, "height": 8, "width": 8}  # fmt: skip
+        "dtype": "float32",
+        "range": [0.0, 1.0],
+        "layout": "NCHW",
+        "channels": 1,
+        "height": 8,
+        "width": 8,
+    }
     assert contract["mean"] == [0.3] and contract["std"] == [0.38] and contract["normalised_inside"]
     assert report["class_names"] == [str(i) for i in range(10)]
     assert report["checkpoint"].endswith("checkpoints/best.ckpt") and report["versions"]["torch"] == torch.__version__

@@ -39,8 +39,12 @@ def simple(num_classes: int = 3, widths: tuple = (8, 16)) -> nn.Module:
 
 def classifier(num_classes: int = 3, **optimizer) -> Classifier:
     opt = {"_target_": "torch.optim.AdamW", "_partial_": True, "lr": 1.0, "weight_decay": 0.05, **optimizer}
-    return Classifier(model={**SIMPLE, "in_channels": 1, "num_classes": num_classes}, optimizer=opt,
-                      scheduler=None, num_classes=num_classes)  # fmt: skip
+    return Classifier(
+        model={**SIMPLE, "in_channels": 1, "num_classes": num_classes},
+        optimizer=opt,
+        scheduler=None,
+        num_classes=num_classes,
+    )
 
 
 # ---------------------------------------------------------------- loading weights
@@ -51,8 +55,10 @@ def test_keys_are_aligned_by_the_prefix_change_that_matches_most() -> None:
     raw = {"conv1.weight": torch.ones(1), "fc.weight": torch.ones(1)}  # torchvision's own state dict
     assert set(align_keys(raw, target)) == set(target)
     lightning = {"net.features.0.weight": torch.ones(1), "net.head.weight": torch.ones(1)}
-    assert set(align_keys(lightning, {"features.0.weight": 0, "head.weight": 0})) == {"features.0.weight",
-                                                                                      "head.weight"}  # fmt: skip
+    assert set(align_keys(lightning, {"features.0.weight": 0, "head.weight": 0})) == {
+        "features.0.weight",
+        "head.weight",
+    }
     ddp = {"module.features.0.weight": torch.ones(1)}
     assert set(align_keys(ddp, {"features.0.weight": 0})) == {"features.0.weight"}
     exported = {"net.conv1.weight": torch.ones(1)}  # cnnfleet-export of a torchvision model: already aligned
@@ -78,8 +84,11 @@ def test_an_exported_safetensors_file_loads_and_the_head_is_reinitialised(tmp_pa
         for p in trained.parameters():
             p.normal_()
     path = tmp_path / "model.safetensors"
-    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path),
-              metadata={"cnnfleet": json.dumps({"model": SIMPLE})})  # fmt: skip
+    save_file(
+        {k: v.contiguous() for k, v in trained.state_dict().items()},
+        str(path),
+        metadata={"cnnfleet": json.dumps({"model": SIMPLE})},
+    )
     net = simple(3)
     fresh_head = net.head[3].weight.clone()
     with caplog.at_level(logging.INFO, logger="cnnfleet.models.init_from"):
@@ -98,8 +107,14 @@ def test_a_head_of_the_same_count_is_matched_to_the_data_classes_by_name(tmp_pat
             p.normal_()
     saved = ["cat", "dog", "fox", "owl"]
     ckpt = tmp_path / "trained.ckpt"  # a cnnfleet-train checkpoint records its classes
-    torch.save({"state_dict": {f"net.{k}": v for k, v in trained.state_dict().items()},
-                "hyper_parameters": {"model": SIMPLE}, "cnnfleet": {"class_names": saved}}, ckpt)  # fmt: skip
+    torch.save(
+        {
+            "state_dict": {f"net.{k}": v for k, v in trained.state_dict().items()},
+            "hyper_parameters": {"model": SIMPLE},
+            "cnnfleet": {"class_names": saved},
+        },
+        ckpt,
+    )
     head = trained.head[3]
 
     same = simple(4)
@@ -130,8 +145,11 @@ def test_a_head_of_the_same_count_is_matched_to_the_data_classes_by_name(tmp_pat
 
 def test_mismatched_weights_are_one_line_naming_the_settings_they_were_trained_with(tmp_path: Path) -> None:
     path = tmp_path / "model.safetensors"
-    save_file(dict(simple(10, widths=(16, 32)).state_dict()), str(path),
-              metadata={"cnnfleet": json.dumps({"model": {**SIMPLE, "widths": [16, 32]}})})  # fmt: skip
+    save_file(
+        dict(simple(10, widths=(16, 32)).state_dict()),
+        str(path),
+        metadata={"cnnfleet": json.dumps({"model": {**SIMPLE, "widths": [16, 32]}})},
+    )
     with pytest.raises(ConfigError) as err:
         init_from(simple(3), str(path), SIMPLE, in_channels=1)
     assert "does not fit this SimpleCNN: 11 of another shape (features.0.0.weight: [16, 1, 3, 3]" in str(err.value)
@@ -141,8 +159,11 @@ def test_mismatched_weights_are_one_line_naming_the_settings_they_were_trained_w
 def test_weights_of_another_channel_count_name_the_channels(tmp_path: Path) -> None:
     path = tmp_path / "rgb.safetensors"
     rgb = create_model("simple_cnn", in_channels=3, num_classes=3, widths=[8, 16])
-    save_file(dict(rgb.state_dict()), str(path),
-              metadata={"cnnfleet": json.dumps({"model": {**SIMPLE, "in_channels": 3, "num_classes": 3}})})  # fmt: skip
+    save_file(
+        dict(rgb.state_dict()),
+        str(path),
+        metadata={"cnnfleet": json.dumps({"model": {**SIMPLE, "in_channels": 3, "num_classes": 3}})},
+    )
     with pytest.raises(ConfigError, match=r"trained on 3-channel images and these data have 1 \(data.channels\)$"):
         init_from(simple(3), str(path), {**SIMPLE, "in_channels": 1, "num_classes": 3}, in_channels=1)
 
@@ -199,8 +220,11 @@ def test_frozen_parameters_leave_the_optimizer_and_frozen_batchnorm_stays_in_eva
 
 
 def test_a_freeze_prefix_matching_nothing_names_the_top_level_modules() -> None:
-    with pytest.raises(ConfigError, match=r"'feature' matches no module of SimpleCNN; its top-level modules are "
-                                          r"features, head"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=r"'feature' matches no module of SimpleCNN; its top-level modules are "
+        r"features, head",
+    ):
         freeze(simple(), ["feature"])
     with pytest.raises(ConfigError, match="freezes every parameter"):
         freeze(simple(), ["features", "head"])
@@ -210,8 +234,12 @@ def test_a_freeze_prefix_matching_nothing_names_the_top_level_modules() -> None:
 
 
 def test_layers_are_top_level_children_with_sequential_stacks_counted_per_block() -> None:
-    assert [name for name, _ in layers(simple(widths=(8, 16, 32)))] == ["features.0", "features.1", "features.3",
-                                                                        "head.3"]  # fmt: skip
+    assert [name for name, _ in layers(simple(widths=(8, 16, 32)))] == [
+        "features.0",
+        "features.1",
+        "features.3",
+        "head.3",
+    ]
     resnet = create_model("resnet_cifar", in_channels=1, num_classes=3, width=4)
     assert [name for name, _ in layers(resnet)][:3] == ["stem.0", "stem.1", "stages.0"]
     torchvision = create_model("torchvision", in_channels=1, num_classes=3, name="resnet18", weights=None)
@@ -281,8 +309,15 @@ def test_schema_checks_class_subsets_and_init_from() -> None:
 
 # the same three classes, batch and validation cadence for both runs: 2 steps per "epoch" (a validation
 # every 2 steps), 12 epochs; only the start (and the recipe) differs
-SUBSET = ["data.classes=[3,5,8]", "data.num_classes=3", "data.batch_size=16", "trainer.limit_train_batches=2",
-          "trainer.max_epochs=12", "logger=csv", "test=false"]  # fmt: skip
+SUBSET = [
+    "data.classes=[3,5,8]",
+    "data.num_classes=3",
+    "data.batch_size=16",
+    "trainer.limit_train_batches=2",
+    "trainer.max_epochs=12",
+    "logger=csv",
+    "test=false",
+]
 TARGET = 0.95  # val/acc (54 images); measured in README "Fine-tuning"
 
 
@@ -307,16 +342,30 @@ def finetune(tmp_path_factory: pytest.TempPathFactory, default_run) -> dict:
         runs = dict(zip(first, pool.map(lambda a: run_cli("cnnfleet-train", a, root), first.values()), strict=True))
     last = next((root / "logs" / "finetune" / "runs").glob("*/checkpoints/last.ckpt"))
     second = {
-        "resume": ["experiment=finetune_digits", f"model.init_from={ckpt}", *SUBSET, "task_name=finetune",
-                   f"ckpt_path={last}", "trainer.max_epochs=13"],
+        "resume": [
+            "experiment=finetune_digits",
+            f"model.init_from={ckpt}",
+            *SUBSET,
+            "task_name=finetune",
+            f"ckpt_path={last}",
+            "trainer.max_epochs=13",
+        ],
         "mismatch": ["--check", "experiment=finetune_digits", f"model.init_from={ckpt}", "model.widths=[16,32,64]"],
         "freeze": ["--check", "experiment=finetune_digits", f"model.init_from={ckpt}", "model.freeze=[feature]"],
         "missing": ["experiment=finetune_digits"],
         "bad_path": [f"model.init_from={root}/nope.ckpt"],
         # the checkpoint's ten classes in reverse order: its head is reordered, not kept as it is
-        "reordered": ["experiment=finetune_digits", f"model.init_from={ckpt}", "data.classes=[9,8,7,6,5,4,3,2,1,0]",
-                      "data.num_classes=10", "trainer.max_steps=1", "logger=csv", "test=false", "task_name=reordered"],
-    }  # fmt: skip
+        "reordered": [
+            "experiment=finetune_digits",
+            f"model.init_from={ckpt}",
+            "data.classes=[9,8,7,6,5,4,3,2,1,0]",
+            "data.num_classes=10",
+            "trainer.max_steps=1",
+            "logger=csv",
+            "test=false",
+            "task_name=reordered",
+        ],
+    }
     with ThreadPoolExecutor(max_workers=3) as pool:
         runs.update(zip(second, pool.map(lambda a: run_cli("cnnfleet-train", a, root), second.values()), strict=True))
     return {"root": root, "runs": runs}
@@ -357,13 +406,16 @@ def test_a_checkpoint_of_the_same_classes_in_another_order_keeps_its_accuracy(fi
 @pytest.mark.parametrize(
     ("case", "line"),
     [
-        ("mismatch", "does not fit this SimpleCNN: 16 of another shape (features.0.0.weight: [32, 1, 3, 3] in the "
-                     "file, [16, 1, 3, 3] here); they were trained with model.widths=[32, 64, 128]"),
+        (
+            "mismatch",
+            "does not fit this SimpleCNN: 16 of another shape (features.0.0.weight: [32, 1, 3, 3] in the "
+            "file, [16, 1, 3, 3] here); they were trained with model.widths=[32, 64, 128]",
+        ),
         ("freeze", "model.freeze: 'feature' matches no module of SimpleCNN; its top-level modules are features, head"),
         ("missing", "model.init_from=<required>: this recipe fine-tunes trained weights: pass model.init_from="),
         ("bad_path", "/nope.ckpt': no such file; pass a checkpoint (.ckpt), a .safetensors or .pth state dict"),
     ],
-)  # fmt: skip
+)
 def test_finetune_input_errors_are_one_line_and_exit_2(finetune: dict, case: str, line: str) -> None:
     result = finetune["runs"][case]
     lines = [text for text in result.stderr.splitlines() if text.strip()]

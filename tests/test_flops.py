@@ -37,10 +37,16 @@ def test_a_network_the_meta_device_cannot_run_gives_no_count() -> None:
 
 @pytest.mark.parametrize(
     ("name", "kind", "tflops"),
-    [("NVIDIA H100 80GB HBM3", "bf16", 989.4), ("NVIDIA A100-SXM4-40GB", "tf32", 156.0), ("NVIDIA L4", "fp16", 121.0),
-     ("NVIDIA L40S", "bf16", 362.1), ("Tesla T4", "fp16", 65.0), ("NVIDIA A10G", "bf16", None),
-     ("Tesla V100-SXM2-16GB", "bf16", None)],
-)  # fmt: skip
+    [
+        ("NVIDIA H100 80GB HBM3", "bf16", 989.4),
+        ("NVIDIA A100-SXM4-40GB", "tf32", 156.0),
+        ("NVIDIA L4", "fp16", 121.0),
+        ("NVIDIA L40S", "bf16", 362.1),
+        ("Tesla T4", "fp16", 65.0),
+        ("NVIDIA A10G", "bf16", None),
+        ("Tesla V100-SXM2-16GB", "bf16", None),
+    ],
+)
 def test_peaks_match_whole_card_names_and_the_arithmetic(name: str, kind: str, tflops: float | None) -> None:
     peak = peak_for(name, kind)
     assert (peak[0] / 1e12 if peak else None) == tflops

@@ -92,13 +92,57 @@ def values(scratch: dict) -> st.SearchStrategy[str]:
     """Override values (Hydra syntax) from the boundary and wrong-type space."""
     root = scratch["root"]
     fixed = [
-        "0", "-1", "1", "2", "3", "-0.0", "0.5", "1.0", "1.5", "nan", "inf", "-inf", "1e308", "-1e-300",
-        "999999999999", "9223372036854775808", "null", "true", "false", "[]", "[1]", "[0,0]", "[-1,-1]",
-        "[1,2,3,4,5,6,7,8,9]", "[a,b]", "[null]", "[0.5,nan]", "''", "' '", "auto", "abc", "ünïcødé☃",
-        "'a/b'", "'%?#:'", "'" + "x" * 300 + "'", "'" + "y" * 5000 + "'", f"'{root}/a_file.txt'",
-        f"'{root}/a_folder'", f"'{root}/missing/deeper'", "/proc/x", "/sys/x", "/dev/null", f"'{root}/{'z' * 300}'",
-        "last", "'val/acc'", "maximize", "bf16-mixed", "cpu", "gpu", "ddp",
-    ]  # fmt: skip
+        "0",
+        "-1",
+        "1",
+        "2",
+        "3",
+        "-0.0",
+        "0.5",
+        "1.0",
+        "1.5",
+        "nan",
+        "inf",
+        "-inf",
+        "1e308",
+        "-1e-300",
+        "999999999999",
+        "9223372036854775808",
+        "null",
+        "true",
+        "false",
+        "[]",
+        "[1]",
+        "[0,0]",
+        "[-1,-1]",
+        "[1,2,3,4,5,6,7,8,9]",
+        "[a,b]",
+        "[null]",
+        "[0.5,nan]",
+        "''",
+        "' '",
+        "auto",
+        "abc",
+        "ünïcødé☃",
+        "'a/b'",
+        "'%?#:'",
+        "'" + "x" * 300 + "'",
+        "'" + "y" * 5000 + "'",
+        f"'{root}/a_file.txt'",
+        f"'{root}/a_folder'",
+        f"'{root}/missing/deeper'",
+        "/proc/x",
+        "/sys/x",
+        "/dev/null",
+        f"'{root}/{'z' * 300}'",
+        "last",
+        "'val/acc'",
+        "maximize",
+        "bf16-mixed",
+        "cpu",
+        "gpu",
+        "ddp",
+    ]
     drawn = st.one_of(
         st.integers(min_value=-(2**70), max_value=2**70).map(str),
         st.floats(allow_nan=True, allow_infinity=True).map(repr),
@@ -123,8 +167,13 @@ def test_fuzz_every_key_with_check(prog: str, scratch: dict, monkeypatch: pytest
     before = snapshot(root)
     seen: list[tuple[str, str, int]] = []
 
-    @settings(max_examples=EXAMPLES_PER_COMMAND, derandomize=True, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))  # fmt: skip
+    @settings(
+        max_examples=EXAMPLES_PER_COMMAND,
+        derandomize=True,
+        deadline=None,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
     @given(key=st.sampled_from(keys), value=values(scratch))
     def one(key: str, value: str) -> None:
         code, _, err = run_in_process(module, ["--check", *required, f"{key}={value}"], prog)

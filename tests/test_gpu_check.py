@@ -15,8 +15,13 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on a GPU machine `make gpu-check` itself is the check")
 def test_gpu_check_without_a_gpu_says_so_and_passes(tmp_path: Path) -> None:
     out = tmp_path / "gpu-check"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), str(out), "--budget-s", "120"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / "gpu_check.py"), str(out), "--budget-s", "120"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert "no CUDA GPU on this machine" in proc.stdout
     env = json.loads((out / "env.json").read_text())

@@ -31,8 +31,17 @@ HOST_READS = ("item", "tolist", "numpy", "__bool__", "__int__", "__float__", "__
 
 aten = torch.ops.aten
 # ops whose CUDA kernels make the host wait: results sized by data, or values copied to the host
-SYNCING_OPS = {aten.nonzero, aten.masked_select, aten._local_scalar_dense, aten.is_nonzero, aten._unique2,
-               aten.unique_dim, aten.unique_consecutive, aten.repeat_interleave, aten.equal}  # fmt: skip
+SYNCING_OPS = {
+    aten.nonzero,
+    aten.masked_select,
+    aten._local_scalar_dense,
+    aten.is_nonzero,
+    aten._unique2,
+    aten.unique_dim,
+    aten.unique_consecutive,
+    aten.repeat_interleave,
+    aten.equal,
+}
 MASK_INDEXING = {aten.index, aten.index_put, aten.index_put_, aten._index_put_impl_}
 
 
@@ -127,8 +136,17 @@ class HostReadSpy(L.Callback):
 def fit_watched(tmp_path: Path, overrides: list[str], spy: L.Callback) -> dict:
     """A two-epoch digits run with every production callback and a CSV logger; the spy runs first."""
     register_configs()
-    cfg = compose_train(["logger=csv", "trainer.max_epochs=2", "test=false", "trainer.log_every_n_steps=4",
-                         "callbacks.last_checkpoint.every_n_steps=50", *overrides], str(tmp_path))  # fmt: skip
+    cfg = compose_train(
+        [
+            "logger=csv",
+            "trainer.max_epochs=2",
+            "test=false",
+            "trainer.log_every_n_steps=4",
+            "callbacks.last_checkpoint.every_n_steps=50",
+            *overrides,
+        ],
+        str(tmp_path),
+    )
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     module = build_classifier(cfg.model, cfg.data, cfg)
@@ -140,8 +158,16 @@ def fit_watched(tmp_path: Path, overrides: list[str], spy: L.Callback) -> dict:
     return cfg
 
 
-VARIANTS = [[], ["trainer.accumulate_grad_batches=2", "trainer.ema_decay=0.99", "data.crop_padding=2",
-                "data.horizontal_flip=true", "optimizer=sgd"]]  # fmt: skip
+VARIANTS = [
+    [],
+    [
+        "trainer.accumulate_grad_batches=2",
+        "trainer.ema_decay=0.99",
+        "data.crop_padding=2",
+        "data.horizontal_flip=true",
+        "optimizer=sgd",
+    ],
+]
 
 
 @pytest.mark.parametrize("overrides", VARIANTS, ids=["default", "accumulate+ema+augment+sgd"])

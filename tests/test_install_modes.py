@@ -30,7 +30,11 @@ def test_wheel_carries_conf_and_trains(tmp_path: Path) -> None:
     assert found.stdout.strip() == str(target / "cnnfleet" / "conf")
     run = subprocess.run(
         [sys.executable, "-m", "cnnfleet.cli.train", "debug=fast_dev_run"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert list((tmp_path / "logs" / "train" / "runs").glob("*/summary.json"))

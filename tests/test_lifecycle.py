@@ -26,8 +26,15 @@ SHORT = ["logger=csv", "test=false", "trainer.log_every_n_steps=1"]
 
 def start(args: list[str], root: Path) -> subprocess.Popen:
     env = {**os.environ, "CNNFLEET_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([str(BIN / "cnnfleet-train"), *args], cwd=root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        [str(BIN / "cnnfleet-train"), *args],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def must(condition, timeout: float, what: str):  # noqa: ANN001, ANN201
@@ -163,7 +170,9 @@ def test_ctrl_c_a_second_process_a_changed_value_two_resumes_and_a_reused_folder
     assert resumed.run_dirs() == sorted([run, tested.run_dirs()[-1]])  # continued in its own folder, no new one
     assert resumed.summary(run)["resumed_from"]["global_step"] == step
     assert state(run)["status"] == "completed" and [a["exit"] for a in state(run)["attempts"]] == [
-        "stopped by SIGINT during training", "completed"]  # fmt: skip
+        "stopped by SIGINT during training",
+        "completed",
+    ]
     assert_no_rows_repeated(run)
     assert len((run / "command.txt").read_text().splitlines()) == 2  # one line per attempt
 
@@ -191,8 +200,9 @@ def test_sigkill_mid_epoch_resumes_from_last_and_metrics_hold_no_row_past_it(tmp
     proc.communicate(timeout=30)
     assert state(run)["status"] == "running"  # killed outright; its lock is free now
 
-    resumed = run_cli("cnnfleet-train", [*SHORT, "trainer.max_epochs=6", "scheduler=cosine", "ckpt_path=last"],
-                      tmp_path)  # fmt: skip
+    resumed = run_cli(
+        "cnnfleet-train", [*SHORT, "trainer.max_epochs=6", "scheduler=cosine", "ckpt_path=last"], tmp_path
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.summary(run)["resumed_from"]["global_step"] == saved_step
     assert_no_rows_repeated(run)
@@ -235,9 +245,19 @@ def test_signals_in_start_up_and_in_the_test_phase_end_with_a_status(tmp_path: P
 @pytest.mark.slow
 def test_a_signal_during_validation_is_acted_on_at_its_end(tmp_path: Path) -> None:
     # one training step, then a validation of 2,250 images in batches of 4 (seconds long)
-    proc = start(["data=synthetic", "data.num_samples=2500", "data.val_fraction=0.9", "data.test_fraction=0.05",
-                  "data.batch_size=4", "trainer.limit_train_batches=1", "trainer.max_epochs=3", "logger=csv"],
-                 tmp_path)  # fmt: skip
+    proc = start(
+        [
+            "data=synthetic",
+            "data.num_samples=2500",
+            "data.val_fraction=0.9",
+            "data.test_fraction=0.05",
+            "data.batch_size=4",
+            "trainer.limit_train_batches=1",
+            "trainer.max_epochs=3",
+            "logger=csv",
+        ],
+        tmp_path,
+    )
     run = must(lambda: the_run(tmp_path), 60, "the run folder")
     # state.json names the phase a live attempt is in (rewritten as each phase starts)
     must(lambda: phase(run) == "validation", 120, "the first validation")
@@ -249,8 +269,11 @@ def test_a_signal_during_validation_is_acted_on_at_its_end(tmp_path: Path) -> No
 
 
 def test_schedules_that_train_nothing_are_refused_before_a_folder_is_made(cli) -> None:
-    for value, says in (("trainer.max_epochs=0", "trains nothing"), ("trainer.limit_train_batches=0", "trains nothing"),
-                        ("train=false test=false", "nothing to do")):  # fmt: skip
+    for value, says in (
+        ("trainer.max_epochs=0", "trains nothing"),
+        ("trainer.limit_train_batches=0", "trains nothing"),
+        ("train=false test=false", "nothing to do"),
+    ):
         result = cli(*value.split())
         assert result.returncode == 2 and says in one_error_line(result.stderr)
         assert not (result.root / "logs").exists()
@@ -265,8 +288,17 @@ def test_a_rank_blocked_in_its_data_loader_says_where_it_waits_and_a_stop_ends_a
     boundary, ends the process at device.stop_timeout_s with the SIGTERM status and a stopped record."""
     from cnnfleet.launch.shutdown import descendants
 
-    proc = start([*SHORT, "trainer.max_epochs=1000", "data.on_device=false", "data.num_workers=1",
-                  "device.stall_after_s=3", "device.stop_timeout_s=5"], tmp_path)  # fmt: skip
+    proc = start(
+        [
+            *SHORT,
+            "trainer.max_epochs=1000",
+            "data.on_device=false",
+            "data.num_workers=1",
+            "device.stall_after_s=3",
+            "device.stop_timeout_s=5",
+        ],
+        tmp_path,
+    )
     run = must(lambda: the_run(tmp_path), 60, "the run folder")
     must(lambda: (run / "checkpoints" / "last.ckpt").is_file(), 120, "an epoch's last.ckpt")
     must(lambda: phase(run) == "training", 60, "training after the first validation")
@@ -277,9 +309,18 @@ def test_a_rank_blocked_in_its_data_loader_says_where_it_waits_and_a_stop_ends_a
             os.kill(pid, signal.SIGSTOP)
         log = run / "train.log"
         # (a start-up report, when the workers took longer than 3 s to start, names another wait)
-        line = must(lambda: next((x for x in log.read_text().splitlines()
-                                  if "has made no progress" in x and "from the data loader" in x), None),
-                    60, "the stall report")  # fmt: skip
+        line = must(
+            lambda: next(
+                (
+                    x
+                    for x in log.read_text().splitlines()
+                    if "has made no progress" in x and "from the data loader" in x
+                ),
+                None,
+            ),
+            60,
+            "the stall report",
+        )
         assert "rank 0 has made no progress for" in line and "waiting for batch" in line, line
         stacks = (run / "stacks-rank0.txt").read_text()
         assert "Thread 0x" in stacks and "File " in stacks and "dataloader" in stacks, stacks[:2000]

@@ -64,6 +64,7 @@ def test_hydras_flags_are_read_without_hydras_private_parser() -> None:
     line = parse(["-m", "--config-dir", "/x", "-cn", "other", "a=1", "--check"])
     assert line.multirun and line.config_dir == "/x" and line.config_name == "other" and line.check
     assert line.overrides == ["a=1"] and not line.shows
+    assert parse(["a=1", "--check", "b=2"]).overrides == ["a=1", "b=2"]  # overrides on both sides of a flag
     assert parse(["--cfg", "job", "--resolve"]).prints_config and parse(["--info"]).shows
     with pytest.raises(FlagError, match="unrecognized arguments: --chek"):
         parse(["--chek"])

@@ -21,16 +21,34 @@ from conftest import BIN, run_cli, wait_until
 
 # augmentation on: the resumed run must also continue the random stream; gradient accumulation on:
 # a stop requested inside an accumulation window waits for its optimizer step (4 batches per optimizer step)
-PARITY = ["data=synthetic", "data.num_samples=3000", "data.image_size=16", "data.crop_padding=2",
-          "data.horizontal_flip=true", "model=simple_cnn", "optimizer=sgd", "trainer.max_epochs=4", "logger=csv",
-          "test=false", "trainer.accumulate_grad_batches=4", "data.batch_size=25"]  # fmt: skip
+PARITY = [
+    "data=synthetic",
+    "data.num_samples=3000",
+    "data.image_size=16",
+    "data.crop_padding=2",
+    "data.horizontal_flip=true",
+    "model=simple_cnn",
+    "optimizer=sgd",
+    "trainer.max_epochs=4",
+    "logger=csv",
+    "test=false",
+    "trainer.accumulate_grad_batches=4",
+    "data.batch_size=25",
+]
 STEPS_PER_EPOCH = 2100 // 25 // 4  # 2,100 training images: 84 batches of 25, 21 optimizer steps
 
 
 def start(args: list[str], root: Path) -> subprocess.Popen:
     env = {**os.environ, "CNNFLEET_ROOT": str(root), "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen([str(BIN / "cnnfleet-train"), *args], cwd=root, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)  # fmt: skip
+    return subprocess.Popen(
+        [str(BIN / "cnnfleet-train"), *args],
+        cwd=root,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
 
 
 def wait_for(predicate, timeout: float, what: str, interval: float = 0.05) -> None:  # noqa: ANN001
@@ -106,8 +124,15 @@ def test_skipping_sampler_drops_the_consumed_batches_once() -> None:
 
 @pytest.mark.slow
 def test_a_killed_ddp_rank_ends_the_job_without_orphans_and_it_resumes(tmp_path: Path) -> None:
-    args = ["device=ddp", "device.accelerator=cpu", "device.devices=2", "trainer.max_epochs=200", "logger=csv",
-            "test=false", "scheduler=cosine"]  # fmt: skip
+    args = [
+        "device=ddp",
+        "device.accelerator=cpu",
+        "device.devices=2",
+        "trainer.max_epochs=200",
+        "logger=csv",
+        "test=false",
+        "scheduler=cosine",
+    ]
     proc = start(args, tmp_path)
     wait_for(lambda: bool(last_ckpt(tmp_path)), 120, "a checkpoint")
     ranks = processes_of(tmp_path)
@@ -126,8 +151,12 @@ def test_a_killed_ddp_rank_ends_the_job_without_orphans_and_it_resumes(tmp_path:
     (saved,) = last_ckpt(tmp_path)
     saved_step = torch.load(saved, weights_only=True)["global_step"]
 
-    resumed = run_cli("cnnfleet-train", [*args[:-4], "trainer.max_epochs=2", "logger=csv", "test=false",
-                                         "scheduler=cosine", "ckpt_path=last"], tmp_path, timeout=300)  # fmt: skip
+    resumed = run_cli(
+        "cnnfleet-train",
+        [*args[:-4], "trainer.max_epochs=2", "logger=csv", "test=false", "scheduler=cosine", "ckpt_path=last"],
+        tmp_path,
+        timeout=300,
+    )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert resumed.summary()["resumed_from"]["global_step"] == saved_step > 0  # exactly where last.ckpt stood
 
@@ -137,8 +166,15 @@ def test_a_frozen_ddp_rank_ends_the_run_within_the_timeout_in_one_line_naming_it
     """SIGSTOP: no TCP reset, no exit code, no error text; before heartbeats the survivors waited in a
     collective for device.timeout_s and died without a record."""
     timeout_s = 20
-    args = ["device=ddp", "device.accelerator=cpu", "device.devices=2", f"device.timeout_s={timeout_s}",
-            "trainer.max_epochs=200", "logger=none", "test=false"]  # fmt: skip
+    args = [
+        "device=ddp",
+        "device.accelerator=cpu",
+        "device.devices=2",
+        f"device.timeout_s={timeout_s}",
+        "trainer.max_epochs=200",
+        "logger=none",
+        "test=false",
+    ]
     proc = start(args, tmp_path)
     wait_for(lambda: bool(last_ckpt(tmp_path)), 120, "a checkpoint")
     child = [pid for pid in processes_of(tmp_path) if pid != proc.pid]
@@ -164,8 +200,17 @@ def test_a_frozen_ddp_rank_ends_the_run_within_the_timeout_in_one_line_naming_it
 
 @pytest.mark.slow
 def test_killing_rank_zero_takes_its_children_along(tmp_path: Path) -> None:
-    proc = start(["device=ddp", "device.accelerator=cpu", "device.devices=2", "trainer.max_epochs=200",
-                  "logger=none", "test=false"], tmp_path)  # fmt: skip
+    proc = start(
+        [
+            "device=ddp",
+            "device.accelerator=cpu",
+            "device.devices=2",
+            "trainer.max_epochs=200",
+            "logger=none",
+            "test=false",
+        ],
+        tmp_path,
+    )
 
     def rank_one_training() -> bool:
         logs = list((tmp_path / "logs").rglob("train_ddp_process_1.log"))
@@ -209,8 +254,14 @@ def test_checkpoint_writes_killed_at_random_moments_never_leave_a_broken_resume_
     run_dir = tmp_path / "run"
     last = run_dir / "checkpoints" / "last.ckpt"
     # a 45 MB checkpoint (ResNet-18) written every step: most kills land inside a write
-    args = ["model=resnet_cifar", "trainer.max_epochs=1000", "logger=none", "test=false", f"hydra.run.dir={run_dir}",
-            "callbacks.last_checkpoint.every_n_steps=1"]  # fmt: skip
+    args = [
+        "model=resnet_cifar",
+        "trainer.max_epochs=1000",
+        "logger=none",
+        "test=false",
+        f"hydra.run.dir={run_dir}",
+        "callbacks.last_checkpoint.every_n_steps=1",
+    ]
     steps = []
     for attempt in range(8):
         before = last.stat().st_mtime_ns if last.exists() else 0
@@ -304,15 +355,35 @@ def _fit_until_stopped(root: Path, stop_at: int | None, ckpt: str | None) -> tup
     from cnnfleet.data.digits import DigitsDataModule
     from cnnfleet.training.preemption import GracefulStop, Stopped
 
-    data = DigitsDataModule(batch_size=64, num_classes=10, channels=1, image_size=8, mean=[0.3], std=[0.38],
-                            val_fraction=0.1, test_fraction=0.2, split_seed=0, num_workers=0, crop_padding=0,
-                            horizontal_flip=False, auto_augment="none", mixup_alpha=0.0, cutmix_alpha=0.0,
-                            on_device="auto")  # fmt: skip
+    data = DigitsDataModule(
+        batch_size=64,
+        num_classes=10,
+        channels=1,
+        image_size=8,
+        mean=[0.3],
+        std=[0.38],
+        val_fraction=0.1,
+        test_fraction=0.2,
+        split_seed=0,
+        num_workers=0,
+        crop_padding=0,
+        horizontal_flip=False,
+        auto_augment="none",
+        mixup_alpha=0.0,
+        cutmix_alpha=0.0,
+        on_device="auto",
+    )
     module = _Recorder()
     callbacks = [_RequestStopAt(stop_at)] if stop_at is not None else []
-    trainer = L.Trainer(max_epochs=8, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=str(root),
-                        callbacks=[*callbacks, GracefulStop()])  # fmt: skip
+    trainer = L.Trainer(
+        max_epochs=8,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=str(root),
+        callbacks=[*callbacks, GracefulStop()],
+    )
     signals._flags = 0
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt)

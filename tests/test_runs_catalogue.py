@@ -82,9 +82,15 @@ def test_list_shows_every_run_with_its_status_and_never_a_traceback(catalogue) -
     rows = {Path(row["run"]).name: row for row in json.loads(result.stdout)}
     statuses = {name: row["status"] for name, row in rows.items()}
     assert statuses == {
-        "a_default": "completed", "b_better": "completed", "c_failed": "failed", "d_damaged": "completed",
-        "e_half": "incomplete", "f_live": "running", "g_killed": "interrupted", "h_smoke": "smoke",
-    }  # fmt: skip
+        "a_default": "completed",
+        "b_better": "completed",
+        "c_failed": "failed",
+        "d_damaged": "completed",
+        "e_half": "incomplete",
+        "f_live": "running",
+        "g_killed": "interrupted",
+        "h_smoke": "smoke",
+    }
     assert rows["h_smoke"]["note"].startswith("smoke run (trainer.fast_dev_run=True): not a result")
     assert rows["c_failed"]["note"].startswith("diverged: loss is nan")
     assert "summary.json unreadable" in rows["d_damaged"]["note"]
@@ -133,8 +139,10 @@ def test_wandb_lists_unsynced_offline_runs_and_syncs_them_on_request(catalogue, 
     fake = tmp_path / "bin" / "wandb"
     fake.parent.mkdir()
     path = {"PATH": f"{fake.parent}{os.pathsep}{os.environ['PATH']}"}
-    for script, says in (('echo "wandb: ERROR Network error (ConnectionError)" >&2\nexit 1\n', "Network error"),
-                         ('echo "nothing to do"\n', "nothing to do")):  # fmt: skip
+    for script, says in (
+        ('echo "wandb: ERROR Network error (ConnectionError)" >&2\nexit 1\n', "Network error"),
+        ('echo "nothing to do"\n', "nothing to do"),
+    ):
         fake.write_text("#!/bin/sh\n" + script)
         fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
         failed = runs_cli(catalogue, "wandb", "--sync", "--filter", "run=*default", env=path)

@@ -35,8 +35,10 @@ def shards_of(positions: np.ndarray, counts: list[int]) -> set[int]:
 @pytest.mark.parametrize("world", [2, 4])
 def test_an_epoch_has_the_same_samples_for_one_and_n_ranks_each_rank_reading_its_own_shards(world: int) -> None:
     one = train_plan(COUNTS, seed=3, epoch=1, world=1, rank=0, global_batch=8, shuffle_window=16)
-    parts = [train_plan(COUNTS, seed=3, epoch=1, world=world, rank=r, global_batch=8, shuffle_window=16)
-             for r in range(world)]  # fmt: skip
+    parts = [
+        train_plan(COUNTS, seed=3, epoch=1, world=world, rank=r, global_batch=8, shuffle_window=16)
+        for r in range(world)
+    ]
     assert one.shape == (8, 8) and all(p.shape == (8, 8 // world) for p in parts)  # 68 -> 8 whole global batches
     together = np.concatenate([p.ravel() for p in parts])
     assert sorted(together.tolist()) == sorted(one.ravel().tolist())  # the same samples, each once
@@ -70,8 +72,9 @@ def test_workers_take_turns_so_the_loader_yields_the_plan_in_order_from_any_batc
 @pytest.fixture(scope="module")
 def images_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("imagefolder")
-    write_image_folder(root, classes=("ant", "bee", "cat", "dog"), per_class=12, size=40,
-                       splits=("train", "val", "test"))  # fmt: skip
+    write_image_folder(
+        root, classes=("ant", "bee", "cat", "dog"), per_class=12, size=40, splits=("train", "val", "test")
+    )
     return root
 
 
@@ -111,8 +114,9 @@ def test_prepare_writes_webdataset_shards_with_an_index_of_counts_and_checksums(
     assert len(shards_of(np.arange(10), [10] * 5)) == 1
 
 
-def test_prepare_again_changes_nothing_and_an_interrupted_one_finishes_the_same(prepared: Path, tmp_path: Path,
-                                                                             images_root: Path) -> None:  # fmt: skip
+def test_prepare_again_changes_nothing_and_an_interrupted_one_finishes_the_same(
+    prepared: Path, tmp_path: Path, images_root: Path
+) -> None:
     before, index_before = digests(prepared), (prepared / "index.json").read_text()
     args = [str(images_root), str(prepared), "--shard-size", "10", "--size", "36", "--quiet"]
     assert "all 15 shards were already there" in prepare(parse(args))
@@ -129,8 +133,9 @@ def test_prepare_again_changes_nothing_and_an_interrupted_one_finishes_the_same(
     assert digests(copy) == before  # reproducible bytes: the same checksums
 
 
-def test_prepare_refuses_other_settings_a_foreign_folder_and_a_corrupt_image(prepared: Path, images_root: Path,
-                                                                            tmp_path: Path) -> None:  # fmt: skip
+def test_prepare_refuses_other_settings_a_foreign_folder_and_a_corrupt_image(
+    prepared: Path, images_root: Path, tmp_path: Path
+) -> None:
     def cli(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(BIN / "cnnfleet-prepare"), *args], capture_output=True, text=True, timeout=120)
 
@@ -166,10 +171,25 @@ def test_prepare_reads_mnist_and_cifar_files(tmp_path: Path) -> None:
 
 
 def data_module(root: Path, **overrides: object) -> ShardsDataModule:
-    kwargs = {"root": str(root), "batch_size": 8, "num_classes": None, "channels": 3, "image_size": 32,
-              "resize_size": 36, "mean": [0.5] * 3, "std": [0.25] * 3, "num_workers": 0, "pin_memory": False,
-              "crop_scale_min": 0.3, "horizontal_flip": True, "auto_augment": "none", "mixup_alpha": 0.0,
-              "cutmix_alpha": 0.0, "shuffle_window": 16, **overrides}  # fmt: skip
+    kwargs = {
+        "root": str(root),
+        "batch_size": 8,
+        "num_classes": None,
+        "channels": 3,
+        "image_size": 32,
+        "resize_size": 36,
+        "mean": [0.5] * 3,
+        "std": [0.25] * 3,
+        "num_workers": 0,
+        "pin_memory": False,
+        "crop_scale_min": 0.3,
+        "horizontal_flip": True,
+        "auto_augment": "none",
+        "mixup_alpha": 0.0,
+        "cutmix_alpha": 0.0,
+        "shuffle_window": 16,
+        **overrides,
+    }
     dm = ShardsDataModule(**kwargs)
     dm.setup()
     return dm
@@ -278,9 +298,16 @@ class _SaveAt(L.Callback):
 def test_a_lightning_run_checkpointed_mid_epoch_resumes_with_the_next_batch(prepared: Path, tmp_path: Path) -> None:
     def fit(ckpt: str | None = None) -> _Tiny:
         model = _Tiny()
-        trainer = L.Trainer(accelerator="cpu", max_epochs=2, logger=False, limit_val_batches=0,
-                            enable_progress_bar=False, enable_checkpointing=False, use_distributed_sampler=False,
-                            callbacks=[_SaveAt(8, tmp_path / "mid.ckpt")] if ckpt is None else [])  # fmt: skip
+        trainer = L.Trainer(
+            accelerator="cpu",
+            max_epochs=2,
+            logger=False,
+            limit_val_batches=0,
+            enable_progress_bar=False,
+            enable_checkpointing=False,
+            use_distributed_sampler=False,
+            callbacks=[_SaveAt(8, tmp_path / "mid.ckpt")] if ckpt is None else [],
+        )
         trainer.fit(model, datamodule=data_module(prepared, num_workers=2), ckpt_path=ckpt)
         return model
 
@@ -303,17 +330,29 @@ def write_imagenet_subset(root: Path, classes: int = 10, per_class: int = 50, si
             folder.mkdir(parents=True, exist_ok=True)
             for i in range(count):
                 phase = rng.uniform(0, 1, 3)
-                pixels = np.stack([np.outer(np.sin((grid + phase[k]) * (c + 1 + k)), np.cos(grid * (c + 2)))
-                                   for k in range(3)], axis=-1)  # fmt: skip
+                pixels = np.stack(
+                    [np.outer(np.sin((grid + phase[k]) * (c + 1 + k)), np.cos(grid * (c + 2))) for k in range(3)],
+                    axis=-1,
+                )
                 image = ((pixels * 0.5 + 0.5) * 255 + rng.normal(0, 8, pixels.shape)).clip(0, 255).astype(np.uint8)
                 Image.fromarray(image).save(folder / f"{synset}_{i}.JPEG", quality=90)
     return root
 
 
-SMALL = ["device.accelerator=cpu", "device.num_nodes=1", "device.precision=32-true", "data.image_size=32",
-         "data.resize_size=36", "data.batch_size=20", "data.num_workers=1", "trainer.max_epochs=1",
-         "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2",
-         "logger=csv"]  # fmt: skip
+SMALL = [
+    "device.accelerator=cpu",
+    "device.num_nodes=1",
+    "device.precision=32-true",
+    "data.image_size=32",
+    "data.resize_size=36",
+    "data.batch_size=20",
+    "data.num_workers=1",
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=2",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+    "logger=csv",
+]
 
 
 @pytest.mark.slow
@@ -321,8 +360,9 @@ def test_imagenet_recipe_prepares_trains_on_one_and_two_processes_evaluates_and_
     from conftest import run_cli
 
     images = write_imagenet_subset(tmp_path / "imagenet")
-    prepared = run_cli("cnnfleet-prepare", [str(images), str(tmp_path / "shards"), "--shard-size", "64",
-                                            "--workers", "2"], tmp_path)  # fmt: skip
+    prepared = run_cli(
+        "cnnfleet-prepare", [str(images), str(tmp_path / "shards"), "--shard-size", "64", "--workers", "2"], tmp_path
+    )
     assert prepared.returncode == 0, prepared.stderr[-2000:]
     assert "10 classes, train 500, val 100 images; wrote 10 of 10 shards" in prepared.stdout
     recipe = ["experiment=imagenet_resnet50", f"data.root={tmp_path / 'shards'}", *SMALL]
@@ -341,8 +381,9 @@ def test_imagenet_recipe_prepares_trains_on_one_and_two_processes_evaluates_and_
     evaluated = run_cli("cnnfleet-eval", [f"ckpt_path={best}", f"data_root={tmp_path / 'moved'}"], tmp_path / "one")
     assert evaluated.returncode == 0, evaluated.stderr[-3000:]
     assert json.loads((evaluated.run_dirs("eval")[-1] / "metrics.json").read_text())["samples"] == 100
-    predicted = run_cli("cnnfleet-predict", [f"ckpt_path={best}", f"inputs={images / 'val' / 'n01440765'}"],
-                        tmp_path / "one")  # fmt: skip
+    predicted = run_cli(
+        "cnnfleet-predict", [f"ckpt_path={best}", f"inputs={images / 'val' / 'n01440765'}"], tmp_path / "one"
+    )
     assert predicted.returncode == 0, predicted.stderr[-3000:]
     rows = (predicted.run_dirs("predict")[-1] / "predictions.csv").read_text().splitlines()
     assert len(rows) == 1 + 10 and "n014407" in rows[1]
@@ -352,8 +393,9 @@ def test_imagenet_recipe_prepares_trains_on_one_and_two_processes_evaluates_and_
 
 
 def _prepare_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "cnnfleet-prepare"), "--quiet", *args], capture_output=True, text=True,
-                          timeout=120)  # fmt: skip
+    return subprocess.run(
+        [str(BIN / "cnnfleet-prepare"), "--quiet", *args], capture_output=True, text=True, timeout=120
+    )
 
 
 def _processes_mentioning(text: str) -> list[int]:

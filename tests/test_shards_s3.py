@@ -82,9 +82,16 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         pytest.skip(MOTO_MISSING)
     s3 = S3Server()
     nowhere = tmp_path_factory.mktemp("aws") / "none"
-    env = {"AWS_ENDPOINT_URL": s3.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true", "AWS_MAX_ATTEMPTS": "2",
-           "AWS_CONFIG_FILE": str(nowhere), "AWS_SHARED_CREDENTIALS_FILE": str(nowhere)}  # fmt: skip
+    env = {
+        "AWS_ENDPOINT_URL": s3.url,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "AWS_MAX_ATTEMPTS": "2",
+        "AWS_CONFIG_FILE": str(nowhere),
+        "AWS_SHARED_CREDENTIALS_FILE": str(nowhere),
+    }
     with pytest.MonkeyPatch.context() as patch:
         for name in ("AWS_ENDPOINT_URL_S3", "AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_NO_SIGN_REQUEST"):
             patch.delenv(name, raising=False)
@@ -110,8 +117,9 @@ def uploaded(server: S3Server, prepared: Path) -> Path:
     last)."""
     client = boto3.client("s3")
     client.create_bucket(Bucket=BUCKET)
-    files = [p for p in sorted(prepared.rglob("*")) if p.is_file() and not p.relative_to(prepared).as_posix()
-             .startswith(".")]  # fmt: skip
+    files = [
+        p for p in sorted(prepared.rglob("*")) if p.is_file() and not p.relative_to(prepared).as_posix().startswith(".")
+    ]
     for path in sorted(files, key=lambda p: p.name == "index.json"):
         client.upload_file(str(path), BUCKET, f"{PREFIX}/{path.relative_to(prepared).as_posix()}")
     return prepared
@@ -148,8 +156,9 @@ def _locate_at_once(locate: object, shard: object, barrier: object, paths: objec
     paths.put(locate(shard))
 
 
-def test_processes_asking_for_one_shard_at_once_download_it_once(server: S3Server, uploaded: Path,
-                                                                  tmp_path: Path) -> None:  # fmt: skip
+def test_processes_asking_for_one_shard_at_once_download_it_once(
+    server: S3Server, uploaded: Path, tmp_path: Path
+) -> None:
     index = open_prepared(URL, str(tmp_path))
     locate, shard = shard_locator(URL, str(tmp_path)), index.splits["train"][0]
     server.requests.clear()
@@ -195,14 +204,18 @@ def test_a_damaged_cached_shard_is_downloaded_again_and_a_changed_object_is_refu
 
 
 def test_missing_bucket_index_endpoint_credentials_and_an_unwritable_cache_are_one_line_errors(
-    server: S3Server, uploaded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture
-) -> None:  # fmt: skip
+    server: S3Server, uploaded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     cache = str(tmp_path / "cache")
     elsewhere = f"s3://{BUCKET}/elsewhere"
-    cases = [("s3://no-such-bucket/x", f"bucket no-such-bucket does not exist at {server.url}; check data.root="),
-             (elsewhere, f"data.root={elsewhere} has no index.json \\({elsewhere}/index.json not found at "
-                         f"{server.url}\\); upload a folder prepared by cnnfleet-prepare")]  # fmt: skip
+    cases = [
+        ("s3://no-such-bucket/x", f"bucket no-such-bucket does not exist at {server.url}; check data.root="),
+        (
+            elsewhere,
+            f"data.root={elsewhere} has no index.json \\({elsewhere}/index.json not found at "
+            f"{server.url}\\); upload a folder prepared by cnnfleet-prepare",
+        ),
+    ]
     for url, expected in cases:
         with pytest.raises(DataError, match=expected) as caught:
             open_prepared(url, cache)
@@ -216,8 +229,10 @@ def test_missing_bucket_index_endpoint_credentials_and_an_unwritable_cache_are_o
     dead = f"http://127.0.0.1:{closed_port()}"
     monkeypatch.setenv("AWS_ENDPOINT_URL", dead)
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    with pytest.raises(DataError, match=f"cannot reach the S3 endpoint {dead} reading s3://{BUCKET}/{PREFIX}/"
-                                        "index.json .*AWS_ENDPOINT_URL") as caught:  # fmt: skip
+    with pytest.raises(
+        DataError,
+        match=f"cannot reach the S3 endpoint {dead} reading s3://{BUCKET}/{PREFIX}/index.json .*AWS_ENDPOINT_URL",
+    ) as caught:
         open_prepared(URL, str(tmp_path / "empty-cache"))
     assert "\n" not in str(caught.value)
     with caplog.at_level("WARNING"):
@@ -235,8 +250,16 @@ def test_missing_bucket_index_endpoint_credentials_and_an_unwritable_cache_are_o
 
 
 def test_cnnfleet_train_trains_from_s3(server: S3Server, uploaded: Path, tmp_path: Path) -> None:
-    args = ["data=shards", f"data.root={URL}", "data.image_size=32", "data.resize_size=36", "data.batch_size=16",
-            "model=simple_cnn", "trainer.max_epochs=1", "logger=csv"]  # fmt: skip
+    args = [
+        "data=shards",
+        f"data.root={URL}",
+        "data.image_size=32",
+        "data.resize_size=36",
+        "data.batch_size=16",
+        "model=simple_cnn",
+        "trainer.max_epochs=1",
+        "logger=csv",
+    ]
     result = run_cli("cnnfleet-train", args, tmp_path, env=server.env)
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.summary()["split_sizes"] == {"train": 36, "val": 36, "test": 36}
@@ -244,8 +267,9 @@ def test_cnnfleet_train_trains_from_s3(server: S3Server, uploaded: Path, tmp_pat
     assert (cache / "index.json").is_file() and len(list(cache.glob("train/shard-*.tar"))) == 4
 
 
-def test_a_download_that_breaks_off_is_tried_again(server: S3Server, uploaded: Path, tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+def test_a_download_that_breaks_off_is_tried_again(
+    server: S3Server, uploaded: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from botocore.exceptions import ResponseStreamingError
     from botocore.response import StreamingBody
 

@@ -56,8 +56,14 @@ def test_submitted_ddp_job_trains_into_one_folder_keyed_by_job_id(slurm, cli, no
     # a rendezvous exported in the submitting shell reaches the job (sbatch exports the environment):
     # the job computes its own from the allocation instead of waiting device.timeout_s for this address
     bogus = {"MASTER_ADDR": "10.255.255.1", "MASTER_PORT": "1"}
-    result = cli(*CPU_JOB, f"cluster.nodes={nodes}", f"cluster.tasks_per_node={tasks}", "device.timeout_s=60",
-                 command="cnnfleet-submit", env=bogus)  # fmt: skip
+    result = cli(
+        *CPU_JOB,
+        f"cluster.nodes={nodes}",
+        f"cluster.tasks_per_node={tasks}",
+        "device.timeout_s=60",
+        command="cnnfleet-submit",
+        env=bogus,
+    )
     job_id, run = submitted_job(result)
     info = wait_for_job(job_id)
     assert info["JobState"] == "COMPLETED" and info["ExitCode"] == "0:0", slurm_log(result, job_id)[-3000:]
@@ -95,8 +101,13 @@ def test_preempted_job_without_scontrol_continues_in_a_follow_up_job_from_its_hp
     ("terminate called without an active exception", a heartbeat thread inside a store call during the
     interpreter's finalisation) made srun report "task 0: Aborted" and the job FAILED."""
     epochs = 20
-    result = cli(*CPU_JOB, "cluster.nodes=2", f"trainer.max_epochs={epochs}", hidden_scontrol(tmp_path / "bin"),
-                 command="cnnfleet-submit")  # fmt: skip
+    result = cli(
+        *CPU_JOB,
+        "cluster.nodes=2",
+        f"trainer.max_epochs={epochs}",
+        hidden_scontrol(tmp_path / "bin"),
+        command="cnnfleet-submit",
+    )
     job_id, run = submitted_job(result)
     jobs = [job_id, str(int(job_id) + 1), str(int(job_id) + 2)]
     for preempted, follow_up in zip(jobs, jobs[1:], strict=False):
@@ -154,8 +165,13 @@ def test_unknown_partition_is_one_clear_line(slurm, cli) -> None:
 @pytest.mark.slurm
 def test_sweep_that_sbatch_refuses_is_one_clear_line(slurm, cli) -> None:
     """launcher=slurm: sbatch refusing the jobs (a node SLURM does not know) is one line and exit 2."""
-    result = cli("-m", "launcher=slurm", "+hydra.launcher.additional_parameters.nodelist=nosuchnode",
-                 "trainer.max_epochs=1", timeout=120)  # fmt: skip
+    result = cli(
+        "-m",
+        "launcher=slurm",
+        "+hydra.launcher.additional_parameters.nodelist=nosuchnode",
+        "trainer.max_epochs=1",
+        timeout=120,
+    )
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1, result.stderr
     assert lines[0].startswith("cnnfleet-train: error: sbatch refused the sweep's jobs: "), lines
@@ -165,16 +181,21 @@ def test_sweep_that_sbatch_refuses_is_one_clear_line(slurm, cli) -> None:
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
-        ("cluster.cpus_per_task=4", "= 4 CPUs per node, but the largest node of partition debug has 2; use "
-                                    "cluster.cpus_per_task<=2"),
+        (
+            "cluster.cpus_per_task=4",
+            "= 4 CPUs per node, but the largest node of partition debug has 2; use cluster.cpus_per_task<=2",
+        ),
         ("cluster.gpus_per_node=1", "cluster.gpus_per_node=1 but the nodes of partition debug have at most 0 GPUs"),
         ("cluster.nodes=3", "cluster.nodes=3 but partition debug has 2 node(s)"),
         ("cluster.mem=900G", "cluster.mem=900G per node, but the largest node of partition debug has"),
         ("cluster.constraint=a100", "cluster.constraint=a100: no node of partition debug has it"),
-        ("cluster.tasks_per_node=3", "cluster.tasks_per_node=3 needs at least 3 CPUs per node, but the largest node "
-                                     "of partition debug has 2; lower cluster.tasks_per_node"),
+        (
+            "cluster.tasks_per_node=3",
+            "cluster.tasks_per_node=3 needs at least 3 CPUs per node, but the largest node "
+            "of partition debug has 2; lower cluster.tasks_per_node",
+        ),
     ],
-)  # fmt: skip
+)
 def test_a_request_no_node_can_hold_is_one_line_before_sbatch(slurm, cli, override: str, expected: str) -> None:
     """Measured before: sbatch accepted cpus_per_task=4 on 2-core nodes and the job stayed PENDING forever."""
     before = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True).stdout
@@ -204,10 +225,22 @@ def test_tasks_per_node_different_from_devices_stops_every_task_with_a_message(s
     env = {**os.environ, "CNNFLEET_ROOT": str(tmp_path)}
     train = str(Path(sys.executable).parent / "cnnfleet-train")
     proc = subprocess.run(
-        ["srun", "--nodes=1", "--ntasks-per-node=2", "--cpus-per-task=1", "--job-name=mismatch", train,
-         "device.accelerator=cpu", "device.devices=1"],
-        env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        [
+            "srun",
+            "--nodes=1",
+            "--ntasks-per-node=2",
+            "--cpus-per-task=1",
+            "--job-name=mismatch",
+            train,
+            "device.accelerator=cpu",
+            "device.devices=1",
+        ],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     ours = [line for line in proc.stderr.splitlines() if line.startswith("cnnfleet-train: error:")]
     assert len(ours) == 2 and "2 task(s) per node but device.devices=1" in ours[0]  # one line per task
@@ -233,8 +266,14 @@ def test_dry_run_prints_a_script_with_one_task_per_device(cli) -> None:
     result = cli("dry_run=true", "cluster=gpu_node", "trainer.max_epochs=3", command="cnnfleet-submit")
     assert result.returncode == 0, result.stderr
     script = result.stdout
-    for line in ("#SBATCH --ntasks-per-node=8", "#SBATCH --gpus-per-node=8", "#SBATCH --signal=SIGUSR1@90",
-                 "#SBATCH --requeue", "srun --kill-on-bad-exit=1", "export CNNFLEET_REQUEUE=1"):  # fmt: skip
+    for line in (
+        "#SBATCH --ntasks-per-node=8",
+        "#SBATCH --gpus-per-node=8",
+        "#SBATCH --signal=SIGUSR1@90",
+        "#SBATCH --requeue",
+        "srun --kill-on-bad-exit=1",
+        "export CNNFLEET_REQUEUE=1",
+    ):
         assert line in script
     assert "device.devices=8 device.num_nodes=1 device.strategy=ddp" in script
     assert "trainer.max_epochs=3" in script and "dry_run=" not in script
@@ -245,9 +284,14 @@ def test_dry_run_prints_a_script_with_one_task_per_device(cli) -> None:
 @pytest.mark.slow
 def test_multirun_on_slurm_runs_every_trial_as_its_own_ddp_job(slurm, cli) -> None:
     result = cli(
-        "-m", "launcher=slurm", *CPU_JOB, "cluster.tasks_per_node=2", "trainer.max_epochs=3",
-        "optimizer.lr=0.003,0.01", timeout=600,
-    )  # fmt: skip
+        "-m",
+        "launcher=slurm",
+        *CPU_JOB,
+        "cluster.tasks_per_node=2",
+        "trainer.max_epochs=3",
+        "optimizer.lr=0.003,0.01",
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (result.root / "logs" / "train" / "multiruns").iterdir()
     summaries = sorted(sweep.glob("[0-9]*/summary.json"))
@@ -269,8 +313,16 @@ def test_a_cancelled_trial_of_a_slurm_grid_sweep_is_reported_and_the_sweep_ends(
     waited forever for a trial cancelled before its result. Now squeue says it ended; the other trial
     completes, and the table lists the cancelled one as its folder records it."""
     sweep = tmp_path / "sweep"
-    args = ["-m", "launcher=slurm", *CPU_JOB, "trainer.max_epochs=15", "logger=csv", "test=false",
-            "optimizer.lr=0.003,0.01", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    args = [
+        "-m",
+        "launcher=slurm",
+        *CPU_JOB,
+        "trainer.max_epochs=15",
+        "logger=csv",
+        "test=false",
+        "optimizer.lr=0.003,0.01",
+        f"hydra.sweep.dir={sweep}",
+    ]
     driver = start_cli(args, tmp_path, tmp_path / "driver.log")
     wait_for(lambda: (sweep / "0" / "checkpoints" / "last.ckpt").is_file(), "trial 0 training", driver, 300)
     (job,) = [p.name for p in (sweep / ".submitit").iterdir() if p.name.endswith("_0")]
@@ -290,12 +342,23 @@ def test_optuna_on_slurm_prunes_a_ddp_trial_through_the_shared_journal(slurm, cl
     sweep = tmp_path / "sweep"
     enqueue(sweep, "prune", "minimize", [{"optimizer.lr": 0.01}, {"optimizer.lr": 1e-7}])
     result = cli(
-        "-m", "hydra/sweeper=cnnfleet_optuna", "launcher=slurm", *CPU_JOB, "cluster.tasks_per_node=2",
-        "optimized_metric=val/loss", "optimized_direction=minimize", "logger=csv", "trainer.max_epochs=3",
-        f"hydra.sweep.dir={sweep}", "hydra.sweeper.study_name=prune", "hydra.sweeper.n_trials=2",
-        "hydra.sweeper.pruner_settings={n_startup_trials:1,n_warmup_steps:1}", "hydra.sweeper.poll_seconds=1",
-        "optimizer.lr=choice(1e-7,1e-2)", timeout=600,
-    )  # fmt: skip
+        "-m",
+        "hydra/sweeper=cnnfleet_optuna",
+        "launcher=slurm",
+        *CPU_JOB,
+        "cluster.tasks_per_node=2",
+        "optimized_metric=val/loss",
+        "optimized_direction=minimize",
+        "logger=csv",
+        "trainer.max_epochs=3",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.study_name=prune",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.pruner_settings={n_startup_trials:1,n_warmup_steps:1}",
+        "hydra.sweeper.poll_seconds=1",
+        "optimizer.lr=choice(1e-7,1e-2)",
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     assert study_states(sweep, "prune") == ["COMPLETE", "PRUNED"]
     assert "export CNNFLEET_TRIAL=" in (sweep / "submissions" / "1" / "job.sbatch").read_text()
@@ -326,10 +389,20 @@ def test_optuna_on_slurm_reattaches_after_the_driver_dies_and_retries_a_cancelle
     that resumes in the trial's folder; the third trial takes the first free slot."""
     sweep = tmp_path / "sweep"
     enqueue(sweep, "reattach", "maximize", [{"trainer.max_epochs": e} for e in (30, 30, 1)])
-    args = ["-m", "hydra/sweeper=cnnfleet_optuna", "launcher=slurm", *CPU_JOB, "logger=csv",
-            f"hydra.sweep.dir={sweep}", "hydra.sweeper.study_name=reattach", "hydra.sweeper.n_trials=3",
-            "hydra.sweeper.n_jobs=2", "hydra.sweeper.pruner=none", "hydra.sweeper.poll_seconds=1",
-            "trainer.max_epochs=choice(30,1)"]  # fmt: skip
+    args = [
+        "-m",
+        "hydra/sweeper=cnnfleet_optuna",
+        "launcher=slurm",
+        *CPU_JOB,
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.study_name=reattach",
+        "hydra.sweeper.n_trials=3",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.pruner=none",
+        "hydra.sweeper.poll_seconds=1",
+        "trainer.max_epochs=choice(30,1)",
+    ]
     first = start_cli(args, tmp_path, tmp_path / "first.log")
     both = lambda: all((sweep / n / "checkpoints" / "last.ckpt").is_file() for n in "01")  # noqa: E731
     wait_for(both, "both trial jobs training", first, timeout=300)
@@ -380,10 +453,17 @@ def test_a_reused_job_id_never_takes_over_a_run_and_scancel_leaves_a_stopped_sta
     # a hand-written script (no identity token) whose job got a reused id: one line, nothing touched
     script = tmp_path / "plain.sbatch"
     train = Path(sys.executable).parent / "cnnfleet-train"
-    script.write_text(f"#!/bin/bash\n#SBATCH --output={tmp_path}/plain.out\nexport CNNFLEET_ROOT={tmp_path}\n"
-                      f"srun {train} device.accelerator=cpu logger=none\n")  # fmt: skip
-    out = subprocess.run(["sbatch", "--parsable", "--cpus-per-task=1", str(script)], check=True, cwd=tmp_path,
-                         capture_output=True, text=True).stdout  # fmt: skip
+    script.write_text(
+        f"#!/bin/bash\n#SBATCH --output={tmp_path}/plain.out\nexport CNNFLEET_ROOT={tmp_path}\n"
+        f"srun {train} device.accelerator=cpu logger=none\n"
+    )
+    out = subprocess.run(
+        ["sbatch", "--parsable", "--cpus-per-task=1", str(script)],
+        check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    ).stdout
     assert out.strip() == str(plain_id), "another job was submitted meanwhile"
     assert wait_for_job(str(plain_id))["JobState"] == "FAILED"
     ours = [line for line in (tmp_path / "plain.out").read_text().splitlines() if "cnnfleet-train: error:" in line]
@@ -406,8 +486,14 @@ def test_a_reused_job_id_never_takes_over_a_run_and_scancel_leaves_a_stopped_sta
     assert {path: fingerprint(path) for path in before} == before  # the other runs are untouched
 
     # a new job continues the stopped run in its own folder; the run's identity stays the first job's
-    again = cli(*CPU_JOB, "trainer.max_epochs=50", "logger=csv", "ckpt_path=last", "cluster.extra_sbatch=['--hold']",
-                command="cnnfleet-submit")  # fmt: skip
+    again = cli(
+        *CPU_JOB,
+        "trainer.max_epochs=50",
+        "logger=csv",
+        "ckpt_path=last",
+        "cluster.extra_sbatch=['--hold']",
+        command="cnnfleet-submit",
+    )
     second, _ = submitted_job(again)
     assert f"run folder: {run} (ckpt_path=last: the newest unfinished run (stopped)" in again.stdout, again.stdout
     # while that job waits in the queue, a second continuation of the same run is refused
@@ -462,8 +548,14 @@ def test_a_frozen_rank_ends_a_two_node_job_within_the_timeout_naming_the_rank(sl
     """A rank that stops without a TCP reset (SIGSTOP: a hung node looks the same) ends the job within
     device.timeout_s + 30 s, with one line naming it and a failed status in the run's state."""
     timeout_s = 20
-    result = cli(*CPU_JOB, "cluster.nodes=2", "trainer.max_epochs=100", f"device.timeout_s={timeout_s}",
-                 "logger=none", command="cnnfleet-submit")  # fmt: skip
+    result = cli(
+        *CPU_JOB,
+        "cluster.nodes=2",
+        "trainer.max_epochs=100",
+        f"device.timeout_s={timeout_s}",
+        "logger=none",
+        command="cnnfleet-submit",
+    )
     job_id, run = submitted_job(result)
     assert wait_until(lambda: (run / "checkpoints" / "last.ckpt").is_file(), 180), slurm_log(result, job_id)[-3000:]
     pid = task_pid(job_id, 1)
@@ -489,9 +581,18 @@ def test_a_sweep_trial_at_its_real_time_limit_is_requeued_and_resumes_in_its_own
     # checkpoint) is more than one allocation can give (its signal comes at most 60 s after it starts), so
     # at least one requeue happens on any machine. An epoch count failed on a faster CI machine: 150 epochs
     # finished inside the first allocation.
-    result = cli("-m", "launcher=slurm", *CPU_JOB, "cluster.time=00:02:00", "cluster.signal_seconds=60",
-                 "trainer.max_epochs=100000", "trainer.max_time=00:00:01:30", "logger=csv", "optimizer.lr=0.003",
-                 timeout=900)  # fmt: skip
+    result = cli(
+        "-m",
+        "launcher=slurm",
+        *CPU_JOB,
+        "cluster.time=00:02:00",
+        "cluster.signal_seconds=60",
+        "trainer.max_epochs=100000",
+        "trainer.max_time=00:00:01:30",
+        "logger=csv",
+        "optimizer.lr=0.003",
+        timeout=900,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (sweep,) = (result.root / "logs" / "train" / "multiruns").iterdir()
     (submission,) = sweep.glob(".submitit/*/*_submission.sh")

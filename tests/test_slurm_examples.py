@@ -39,8 +39,10 @@ def test_container_jobs_run_the_images_cnnfleet_with_the_project_mounted() -> No
     assert "python3 -m cnnfleet.cluster.job_end" in pyxis  # the epilogue runs where cnnfleet is installed
     apptainer = (REPO / "slurm" / "single_node_apptainer.sbatch").read_text()
     srun = next(line for line in apptainer.splitlines() if line.startswith("srun --kill-on-bad-exit=1"))
-    assert "apptainer exec --nv --bind /datasets,/path/to/project --pwd /path/to/project /path/to/cnnfleet.sif " \
-           "cnnfleet-train" in srun  # fmt: skip
+    assert (
+        "apptainer exec --nv --bind /datasets,/path/to/project --pwd /path/to/project /path/to/cnnfleet.sif "
+        "cnnfleet-train" in srun
+    )
     host = (REPO / "slurm" / "single_node_gpus.sbatch").read_text()
     assert "srun --kill-on-bad-exit=1 /path/to/project/.venv/bin/cnnfleet-train" in host
     assert "/path/to/project/.venv/bin/python -m cnnfleet.cluster.job_end" in host

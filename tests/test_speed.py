@@ -14,8 +14,15 @@ from cnnfleet.data.on_device import DeviceBatches
 from cnnfleet.data.sharding import TrainingSampler, even_eval_batches
 from conftest import run_cli
 
-TINY = ["data=synthetic", "data.num_samples=300", "data.image_size=8", "data.channels=3", "data.batch_size=32",
-        "model=simple_cnn", "model.widths=[8,16]"]  # fmt: skip
+TINY = [
+    "data=synthetic",
+    "data.num_samples=300",
+    "data.image_size=8",
+    "data.channels=3",
+    "data.batch_size=32",
+    "model=simple_cnn",
+    "model.widths=[8,16]",
+]
 
 
 @pytest.mark.parametrize(("n", "world"), [(100, 1), (100, 2), (101, 2), (64, 4)])
@@ -60,8 +67,11 @@ def test_on_device_and_dataloader_paths_give_identical_runs(tmp_path: Path) -> N
 
 
 def test_ema_and_channels_last_train_and_ema_is_what_is_evaluated(tmp_path: Path) -> None:
-    result = run_cli("cnnfleet-train", [*TINY, "trainer.max_epochs=2", "logger=csv", "trainer.ema_decay=0.9",
-                                        "trainer.channels_last=true"], tmp_path)  # fmt: skip
+    result = run_cli(
+        "cnnfleet-train",
+        [*TINY, "trainer.max_epochs=2", "logger=csv", "trainer.ema_decay=0.9", "trainer.channels_last=true"],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     run = result.run_dirs()[-1]
     state = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)["state_dict"]
@@ -114,8 +124,10 @@ def rows(folder: Path) -> list[dict]:
     return list(csv.DictReader((folder / "bench.csv").open()))
 
 
-WORKLOAD = 'workload=["data=synthetic","data.num_samples=300","data.image_size=8","data.channels=3",' \
-           '"data.batch_size=32","model=simple_cnn","model.widths=[8,16]"]'  # fmt: skip
+WORKLOAD = (
+    'workload=["data=synthetic","data.num_samples=300","data.image_size=8","data.channels=3",'
+    '"data.batch_size=32","model=simple_cnn","model.widths=[8,16]"]'
+)
 
 
 def test_bench_overhead_compares_against_the_hand_written_loop(tmp_path: Path) -> None:
@@ -149,8 +161,11 @@ def test_bench_devices_reports_cpu_and_says_when_no_gpu(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_bench_scaling_measures_ddp_efficiency(tmp_path: Path) -> None:
-    result = run_cli("cnnfleet-bench", ["mode=scaling", "epochs=2", "repeats=1", "processes=[1,2]", "accelerator=cpu",
-                                        WORKLOAD], tmp_path)  # fmt: skip
+    result = run_cli(
+        "cnnfleet-bench",
+        ["mode=scaling", "epochs=2", "repeats=1", "processes=[1,2]", "accelerator=cpu", WORKLOAD],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     table = rows(bench_folder(tmp_path))
     assert [int(r["processes"]) for r in table] == [1, 2]

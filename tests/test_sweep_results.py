@@ -43,9 +43,16 @@ def write_sweep(folder: Path, swept: list[str], metric: str = METRIC, direction:
     return folder
 
 
-def write_trial(sweep: Path, n: int, overrides: dict[str, object], status: str | None = None,
-                value: float | None = None, wall: float | None = None, reason: str | None = None,
-                attempts: list[tuple[str | None, str | None]] = ()) -> Path:  # fmt: skip
+def write_trial(
+    sweep: Path,
+    n: int,
+    overrides: dict[str, object],
+    status: str | None = None,
+    value: float | None = None,
+    wall: float | None = None,
+    reason: str | None = None,
+    attempts: list[tuple[str | None, str | None]] = (),
+) -> Path:
     """One trial folder; status None leaves summary.json out (a trial still running)."""
     folder = sweep / str(n)
     (folder / ".hydra").mkdir(parents=True)
@@ -58,8 +65,10 @@ def write_trial(sweep: Path, n: int, overrides: dict[str, object], status: str |
             summary["reason"] = reason
         (folder / "summary.json").write_text(json.dumps(summary))
     if attempts:
-        records = [{"attempt": i + 1, "started": at(s), "ended": at(e), "exit": "done" if e else None}
-                   for i, (s, e) in enumerate(attempts)]  # fmt: skip
+        records = [
+            {"attempt": i + 1, "started": at(s), "ended": at(e), "exit": "done" if e else None}
+            for i, (s, e) in enumerate(attempts)
+        ]
         (folder / "state.json").write_text(json.dumps({"status": status or "running", "attempts": records}))
     return folder
 
@@ -92,9 +101,16 @@ def test_rank_rows_orders_completed_pruned_failed_stopped_incomplete() -> None:
     def row(trial: int, status: str, value: float | None) -> TrialRow:
         return TrialRow(trial, status, value, {}, 1.0, None, str(trial))
 
-    rows = [row(0, "incomplete", None), row(1, "pruned", 0.9), row(2, "failed", None), row(3, "completed", 0.5),
-            row(4, "stopped", None), row(5, "pruned", 0.2), row(6, "completed", 0.1),
-            row(7, "pruned", None)]  # fmt: skip
+    rows = [
+        row(0, "incomplete", None),
+        row(1, "pruned", 0.9),
+        row(2, "failed", None),
+        row(3, "completed", 0.5),
+        row(4, "stopped", None),
+        row(5, "pruned", 0.2),
+        row(6, "completed", 0.1),
+        row(7, "pruned", None),
+    ]
     assert [r.trial for r in rank_rows(rows, "minimize")] == [6, 3, 5, 1, 7, 2, 4, 0]
     assert [r.trial for r in rank_rows(rows, "maximize")] == [3, 6, 1, 5, 7, 2, 4, 0]
     assert counts_text(rows) == "2 completed, 3 pruned, 1 failed, 1 stopped, 1 incomplete"
@@ -107,12 +123,27 @@ def test_csv_and_markdown_rank_pruned_after_completed_and_show_their_values(tmp_
     assert [r.trial for r in ranked] == [3, 0, 6, 1, 2, 4, 5]
 
     rows = read_csv(sweep / "sweep_summary.csv")
-    assert list(rows[0]) == ["rank", "trial", "status", METRIC, "wall_seconds", "lr", "batch_size", "overrides",
-                             "reason", "run_dir"]  # fmt: skip
+    assert list(rows[0]) == [
+        "rank",
+        "trial",
+        "status",
+        METRIC,
+        "wall_seconds",
+        "lr",
+        "batch_size",
+        "overrides",
+        "reason",
+        "run_dir",
+    ]
     assert [(r["trial"], r["status"]) for r in rows] == [
-        ("3", "completed"), ("0", "completed"), ("6", "pruned"), ("1", "pruned"), ("2", "failed"),
-        ("4", "stopped"), ("5", "incomplete"),
-    ]  # fmt: skip
+        ("3", "completed"),
+        ("0", "completed"),
+        ("6", "pruned"),
+        ("1", "pruned"),
+        ("2", "failed"),
+        ("4", "stopped"),
+        ("5", "incomplete"),
+    ]
     assert [float(r[METRIC]) for r in rows[:4]] == [0.2, 0.5, 1.1, 2.3]  # pruned rows keep their last value
     assert rows[2]["reason"] == PRUNE_REASON and rows[2]["lr"] == "0.003"
     assert rows[4]["reason"] == "RunFailed: loss is NaN" and rows[4][METRIC] == ""
@@ -145,8 +176,13 @@ def test_png_is_a_grid_that_fits_a_screen(tmp_path: Path) -> None:
     space = {"lr": {"distribution": "float", "log": True, "low": 1e-6, "high": 1.0}}
     sweep = write_sweep(tmp_path / "sweep", params, space=space)
     for n in range(6):
-        values = {"lr": 10.0**-n, "batch_size": 32 * (n % 2 + 1), "momentum": n / 10,
-                  "optimizer": ["sgd", "adam"][n % 2], "width": n}  # fmt: skip
+        values = {
+            "lr": 10.0**-n,
+            "batch_size": 32 * (n % 2 + 1),
+            "momentum": n / 10,
+            "optimizer": ["sgd", "adam"][n % 2],
+            "width": n,
+        }
         write_trial(sweep, n, values, "pruned" if n == 4 else "failed" if n == 5 else "completed", 1.0 / (n + 1))
     write_sweep_summary(sweep, echo=False)
     with Image.open(sweep / "sweep_summary.png") as image:
@@ -201,16 +237,27 @@ def optuna_sweep(folder: Path) -> Path:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     folder.mkdir(parents=True, exist_ok=True)  # a journal's folder must exist (the sweep folder)
     journal = folder / "optuna.journal"
-    study = optuna.create_study(study_name="toy", storage=optuna_storage(str(journal)), direction="minimize",
-                                sampler=optuna.samplers.RandomSampler(seed=0))  # fmt: skip
-    study.optimize(lambda t: (t.suggest_float("lr", 1e-4, 1.0, log=True) - 0.01) ** 2 + t.suggest_int("depth", 1, 8),
-                   n_trials=6)  # fmt: skip
-    pruned = study.ask({"lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True),
-                        "depth": optuna.distributions.IntDistribution(1, 8)})  # fmt: skip
+    study = optuna.create_study(
+        study_name="toy",
+        storage=optuna_storage(str(journal)),
+        direction="minimize",
+        sampler=optuna.samplers.RandomSampler(seed=0),
+    )
+    study.optimize(
+        lambda t: (t.suggest_float("lr", 1e-4, 1.0, log=True) - 0.01) ** 2 + t.suggest_int("depth", 1, 8), n_trials=6
+    )
+    pruned = study.ask(
+        {
+            "lr": optuna.distributions.FloatDistribution(1e-4, 1.0, log=True),
+            "depth": optuna.distributions.IntDistribution(1, 8),
+        }
+    )
     pruned.report(9.0, step=1)
     study.tell(pruned, state=TrialState.PRUNED)
-    space = {"lr": {"distribution": "float", "log": True, "low": 1e-4, "high": 1.0},
-             "depth": {"distribution": "int", "log": False, "low": 1, "high": 8}}  # fmt: skip
+    space = {
+        "lr": {"distribution": "float", "log": True, "low": 1e-4, "high": 1.0},
+        "depth": {"distribution": "int", "log": False, "low": 1, "high": 8},
+    }
     sweep = write_sweep(folder, ["lr", "depth"], space=space, optuna={"storage": str(journal), "study_name": "toy"})
     for trial in study.trials:
         status = "pruned" if trial.state == TrialState.PRUNED else "completed"
@@ -242,7 +289,9 @@ def test_optuna_study_gets_its_importance_and_parallel_coordinate_plots(tmp_path
 def test_a_moved_sweep_still_finds_the_journal_beside_it(tmp_path: Path) -> None:
     moved = optuna_sweep(tmp_path / "before").rename(tmp_path / "after")  # sweep.json names the old journal path
     assert write_optuna_plots(moved, json.loads((moved / "sweep.json").read_text()), METRIC) == [
-        moved / "optuna_importance.png", moved / "optuna_parallel_coordinate.png"]  # fmt: skip
+        moved / "optuna_importance.png",
+        moved / "optuna_parallel_coordinate.png",
+    ]
 
 
 def test_optuna_plots_are_skipped_with_one_line_when_the_study_cannot_help(

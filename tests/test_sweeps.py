@@ -36,8 +36,13 @@ def test_optuna_sweep_interrupted_and_resumed_twice_never_repeats_parameters(tmp
     """Ctrl-C while a trial trains, twice: the stopped trial continues in its folder from its checkpoint,
     and the sampler, seeded with seed + trials held, never draws earlier parameters again (a fixed seed
     made the first new trial of every invocation repeat trial 0's)."""
-    optuna = ["-m", "hparams_search=digits_optuna", "trainer.max_epochs=3", "logger=csv",
-              "hydra.sweeper.sampler.n_startup_trials=2"]  # fmt: skip
+    optuna = [
+        "-m",
+        "hparams_search=digits_optuna",
+        "trainer.max_epochs=3",
+        "logger=csv",
+        "hydra.sweeper.sampler.n_startup_trials=2",
+    ]
     sweep = tmp_path / "logs" / "train" / "sweeps" / "digits_optuna"
     for interrupted in ("1", "2"):  # the driver and the trial get SIGINT as from a terminal
         driver = start_cli([*optuna, "hydra.sweeper.n_trials=5"], tmp_path, tmp_path / "driver.log")
@@ -86,11 +91,21 @@ def test_pruning_stops_hopeless_trials_and_failures_are_retried_by_class(tmp_pat
     good, bad = {"optimizer.lr": 0.01, "label_smoothing": 0.0}, {"optimizer.lr": 1e-7, "label_smoothing": 0.0}
     refused = {"optimizer.lr": 0.01, "label_smoothing": 1.5}
     enqueue(sweep, "prune", "minimize", [good, good, bad, bad, refused])
-    args = ["-m", "hydra/sweeper=cnnfleet_optuna", "optimized_metric=val/loss", "optimized_direction=minimize",
-            "logger=csv", "trainer.max_epochs=3", f"hydra.sweep.dir={sweep}", "hydra.sweeper.study_name=prune",
-            "hydra.sweeper.n_trials=5", "hydra.sweeper.max_retries=1",
-            "hydra.sweeper.pruner_settings={n_startup_trials:2,n_warmup_steps:1}",
-            "optimizer.lr=choice(1e-7,1e-2)", "label_smoothing=interval(0.0,2.0)"]  # fmt: skip
+    args = [
+        "-m",
+        "hydra/sweeper=cnnfleet_optuna",
+        "optimized_metric=val/loss",
+        "optimized_direction=minimize",
+        "logger=csv",
+        "trainer.max_epochs=3",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.study_name=prune",
+        "hydra.sweeper.n_trials=5",
+        "hydra.sweeper.max_retries=1",
+        "hydra.sweeper.pruner_settings={n_startup_trials:2,n_warmup_steps:1}",
+        "optimizer.lr=choice(1e-7,1e-2)",
+        "label_smoothing=interval(0.0,2.0)",
+    ]
     driver = start_cli(args, tmp_path, tmp_path / "driver.log")
     wait_for(lambda: (sweep / "0" / "checkpoints" / "last.ckpt").is_file(), "trial 0's first checkpoint", driver)
     os.kill(attempts(sweep / "0")[-1]["pid"], signal.SIGKILL)  # its process dies without a word
@@ -121,10 +136,17 @@ def test_local_slots_start_trials_as_slots_free_and_a_killed_driver_reattaches(t
     runs them twice, and finishes the study."""
     sweep = tmp_path / "sweep"
     enqueue(sweep, "slots", "maximize", [{"trainer.max_epochs": e} for e in (40, 1, 1, 1)])
-    args = ["-m", "hydra/sweeper=cnnfleet_optuna", "logger=csv", f"hydra.sweep.dir={sweep}",
-            "hydra.sweeper.study_name=slots", "hydra.sweeper.n_trials=4", "hydra.sweeper.n_jobs=2",
-            "hydra.sweeper.pruner=none",
-            "trainer.max_epochs=choice(40,1)"]  # fmt: skip
+    args = [
+        "-m",
+        "hydra/sweeper=cnnfleet_optuna",
+        "logger=csv",
+        f"hydra.sweep.dir={sweep}",
+        "hydra.sweeper.study_name=slots",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+        "hydra.sweeper.pruner=none",
+        "trainer.max_epochs=choice(40,1)",
+    ]
     driver = start_cli(args, tmp_path, tmp_path / "driver.log")
     wait_for(lambda: (sweep / "2" / "state.json").is_file(), "trial 2 (the slot trial 1 freed)", driver)
     assert not (sweep / "0" / "summary.json").exists()  # trial 0 still trains: trial 2 did not wait for it
@@ -208,14 +230,18 @@ def test_grid_sweep_with_a_failing_trial_lists_it_and_finishes_the_rest(tmp_path
 
 
 def test_grid_sweep_of_2x2_makes_4_runs_and_a_4_row_table(tmp_path: Path) -> None:
-    result = run_cli("cnnfleet-train", ["-m", *QUICK, "optimizer.lr=0.01,0.03", "model=simple_cnn,resnet_cifar",
-                                        "model.depth=18", "model.width=8"], tmp_path)  # fmt: skip
+    result = run_cli(
+        "cnnfleet-train",
+        ["-m", *QUICK, "optimizer.lr=0.01,0.03", "model=simple_cnn,resnet_cifar", "model.depth=18", "model.width=8"],
+        tmp_path,
+    )
     # model.depth is not a simple_cnn key: the composition error is one line, before any trial
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2 and len(lines) == 1 and "model.depth" in lines[0], result.stderr[-3000:]
 
-    result = run_cli("cnnfleet-train", ["-m", *QUICK, "optimizer.lr=0.01,0.03", "model=simple_cnn,resnet_cifar"],
-                     tmp_path)  # fmt: skip
+    result = run_cli(
+        "cnnfleet-train", ["-m", *QUICK, "optimizer.lr=0.01,0.03", "model=simple_cnn,resnet_cifar"], tmp_path
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     sweep = next(p for p in (tmp_path / "logs" / "train" / "multiruns").iterdir() if (p / "sweep_summary.csv").exists())
     rows = table(sweep)
@@ -237,8 +263,15 @@ def test_grid_sweep_of_2x2_makes_4_runs_and_a_4_row_table(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_ddp_trials_train_the_same_hyperparameters_on_every_rank(tmp_path: Path) -> None:
-    args = ["-m", "hparams_search=digits_optuna", "trainer.max_epochs=1", "logger=wandb", "hydra.sweeper.n_trials=2",
-            "device=ddp", "device.devices=2"]  # fmt: skip
+    args = [
+        "-m",
+        "hparams_search=digits_optuna",
+        "trainer.max_epochs=1",
+        "logger=wandb",
+        "hydra.sweeper.n_trials=2",
+        "device=ddp",
+        "device.devices=2",
+    ]
     result = run_cli("cnnfleet-train", args, tmp_path, env={"WANDB_MODE": "offline"})
     assert result.returncode == 0, result.stderr[-3000:]
     assert [p.name for p in (tmp_path / "logs" / "train").iterdir()] == ["sweeps"]  # no rank made its own sweep
@@ -278,7 +311,7 @@ def test_search_space_parses_hydra_sweep_syntax() -> None:
             "e=5",
             "f=interval(1, 8)",
             "g=choice([1,2],[3,4])",
-        ]  # fmt: skip
+        ]
     )
     assert space["a"] == CategoricalDistribution([1, 2])
     assert space["b"] == FloatDistribution(1e-4, 1e-1, log=True)
@@ -296,8 +329,13 @@ def test_rank_rows_puts_best_first_then_failed_then_incomplete() -> None:
     def row(trial: int, status: str, value: float | None, **overrides: str) -> TrialRow:
         return TrialRow(trial, status, value, overrides, 1.0, None, str(trial))
 
-    rows = [row(0, "failed", None, lr="1"), row(1, "completed", 0.5, lr="2"), row(2, "incomplete", None, lr="3"),
-            row(3, "completed", 0.9, lr="4"), row(4, "completed", 0.9, lr="4")]  # fmt: skip
+    rows = [
+        row(0, "failed", None, lr="1"),
+        row(1, "completed", 0.5, lr="2"),
+        row(2, "incomplete", None, lr="3"),
+        row(3, "completed", 0.9, lr="4"),
+        row(4, "completed", 0.9, lr="4"),
+    ]
     assert [r.trial for r in rank_rows(rows, "maximize")] == [3, 4, 1, 0, 2]
     assert [r.trial for r in rank_rows(rows, "minimize")] == [1, 3, 4, 0, 2]
     assert swept_keys(rows) == ["lr"]

@@ -42,8 +42,12 @@ def test_without_a_key_wandb_runs_offline(no_key) -> None:
 
 def test_redact_replaces_secret_looking_keys_at_any_depth() -> None:
     cfg = {"a": 1, "wandb": {"api_key": "s", "nested": [{"auth_token": "t"}]}, "password": None, "keyboard": 2}
-    assert redact(cfg) == {"a": 1, "wandb": {"api_key": "***", "nested": [{"auth_token": "***"}]},
-                           "password": None, "keyboard": "***"}  # fmt: skip
+    assert redact(cfg) == {
+        "a": 1,
+        "wandb": {"api_key": "***", "nested": [{"auth_token": "***"}]},
+        "password": None,
+        "keyboard": "***",
+    }
 
 
 def test_offline_run_records_config_and_the_metrics_of_metrics_csv(cli, no_key) -> None:
@@ -94,8 +98,9 @@ def test_api_key_never_reaches_files_or_output(cli, no_key) -> None:
 
 @pytest.mark.slow
 def test_ddp_makes_exactly_one_wandb_run(cli, no_key) -> None:
-    result = cli("logger=wandb", "device=ddp", "device.accelerator=cpu", "device.devices=2", "trainer.max_epochs=2",
-                 env=no_key)  # fmt: skip
+    result = cli(
+        "logger=wandb", "device=ddp", "device.accelerator=cpu", "device.devices=2", "trainer.max_epochs=2", env=no_key
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     (run,) = result.run_dirs()
     (wandb_file,) = offline_runs(run)

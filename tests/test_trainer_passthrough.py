@@ -30,13 +30,27 @@ def test_trainer_group_is_lightning_trainer_one_to_one() -> None:
 
 
 CASES = {
-    "steps": ["trainer.max_steps=12", "trainer.val_check_interval=5", "trainer.profiler=simple",
-              "callbacks=[default,model_summary]", "test=false"],
-    "early": ["callbacks=[default,early_stopping]", "callbacks.early_stopping.patience=1",
-              "callbacks.early_stopping.min_delta=10", "trainer.max_epochs=6", "test=false"],
-    "pytorch-profiler": ["trainer.profiler=pytorch", "trainer.max_steps=3", "trainer.limit_val_batches=1",
-                         "test=false"],
-}  # fmt: skip
+    "steps": [
+        "trainer.max_steps=12",
+        "trainer.val_check_interval=5",
+        "trainer.profiler=simple",
+        "callbacks=[default,model_summary]",
+        "test=false",
+    ],
+    "early": [
+        "callbacks=[default,early_stopping]",
+        "callbacks.early_stopping.patience=1",
+        "callbacks.early_stopping.min_delta=10",
+        "trainer.max_epochs=6",
+        "test=false",
+    ],
+    "pytorch-profiler": [
+        "trainer.profiler=pytorch",
+        "trainer.max_steps=3",
+        "trainer.limit_val_batches=1",
+        "test=false",
+    ],
+}
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +109,13 @@ def test_the_step_budget_is_named_before_early_stopping_and_fast_dev_run_as_itse
     early = SimpleNamespace(stopped_epoch=1, monitor="val/loss")
 
     def trainer(**kw: object) -> SimpleNamespace:
-        base = {"fast_dev_run": False, "max_steps": 25, "global_step": 25, "early_stopping_callback": early,
-                "callbacks": []}  # fmt: skip
+        base = {
+            "fast_dev_run": False,
+            "max_steps": 25,
+            "global_step": 25,
+            "early_stopping_callback": early,
+            "callbacks": [],
+        }
         return SimpleNamespace(**{**base, **kw})
 
     # early stopping fired at the validation of the last step: the budget ended the run

@@ -167,8 +167,13 @@ def test_resume_last_without_an_unfinished_run_says_why(tmp_path: Path) -> None:
 
 
 def test_changed_defining_settings_are_named_and_a_one_cycle_schedule_keeps_its_length() -> None:
-    saved = {"seed": 1, "model": {"w": 1}, "scheduler": {"_target_": FIXED_LENGTH_SCHEDULES[0]},
-             "trainer": {"max_epochs": 20, "limit_train_batches": None}, "data": {"batch_size": 64}}  # fmt: skip
+    saved = {
+        "seed": 1,
+        "model": {"w": 1},
+        "scheduler": {"_target_": FIXED_LENGTH_SCHEDULES[0]},
+        "trainer": {"max_epochs": 20, "limit_train_batches": None},
+        "data": {"batch_size": 64},
+    }
     assert config_changes(saved, saved) == {}
     longer = {**saved, "trainer": {"max_epochs": 30, "limit_train_batches": None}}
     assert config_changes(saved, longer) == {"trainer.max_epochs": [20, 30]}
@@ -230,6 +235,9 @@ def test_a_wait_after_a_reported_checkpoint_write_is_reported_anew_with_its_plac
 
     watch = ProgressWatch(rank=0, stall_after_s=3, run_dir=tmp_path)
     trainer = SimpleNamespace(global_step=19, current_epoch=1)
+    watch.on_train_epoch_start(trainer, None)  # before the first step: the workers are starting
+    assert watch.where == "start-up"
+    watch.step_s = 0.02  # steps were taken
     watch.on_save_checkpoint(trainer, None, {})
     watch.reported = True  # the watch thread reported the slow write
     watch.on_train_epoch_start(trainer, None)

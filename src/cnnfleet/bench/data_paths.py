@@ -65,12 +65,24 @@ def bench_data(cfg: DictConfig, folder: Path) -> dict:
         for i in ids:
             count, seconds = measured[i]
             speed = count / seconds if seconds > 0 else 0.0
-            rows.append({"configuration": f"{PATHS[i][0]}, {_workers(n)}", "path": i,
-                         "workers": n, "images_per_s": speed, "images_per_s_per_process": speed / max(1, n),
-                         "images_per_s_per_gpu": speed if i == "shards-gpu" else None})  # fmt: skip
+            rows.append(
+                {
+                    "configuration": f"{PATHS[i][0]}, {_workers(n)}",
+                    "path": i,
+                    "workers": n,
+                    "images_per_s": speed,
+                    "images_per_s_per_process": speed / max(1, n),
+                    "images_per_s_per_gpu": speed if i == "shards-gpu" else None,
+                }
+            )
     title = "cnnfleet-bench data: input pipeline images/s (no model)"
-    write_report(folder, title, rows, notes(cfg, rows, ids, device, train_images, source),
-                 chart=("configuration", "images_per_s"))  # fmt: skip
+    write_report(
+        folder,
+        title,
+        rows,
+        notes(cfg, rows, ids, device, train_images, source),
+        chart=("configuration", "images_per_s"),
+    )
     return {"rows": rows}
 
 
@@ -82,8 +94,10 @@ def data_sets(cfg: DictConfig, folder: Path, synthetic: int) -> tuple[Path, Path
     data_root = Path(cfg.data_root).expanduser() if cfg.data_root else None
     shards_root = Path(cfg.shards_root).expanduser() if cfg.shards_root else None
     if shards_root is not None and not (shards_root / "index.json").is_file():
-        raise ConfigError(f"shards_root={shards_root} has no index.json: give a folder written by cnnfleet-prepare, "
-                          "or leave shards_root null to prepare data_root into the run folder")  # fmt: skip
+        raise ConfigError(
+            f"shards_root={shards_root} has no index.json: give a folder written by cnnfleet-prepare, "
+            "or leave shards_root null to prepare data_root into the run folder"
+        )
     if shards_root is not None and data_root is None:
         data_root = _prepared_from(shards_root)
     source = f"data_root={data_root}"
@@ -109,9 +123,11 @@ def _prepared_from(shards_root: Path) -> Path:
     settings = ShardIndex.read(shards_root).settings
     origin = Path(str(settings.get("source", "")))
     if settings.get("from") != "imagefolder" or not origin.is_dir():
-        raise ConfigError(f"shards_root={shards_root} was prepared from {settings.get('from')} "
-                          f"{settings.get('source')!r}, not an image folder this machine has; set data_root "
-                          "to the image folder it was prepared from (every path reads the same images)")  # fmt: skip
+        raise ConfigError(
+            f"shards_root={shards_root} was prepared from {settings.get('from')} "
+            f"{settings.get('source')!r}, not an image folder this machine has; set data_root "
+            "to the image folder it was prepared from (every path reads the same images)"
+        )
     return origin
 
 
@@ -152,8 +168,13 @@ def datamodule(cfg: DictConfig, path: str, root: Path, folder: Path) -> object:
 
     _, option, decode = PATHS[path]
     size = cfg.data_image_size
-    overrides = [f"data={option}", f"data.root='{root}'", f"data.batch_size={cfg.data_batch_size}",
-                 f"data.image_size={size}", f"data.resize_size={max(size, round(size * 8 / 7))}"]  # fmt: skip
+    overrides = [
+        f"data={option}",
+        f"data.root='{root}'",
+        f"data.batch_size={cfg.data_batch_size}",
+        f"data.image_size={size}",
+        f"data.resize_size={max(size, round(size * 8 / 7))}",
+    ]
     if decode is not None:
         overrides.append(f"data.decode={decode}")
     data_cfg = compose_train(overrides, output_dir=str(folder)).data
@@ -168,10 +189,12 @@ def _check_batches(images: int, batch: int, first_round: int) -> None:
     """A ConfigError when a pass has fewer timed batches than untimed ones (the first round, one per worker)."""
     batches = images // batch
     if batches < 2 * first_round:
-        raise ConfigError(f"data_batch_size={batch}: the {images} training images make {batches} whole "
-                          f"batch{'' if batches == 1 else 'es'} a pass, fewer than 2 x {first_round} (the first "
-                          f"{first_round} of each pass, one per worker, are not timed); lower data_batch_size or the "
-                          "largest of data_workers, or raise data_images (or use a larger data_root)")  # fmt: skip
+        raise ConfigError(
+            f"data_batch_size={batch}: the {images} training images make {batches} whole "
+            f"batch{'' if batches == 1 else 'es'} a pass, fewer than 2 x {first_round} (the first "
+            f"{first_round} of each pass, one per worker, are not timed); lower data_batch_size or the "
+            "largest of data_workers, or raise data_images (or use a larger data_root)"
+        )
 
 
 def measure(modules: dict, workers: int, device: torch.device, passes: int) -> dict[str, tuple[int, float]]:
@@ -228,8 +251,9 @@ def _sync(device: torch.device) -> None:
 # ---------------------------------------------------------------- the report
 
 
-def notes(cfg: DictConfig, rows: list[dict], ids: list[str], device: torch.device, images: int,
-          source: str) -> list[str]:  # fmt: skip
+def notes(
+    cfg: DictConfig, rows: list[dict], ids: list[str], device: torch.device, images: int, source: str
+) -> list[str]:
     where = torch.cuda.get_device_name(device) if device.type == "cuda" else "the CPU"
     out = [
         f"{images} training images ({source}); batch {cfg.data_batch_size}, {cfg.data_image_size} px training crops "
@@ -242,11 +266,18 @@ def notes(cfg: DictConfig, rows: list[dict], ids: list[str], device: torch.devic
     if "shards-gpu" not in ids:
         out.append("No CUDA device: shards with GPU decode not measured. Run `cnnfleet-bench mode=data` on a GPU node.")
     best = {i: max((r for r in rows if r["path"] == i), key=lambda r: r["images_per_s"]) for i in ids}
-    out.append("best: " + "; ".join(f"{PATHS[i][0]} {r['images_per_s']:,.0f} images/s ({_workers(r['workers'])})"
-                                    for i, r in best.items()))  # fmt: skip
+    out.append(
+        "best: "
+        + "; ".join(
+            f"{PATHS[i][0]} {r['images_per_s']:,.0f} images/s ({_workers(r['workers'])})" for i, r in best.items()
+        )
+    )
     pil = {r["workers"]: r["images_per_s"] for r in rows if r["path"] == "imagefolder"}
-    ratios = [f"{_workers(r['workers'])} x{r['images_per_s'] / pil[r['workers']]:.2f}" for r in rows
-              if r["path"] == "shards-cpu" and pil.get(r["workers"])]  # fmt: skip
+    ratios = [
+        f"{_workers(r['workers'])} x{r['images_per_s'] / pil[r['workers']]:.2f}"
+        for r in rows
+        if r["path"] == "shards-cpu" and pil.get(r["workers"])
+    ]
     if ratios:
         out.append("shards (CPU decode) / PIL ImageFolder: " + ", ".join(ratios))
     return out

@@ -23,8 +23,14 @@ from cnnfleet.training.optim import build_optimizer
 from cnnfleet.training.throughput import ThroughputMonitor
 
 # what the in-process cnnfleet side leaves out: the measurement is the training loop itself
-IN_PROCESS = ["logger=none", "callbacks=none", "test=false", "trainer.limit_val_batches=0",
-              "trainer.num_sanity_val_steps=0", "trainer.enable_progress_bar=false"]  # fmt: skip
+IN_PROCESS = [
+    "logger=none",
+    "callbacks=none",
+    "test=false",
+    "trainer.limit_val_batches=0",
+    "trainer.num_sanity_val_steps=0",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def compose_train(overrides: list[str], output_dir: str) -> DictConfig:
@@ -41,8 +47,13 @@ def compose_train(overrides: list[str], output_dir: str) -> DictConfig:
     saved = HydraConfig.instance().cfg
     try:
         cfg = compose_config("train", [*overrides, f"paths.output_dir={output_dir}"])
-        return OmegaConf.create({k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k])
-                                 else cfg[k] for k in cfg if k != "hydra"})  # fmt: skip
+        return OmegaConf.create(
+            {
+                k: OmegaConf.to_container(cfg[k], resolve=True) if OmegaConf.is_config(cfg[k]) else cfg[k]
+                for k in cfg
+                if k != "hydra"
+            }
+        )
     except COMPOSE_ERRORS as exc:
         raise ConfigError(f"workload: {explain(exc, conf_dir())}") from None
     finally:
@@ -99,15 +110,27 @@ def lightning_in_process(cfg: DictConfig, workdir: str) -> list[tuple[int, float
     L.seed_everything(cfg.seed, verbose=False)
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     classifier = build_classifier(cfg.model, cfg.data, cfg)  # the resolved optimizer and schedule
-    module = BareModule(classifier.net, classifier.hparams.optimizer, classifier.hparams.scheduler,
-                        cfg.trainer.channels_last)  # fmt: skip
+    module = BareModule(
+        classifier.net, classifier.hparams.optimizer, classifier.hparams.scheduler, cfg.trainer.channels_last
+    )
     compile_network(module, cfg.trainer)
     throughput = ThroughputMonitor()
-    trainer = L.Trainer(accelerator=plan.accelerator, devices=1, precision=plan.precision,
-                        max_epochs=cfg.trainer.max_epochs, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        num_sanity_val_steps=0, callbacks=[throughput], default_root_dir=workdir,
-                        benchmark=plan.accelerator == "gpu", use_distributed_sampler=False)  # fmt: skip
+    trainer = L.Trainer(
+        accelerator=plan.accelerator,
+        devices=1,
+        precision=plan.precision,
+        max_epochs=cfg.trainer.max_epochs,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[throughput],
+        default_root_dir=workdir,
+        benchmark=plan.accelerator == "gpu",
+        use_distributed_sampler=False,
+    )
     trainer.fit(module, datamodule=datamodule)
     return [(e["images"], e["train_seconds"]) for e in throughput.epochs]
 
@@ -124,9 +147,18 @@ def raw_in_process(cfg: DictConfig) -> list[tuple[int, float]]:
         net.compile(mode=cfg.trainer.compile_mode)
     device = torch.device("cuda", 0) if plan.accelerator == "gpu" else torch.device("cpu")
     images, labels = datamodule.splits["train"].tensors
-    return raw_train(net, images.to(device, storage_dtype(device)), labels.to(device), module.hparams.optimizer,
-                     module.hparams.scheduler, cfg.data.batch_size, cfg.trainer.max_epochs, plan.precision,
-                     channels_last=cfg.trainer.channels_last, seed=cfg.seed)  # fmt: skip
+    return raw_train(
+        net,
+        images.to(device, storage_dtype(device)),
+        labels.to(device),
+        module.hparams.optimizer,
+        module.hparams.scheduler,
+        cfg.data.batch_size,
+        cfg.trainer.max_epochs,
+        plan.precision,
+        channels_last=cfg.trainer.channels_last,
+        seed=cfg.seed,
+    )
 
 
 def run_train(overrides: list[str], env: dict | None = None, timeout: float | None = None) -> dict:

@@ -30,8 +30,9 @@ def raw_train(
     net = net.to(device, memory_format=memory_format).train()
     optimizer = build_optimizer(net, net, optimizer_cfg, net_prefix="")  # as cnnfleet's (layer_decay, freeze)
     steps_per_epoch = -(-len(images) // batch_size)
-    scheduler = instantiate(scheduler_cfg)(optimizer=optimizer, total_steps=epochs * steps_per_epoch) \
-        if scheduler_cfg else None  # fmt: skip
+    scheduler = (
+        instantiate(scheduler_cfg)(optimizer=optimizer, total_steps=epochs * steps_per_epoch) if scheduler_cfg else None
+    )
     dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "16-mixed")
     generator = torch.Generator().manual_seed(seed)

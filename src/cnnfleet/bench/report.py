@@ -16,8 +16,11 @@ def _fmt(value: object) -> str:
 
 def write_report(folder: Path, title: str, rows: list[dict], notes: list[str], chart: tuple[str, str] | None) -> None:
     """chart: (label column, value column) for a horizontal bar chart."""
-    columns = [column for column in dict.fromkeys(k for row in rows for k in row)
-               if any(row.get(column) not in (None, "") for row in rows)]  # fmt: skip  # an empty column says nothing
+    columns = [
+        column
+        for column in dict.fromkeys(k for row in rows for k in row)
+        if any(row.get(column) not in (None, "") for row in rows)
+    ]  # an empty column says nothing
     rows = [{k: v for k, v in row.items() if k in columns} for row in rows]
     with (folder / "bench.csv").open("w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)

@@ -15,6 +15,7 @@ import yaml
 
 from cnnfleet.catalogue.records import find_runs
 from cnnfleet.errors import ConfigError
+from cnnfleet.run.layout import CONFIG_FILE, HYDRA_DIR, OVERRIDES
 from cnnfleet.run.resume import flatten  # the leaves of a nested config, as resume compares them
 from cnnfleet.run.secrets import redact
 
@@ -54,7 +55,7 @@ def _load(path: Path) -> dict | None:
 
 def config_of(run_dir: Path, resolved: bool = False) -> dict[str, Any]:
     """The flattened, redacted config; ConfigError when the file is missing or damaged."""
-    path = run_dir / "config.yaml" if resolved else run_dir / ".hydra" / "config.yaml"
+    path = run_dir / CONFIG_FILE if resolved else run_dir / HYDRA_DIR / CONFIG_FILE
     config = _load(path)
     if config is None:
         hint = "" if resolved else " (a run folder holds .hydra/config.yaml from its start)"
@@ -64,7 +65,7 @@ def config_of(run_dir: Path, resolved: bool = False) -> dict[str, Any]:
 
 def overrides_of(run_dir: Path) -> str:
     """The run's command-line overrides (.hydra/overrides.yaml), one line."""
-    values = _load_list(run_dir / ".hydra" / "overrides.yaml")
+    values = _load_list(run_dir / HYDRA_DIR / OVERRIDES)
     return " ".join(str(v) for v in values) if values else "none"
 
 

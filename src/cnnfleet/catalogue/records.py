@@ -19,10 +19,10 @@ from typing import Any
 
 import yaml
 
+from cnnfleet.run.layout import CONFIG_FILE, HYDRA_DIR, SUMMARY_FILE
 from cnnfleet.run.smoke import smoke_run
 from cnnfleet.run.state import COMPLETED, FAILED, PRUNED, RUNNING, STATE_FILE, STOPPED, is_locked
 
-SUMMARY_FILE = "summary.json"
 INTERRUPTED = "interrupted"  # state.json says running, but no process holds the lock: killed, or its node lost
 INCOMPLETE = "incomplete"  # no state.json: Hydra started the job, which ended before its first record
 UNREADABLE = "unreadable"  # state.json is not valid JSON (damaged, or written by hand)
@@ -75,7 +75,7 @@ def read_json(path: Path) -> tuple[dict | None, str | None]:
 
 def read_config(run_dir: Path) -> dict | None:
     """The run's resolved config (config.yaml; Hydra's .hydra/config.yaml before it exists), None if unreadable."""
-    for path in (run_dir / "config.yaml", run_dir / ".hydra" / "config.yaml"):
+    for path in (run_dir / CONFIG_FILE, run_dir / HYDRA_DIR / CONFIG_FILE):
         with contextlib.suppress(OSError, yaml.YAMLError):
             data = yaml.safe_load(path.read_text())
             if isinstance(data, dict):
@@ -155,9 +155,11 @@ def read_run(run_dir: Path, root: Path) -> RunRecord:
     summary, summary_problem = read_json(run_dir / SUMMARY_FILE)
     problems += [p for p in (state_problem, summary_problem) if p]
     record = RunRecord(
-        path=run_dir, name=str(relative), task=relative.parts[0] if len(relative.parts) > 1 else "-",
+        path=run_dir,
+        name=str(relative),
+        task=relative.parts[0] if len(relative.parts) > 1 else "-",
         status=_status(run_dir, state, summary, problems),
-    )  # fmt: skip
+    )
     attempts = [a for a in (state or {}).get("attempts") or [] if isinstance(a, dict)]
     record.started = _time(attempts[0].get("started")) if attempts else None
     if record.started is None:

@@ -25,8 +25,11 @@ TEXT_KEYS = ("run", "status", "task", "device")
 NUMBER_KEYS = ("date", "wall", "world")
 FILTER = re.compile(r"^(?P<key>[\w/.@-]+?)(?P<op>!=|>=|<=|=|>|<)(?P<value>.*)$")
 COMPARE: dict[str, Callable[[float, float], bool]] = {
-    ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, "<": lambda a, b: a < b,
-}  # fmt: skip
+    ">=": lambda a, b: a >= b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    "<": lambda a, b: a < b,
+}
 
 
 @dataclass(frozen=True)
@@ -147,17 +150,28 @@ def render(records: list[RunRecord], metrics: list[str]) -> str:
     header = columns(metrics)
     rows = [[text(r, k) if k != "note" else _cut(r.note or "", 70) for k in header] for r in records]
     widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
-    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-             for row in [header, *rows]]  # fmt: skip
+    lines = [
+        "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        for row in [header, *rows]
+    ]
     return "\n".join(lines)
 
 
 def as_json(records: list[RunRecord]) -> str:
     def row(r: RunRecord) -> dict[str, Any]:
         started = r.started.isoformat() if isinstance(r.started, datetime) else None
-        return {"run": r.name, "path": str(r.path), "status": r.status, "task": r.task, "started": started,
-                "device": r.device, "world_size": r.world_size, "wall_seconds": r.wall_seconds,
-                "metrics": r.metrics, "note": r.note}  # fmt: skip
+        return {
+            "run": r.name,
+            "path": str(r.path),
+            "status": r.status,
+            "task": r.task,
+            "started": started,
+            "device": r.device,
+            "world_size": r.world_size,
+            "wall_seconds": r.wall_seconds,
+            "metrics": r.metrics,
+            "note": r.note,
+        }
 
     return json.dumps([row(r) for r in records], indent=2)
 

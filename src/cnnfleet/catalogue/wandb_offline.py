@@ -48,9 +48,12 @@ def sync(run: OfflineRun) -> tuple[bool, str]:
     """Upload one offline run; (ok, the last line wandb printed, or why it could not run)."""
     try:
         proc = subprocess.run(
-            [wandb_executable(), "sync", str(run.folder)], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            [wandb_executable(), "sync", str(run.folder)],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
             timeout=SYNC_TIMEOUT_S,
-        )  # fmt: skip
+        )
     except FileNotFoundError:
         return False, "the wandb command was not found (pip install wandb)"
     except subprocess.TimeoutExpired:

@@ -39,6 +39,7 @@ from cnnfleet.errors import CnnfleetError, user_message
 from cnnfleet.launch import signals
 from cnnfleet.launch.env import slurm_task_id
 from cnnfleet.launch.orphans import die_with_parent
+from cnnfleet.run.layout import TRACEBACK_FILE
 from cnnfleet.run.resume import checkpoint_file
 
 EXIT_USAGE = 2
@@ -78,19 +79,19 @@ def _load(target: str | Callable[..., Any]) -> Callable[..., Any]:
     return getattr(importlib.import_module(module_name), function)
 
 
-def _run_overrides(cfg: DictConfig, overrides: list[str], plans_run: bool) -> list[str]:
-    """Training: plan the run (folder, lock, checkpoint) and return the argv every rank parses.
-    Other commands: an explicit ckpt_path becomes an absolute file (one line when it is not)."""
+def _run_overrides(cfg: DictConfig, overrides: list[str], plans_run: bool) -> tuple[list[str], dict]:
+    """Training: plan the run (folder, lock, checkpoint); the argv every rank parses, and the plan for
+    the task. Other commands: an explicit ckpt_path becomes an absolute file (one line when it is not)."""
     if plans_run:
         from cnnfleet.run.plan import argv_overrides, plan_launch
         from cnnfleet.run.record import plain_config
 
         plan = plan_launch(cfg, overrides, os.environ, plain_config(cfg))
-        return argv_overrides(plan, cfg, overrides)
+        return argv_overrides(plan, cfg, overrides), {"plan": plan}
     if "ckpt_path" not in cfg or OmegaConf.is_missing(cfg, "ckpt_path") or cfg.ckpt_path in (None, "last"):
-        return overrides
+        return overrides, {}
     kept = [o for o in overrides if o.partition("=")[0].lstrip("+~") != "ckpt_path"]
-    return [*kept, f"ckpt_path={quote_value(str(checkpoint_file(str(cfg.ckpt_path))))}"]
+    return [*kept, f"ckpt_path={quote_value(str(checkpoint_file(str(cfg.ckpt_path))))}"], {}
 
 
 def _start_process() -> None:
@@ -130,8 +131,13 @@ def launch(command: Command, hydra_app: Callable[[], Any], argv: list[str] | Non
         _hydra_app(command, hydra_app, line, argv)
         return
     try:
-        cfg = compose_config(command.config_name if line.config_name is None else line.config_name,
-                             line.overrides, line.config_dir, command.job_name, line.config_path)  # fmt: skip
+        cfg = compose_config(
+            command.config_name if line.config_name is None else line.config_name,
+            line.overrides,
+            line.config_dir,
+            command.job_name,
+            line.config_path,
+        )
         check_config(cfg)
         # values the data define (an image folder's class count): every rank and the record see them
         overrides = [*line.overrides, *complete_from_data(cfg)]
@@ -139,7 +145,7 @@ def launch(command: Command, hydra_app: Callable[[], Any], argv: list[str] | Non
             check_new_folder(cfg, prog)
         if line.check or command.check_first:
             run_check(command, cfg, overrides, exit_after=line.check)
-        final = _run_overrides(cfg, overrides, command.plans_run)
+        final, decided = _run_overrides(cfg, overrides, command.plans_run)
         apply_overrides(cfg, final, line.overrides)
     except COMPOSE_ERRORS as exc:
         fail(prog, explain(exc, current_roots()))
@@ -152,7 +158,7 @@ def launch(command: Command, hydra_app: Callable[[], Any], argv: list[str] | Non
         sys.argv = [sys.argv[0], *flags, *final]
     from cnnfleet.cli.job import run_one
 
-    run_one(lambda job_cfg: call_task(command, job_cfg), cfg, cfg.hydra.job.config_name)
+    run_one(lambda job_cfg: call_task(command, job_cfg, **decided), cfg, cfg.hydra.job.config_name)
 
 
 def _hydra_app(command: Command, hydra_app: Callable[[], Any], line: CommandLine, argv: list[str]) -> None:
@@ -173,8 +179,11 @@ def _hydra_app(command: Command, hydra_app: Callable[[], Any], line: CommandLine
         GlobalHydra.instance().clear()
     if line.config_path:  # Hydra reads --config-path beside the Python file; we read it from the cwd
         at = argv.index(next(a for a in argv if a in ("--config-path", "-cp") or a.startswith("--config-path=")))
-        argv = argv[:at] + [f"--config-path={Path(line.config_path).absolute()}"] + \
-            argv[at + (1 if "=" in argv[at] else 2):]  # fmt: skip
+        argv = (
+            argv[:at]
+            + [f"--config-path={Path(line.config_path).absolute()}"]
+            + argv[at + (1 if "=" in argv[at] else 2) :]
+        )
     sys.argv = [sys.argv[0], *argv]
     if not line.multirun:
         hydra_app()
@@ -218,20 +227,25 @@ def run_check(command: Command, cfg: DictConfig, overrides: list[str], exit_afte
 
 def _internal_fault(prog: str, exc: BaseException, folder: Path | None) -> NoReturn:
     """A bug in cnnfleet (not the user's input): one line pointing at the full traceback."""
-    from cnnfleet.config.guard import first_line, write_traceback
+    from cnnfleet.config.guard import first_line
     from cnnfleet.launch.env import global_rank
+    from cnnfleet.run.summary import write_traceback
 
     path = None
     if folder is not None and global_rank(os.environ) == 0:
-        path = folder / "traceback.txt"
+        path = folder / TRACEBACK_FILE
         if not path.is_file():
             path = write_traceback(folder, exc)
     if path is None:
         import tempfile
 
         path = write_traceback(Path(tempfile.mkdtemp(prefix="cnnfleet-fault-")), exc)
-    fail(prog, f"internal error ({type(exc).__name__}: {first_line(exc)}); this is a cnnfleet bug, please report "
-               f"it with {path}", 1)  # fmt: skip
+    fail(
+        prog,
+        f"internal error ({type(exc).__name__}: {first_line(exc)}); this is a cnnfleet bug, please report "
+        f"it with {path}",
+        1,
+    )
 
 
 def _summarize_sweeps(prog: str, check: bool) -> None:
@@ -243,18 +257,20 @@ def _summarize_sweeps(prog: str, check: bool) -> None:
         rows = write_sweep_summary(sweep_dir)
         failed = [row for row in rows if row.status not in ("completed", "pruned")]
         if failed:
-            print(f"{prog}: {len(failed)} of {len(rows)} trials failed or did not finish; see "
-                  f"{sweep_dir}/sweep_summary.md")  # fmt: skip
+            print(
+                f"{prog}: {len(failed)} of {len(rows)} trials failed or did not finish; see "
+                f"{sweep_dir}/sweep_summary.md"
+            )
         if check and rows and len(failed) == len(rows):
             sys.stderr.write(f"{prog}: error: every trial failed; first reason: {failed[0].reason}\n")
             raise SystemExit(1)
 
 
-def call_task(command: Command, cfg: DictConfig) -> Any:
-    """Run the command's task on a checked config; our input errors become one line and exit 2, a
-    bug one line and the traceback in the run folder."""
+def call_task(command: Command, cfg: DictConfig, **decided: Any) -> Any:
+    """Run the command's task on a checked config (`decided`: what the launch decided for it, the run
+    plan); our input errors become one line and exit 2, a bug one line and the traceback in the run folder."""
     try:
-        return _load(command.task)(cfg, **command.options)
+        return _load(command.task)(cfg, **command.options, **decided)
     except CnnfleetError as exc:
         fail(command.prog, user_message(exc), exc.exit_code)
     except Exception as exc:

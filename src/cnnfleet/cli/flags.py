@@ -57,13 +57,20 @@ def parse(argv: list[str]) -> CommandLine:
     buffer = io.StringIO()
     try:
         with contextlib.redirect_stderr(buffer):
-            args = parser().parse_args(argv)
+            args = parser().parse_intermixed_args(argv)  # overrides before and after flags
     except (argparse.ArgumentError, SystemExit) as exc:
         reason = str(exc) if isinstance(exc, argparse.ArgumentError) else ""
         lines = [line for line in buffer.getvalue().splitlines() if line.strip()]
         raise FlagError(reason or (lines[-1].split("error: ", 1)[-1] if lines else "malformed arguments")) from None
-    shows = bool(args.help or args.hydra_help or args.version or args.cfg or args.info or args.shell_completion
-                 or args.experimental_rerun)  # fmt: skip
+    shows = bool(
+        args.help
+        or args.hydra_help
+        or args.version
+        or args.cfg
+        or args.info
+        or args.shell_completion
+        or args.experimental_rerun
+    )
     return CommandLine(
         overrides=list(args.overrides),
         multirun=args.multirun,

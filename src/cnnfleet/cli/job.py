@@ -48,7 +48,8 @@ def run_one(task: Callable[[DictConfig], Any], cfg: DictConfig, config_name: str
     callbacks = JobCallbacks(cfg)
     callbacks.on_run_start(config=cfg, config_name=config_name)
     context = HydraContext(config_loader=None, callbacks=callbacks)  # type: ignore[arg-type]  # run_job reads neither loader nor more
-    result = run_job(task_function=task, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None,
-                     hydra_context=context)  # fmt: skip
+    result = run_job(
+        task_function=task, config=cfg, job_dir_key="hydra.run.dir", job_subdir_key=None, hydra_context=context
+    )
     callbacks.on_run_end(config=cfg, config_name=config_name, job_return=result)
     return result.return_value

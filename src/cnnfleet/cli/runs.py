@@ -38,30 +38,52 @@ def default_logs() -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--logs", type=Path, default=None, metavar="DIR",
-                        help="the logs root (default: $CNNFLEET_ROOT/logs, else ./logs)")  # fmt: skip
-    common.add_argument("--filter", action="append", default=[], metavar="KEY=VALUE",
-                        help="keep runs where KEY=glob, KEY!=glob, or KEY>=|<=|>|< number (repeatable)")  # fmt: skip
+    common.add_argument(
+        "--logs",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="the logs root (default: $CNNFLEET_ROOT/logs, else ./logs)",
+    )
+    common.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="keep runs where KEY=glob, KEY!=glob, or KEY>=|<=|>|< number (repeatable)",
+    )
     parser = _Parser(
         prog=PROG, description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     commands = parser.add_subparsers(dest="command", parser_class=_Parser)
     listing = commands.add_parser("list", parents=[common], help="a table of runs (the default command)")
-    listing.add_argument("--sort", default="date", metavar="KEY",
-                         help="date (default, newest first), run, status, task, wall, world, device or a metric "
-                              "(best first: *loss* ascending, others descending)")  # fmt: skip
+    listing.add_argument(
+        "--sort",
+        default="date",
+        metavar="KEY",
+        help="date (default, newest first), run, status, task, wall, world, device or a metric "
+        "(best first: *loss* ascending, others descending)",
+    )
     listing.add_argument("--reverse", action="store_true", help="flip the sort order")
     listing.add_argument("--limit", type=int, default=None, metavar="N", help="show the first N rows")
-    listing.add_argument("--metric", action="append", default=None, metavar="KEY",
-                         help="metric columns (repeatable; default test/acc and val/acc)")  # fmt: skip
+    listing.add_argument(
+        "--metric",
+        action="append",
+        default=None,
+        metavar="KEY",
+        help="metric columns (repeatable; default test/acc and val/acc)",
+    )
     listing.add_argument("--json", action="store_true", help="print JSON (every metric) instead of the table")
     diff = commands.add_parser("diff", parents=[common], help="two runs' config differences, side by side")
     diff.add_argument(
         "runs", nargs=2, metavar="RUN", help="a run folder, or its name (or a unique part) under the logs"
     )
-    diff.add_argument("--resolved", action="store_true",
-                      help="compare the resolved config.yaml (values after interpolation, run paths included) "
-                           "instead of Hydra's composed .hydra/config.yaml")  # fmt: skip
+    diff.add_argument(
+        "--resolved",
+        action="store_true",
+        help="compare the resolved config.yaml (values after interpolation, run paths included) "
+        "instead of Hydra's composed .hydra/config.yaml",
+    )
     wandb = commands.add_parser("wandb", parents=[common], help="offline W&B runs not yet synced, and how to sync")
     wandb.add_argument("--sync", action="store_true", help="run `wandb sync` for each (one result line per run)")
     return parser

@@ -16,8 +16,15 @@ from cnnfleet.cli.app import Command, fail, launch, run_task
 from cnnfleet.config.search_path import conf_dir
 
 PROG = "cnnfleet-submit"
-COMMAND = Command(prog=PROG, config_name="train", job_name="submit", task="cnnfleet.tasks.submit:submit",
-                  check="cnnfleet.tasks.check:submit", new_folder=False, check_first=True)  # fmt: skip
+COMMAND = Command(
+    prog=PROG,
+    config_name="train",
+    job_name="submit",
+    task="cnnfleet.tasks.submit:submit",
+    check="cnnfleet.tasks.check:submit",
+    new_folder=False,
+    check_first=True,
+)
 
 
 @hydra.main(version_base="1.3", config_path=conf_dir(), config_name="train")

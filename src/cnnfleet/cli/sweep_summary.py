@@ -36,10 +36,13 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG, description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument(
-        "sweep_dirs", nargs="*", type=Path, metavar="SWEEP",
+        "sweep_dirs",
+        nargs="*",
+        type=Path,
+        metavar="SWEEP",
         help="a sweep folder (logs/train/multiruns/<time> or logs/train/sweeps/<study>); give two to compare them "
-             "(the second one, B, receives compare.md and compare.png)",
-    )  # fmt: skip
+        "(the second one, B, receives compare.md and compare.png)",
+    )
     return parser
 
 

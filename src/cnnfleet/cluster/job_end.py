@@ -25,8 +25,10 @@ def record_end(job_id: str, status: int) -> str | None:
     state = RunState.read(run_dir)
     if state is None or state.status != RUNNING or is_locked(run_dir):
         return None
-    reason = (f"the job's tasks ended without a record (srun exit status {status}): a task was killed "
-              "(out of memory, a signal) or lost its node")  # fmt: skip
+    reason = (
+        f"the job's tasks ended without a record (srun exit status {status}): a task was killed "
+        "(out of memory, a signal) or lost its node"
+    )
     state.end_attempt(run_dir, FAILED, reason, state.step, state.epoch)
     write_failure(run_dir, reason, error=TASKS_LOST)
     return f"cnnfleet: {run_dir}: {reason}; continue with: cnnfleet-submit hydra.run.dir={run_dir}"

@@ -66,8 +66,13 @@ def gpu_count(gres: str) -> int:
 def memory_mb(value: str) -> int:
     """'64G', '4096M', '4096' (SLURM's default unit is MB), '1T' -> MB."""
     number, unit = re.fullmatch(r"(\d+)([KMGT]?)", value.strip().upper()).groups()
-    return {"K": int(number) // 1024, "": int(number), "M": int(number), "G": int(number) * 1024,
-            "T": int(number) * 1024 * 1024}[unit]  # fmt: skip
+    return {
+        "K": int(number) // 1024,
+        "": int(number),
+        "M": int(number),
+        "G": int(number) * 1024,
+        "T": int(number) * 1024 * 1024,
+    }[unit]
 
 
 def _limit(value: str | None, parse=int) -> int | None:  # noqa: ANN001
@@ -97,14 +102,20 @@ def read_partition(name: str | None) -> Partition | None:
             int(n.get("RealMemory") or 0),
             gpu_count(n.get("Gres", "")),
             frozenset(f for f in n.get("AvailableFeatures", "").split(",") if f and f != "(null)"),
-        )  # fmt: skip
+        )
         for n in _records(nodes_text or "")
         if "NodeName" in n
     ]
     return Partition(
-        info["PartitionName"], nodes, _limit(info.get("MaxNodes")), _limit(info.get("MaxTime"), slurm_time_minutes),
-        _limit(info.get("MaxCPUsPerNode")), _limit(info.get("MaxMemPerNode")), info.get("State", "UP"), info,
-    )  # fmt: skip
+        info["PartitionName"],
+        nodes,
+        _limit(info.get("MaxNodes")),
+        _limit(info.get("MaxTime"), slurm_time_minutes),
+        _limit(info.get("MaxCPUsPerNode")),
+        _limit(info.get("MaxMemPerNode")),
+        info.get("State", "UP"),
+        info,
+    )
 
 
 def _constraint_features(constraint: str | None) -> set[str] | None:
@@ -117,8 +128,12 @@ def _constraint_features(constraint: str | None) -> set[str] | None:
 
 
 def _fits(node: Node, cpus: int, mem_mb: int, gpus: int, features: set[str] | None) -> bool:
-    return (node.cpus >= cpus and node.mem_mb >= mem_mb and node.gpus >= gpus
-            and (features is None or features <= node.features))  # fmt: skip
+    return (
+        node.cpus >= cpus
+        and node.mem_mb >= mem_mb
+        and node.gpus >= gpus
+        and (features is None or features <= node.features)
+    )
 
 
 def derive_cpus_per_task(cluster: DictConfig, partition: Partition | None) -> int | None:
@@ -147,8 +162,10 @@ def request_problem(cluster: DictConfig, partition: Partition, cpus_per_task: in
     if partition.state.upper() not in ("UP", ""):
         return f"{where} is {partition.state} and accepts no jobs; choose another with cluster.partition"
     if partition.max_time_min is not None and slurm_time_minutes(cluster.time) > partition.max_time_min:
-        return (f"cluster.time={cluster.time} exceeds {where}'s time limit of {partition.fields.get('MaxTime')}; "
-                "lower cluster.time (a longer run resumes across jobs: it is requeued at its limit)")  # fmt: skip
+        return (
+            f"cluster.time={cluster.time} exceeds {where}'s time limit of {partition.fields.get('MaxTime')}; "
+            "lower cluster.time (a longer run resumes across jobs: it is requeued at its limit)"
+        )
     if partition.max_nodes is not None and cluster.nodes > partition.max_nodes:
         return f"cluster.nodes={cluster.nodes} exceeds {where}'s MaxNodes={partition.max_nodes}; lower cluster.nodes"
     tasks = cluster.tasks_per_node
@@ -177,17 +194,23 @@ def request_problem(cluster: DictConfig, partition: Partition, cpus_per_task: in
         return f"cluster.gpus_per_node={gpus} but the nodes of {where} have at most {most} GPUs; {fix}"
     if max(n.cpus for n in nodes) < tasks:
         most = max(n.cpus for n in nodes)
-        return (f"cluster.tasks_per_node={tasks} needs at least {tasks} CPUs per node, but the largest node of "
-                f"{where} has {most}; lower cluster.tasks_per_node (and raise cluster.nodes)")  # fmt: skip
+        return (
+            f"cluster.tasks_per_node={tasks} needs at least {tasks} CPUs per node, but the largest node of "
+            f"{where} has {most}; lower cluster.tasks_per_node (and raise cluster.nodes)"
+        )
     if max(n.cpus for n in nodes) < cpus:
         most = max(n.cpus for n in nodes)
         fit = max(1, most // tasks)
-        return (f"cluster.tasks_per_node={tasks} x cluster.cpus_per_task={cpus_per_task} = {cpus} CPUs per node, "
-                f"but the largest node of {where} has {most}; use cluster.cpus_per_task<={fit} (or leave it out: it is "
-                "derived from the partition)")  # fmt: skip
+        return (
+            f"cluster.tasks_per_node={tasks} x cluster.cpus_per_task={cpus_per_task} = {cpus} CPUs per node, "
+            f"but the largest node of {where} has {most}; use cluster.cpus_per_task<={fit} (or leave it out: it is "
+            "derived from the partition)"
+        )
     if mem and max(n.mem_mb for n in nodes) < mem:
-        return (f"cluster.mem={cluster.mem} per node, but the largest node of {where} has "
-                f"{max(n.mem_mb for n in nodes)}M; lower cluster.mem")  # fmt: skip
+        return (
+            f"cluster.mem={cluster.mem} per node, but the largest node of {where} has "
+            f"{max(n.mem_mb for n in nodes)}M; lower cluster.mem"
+        )
     if features and not any(features <= n.features for n in nodes):
         offered = sorted({f for n in nodes for f in n.features}) or ["none"]
         return f"cluster.constraint={cluster.constraint}: no node of {where} has it (features: {', '.join(offered)})"

@@ -108,8 +108,10 @@ def _cpus_lines(cpus_per_task: int | None, derived: bool) -> str:
     if cpus_per_task is None:
         return "# cores per task: cluster.cpus_per_task=null is derived from the partition when submitted\n"
     how = " (derived from the partition: its smallest fitting node's CPUs / tasks)" if derived else ""
-    return (f"# cores per task{how}: each task's intra-op threads and decode workers stay within them\n"
-            f"#SBATCH --cpus-per-task={cpus_per_task}\n")  # fmt: skip
+    return (
+        f"# cores per task{how}: each task's intra-op threads and decode workers stay within them\n"
+        f"#SBATCH --cpus-per-task={cpus_per_task}\n"
+    )
 
 
 @dataclass(frozen=True)
@@ -134,8 +136,10 @@ def container(cluster: DictConfig, workdir: str, root: str, host_python: str) ->
     image = cluster.container
     if cluster.container_runtime == "pyxis":
         binds = ",".join(m if ":" in m else f"{m}:{m}" for m in mounts)
-        flags = (f"--container-image={shlex.quote(image)} --container-mounts={shlex.quote(binds)} "
-                 f"--container-workdir={shlex.quote(workdir)} ")  # fmt: skip
+        flags = (
+            f"--container-image={shlex.quote(image)} --container-mounts={shlex.quote(binds)} "
+            f"--container-workdir={shlex.quote(workdir)} "
+        )
         end = f"srun --nodes=1 --ntasks=1 {flags}python3 -m cnnfleet.cluster.job_end"
         note = (
             "# pyxis: every task runs in the image (cluster.container), the folders above mounted at the same paths\n"
@@ -148,26 +152,57 @@ def container(cluster: DictConfig, workdir: str, root: str, host_python: str) ->
     return Container("", prefix, "cnnfleet-train", end, note)
 
 
-def render(cluster: DictConfig, layout: JobLayout, train_args: list[str], workdir: str, root: str,
-           task: str, output: str, token: str, script: str, cpus_per_task: int | None = None,
-           python: str = sys.executable) -> str:  # fmt: skip
+def render(
+    cluster: DictConfig,
+    layout: JobLayout,
+    train_args: list[str],
+    workdir: str,
+    root: str,
+    task: str,
+    output: str,
+    token: str,
+    script: str,
+    cpus_per_task: int | None = None,
+    python: str = sys.executable,
+) -> str:
     """The sbatch script text; `cpus_per_task` as checked against the partition (resources.py)."""
-    resources = _sbatch_lines([
-        ("gpus-per-node", layout.gpus_per_node), ("mem", cluster.mem), ("partition", cluster.partition),
-        ("account", cluster.account), ("qos", cluster.qos), ("constraint", cluster.constraint),
-    ])  # fmt: skip
+    resources = _sbatch_lines(
+        [
+            ("gpus-per-node", layout.gpus_per_node),
+            ("mem", cluster.mem),
+            ("partition", cluster.partition),
+            ("account", cluster.account),
+            ("qos", cluster.qos),
+            ("constraint", cluster.constraint),
+        ]
+    )
     extra = "".join(f"#SBATCH {line}\n" for line in cluster.extra_sbatch)
     setup = "".join(f"{line}\n" for line in cluster.setup)
     requeue = "# a requeued job keeps its id: same run folder, it resumes from its checkpoint\n#SBATCH --requeue\n"
-    cpus = _cpus_lines(cpus_per_task if cpus_per_task is not None else cluster.cpus_per_task,
-                       derived=cluster.cpus_per_task is None)  # fmt: skip
+    cpus = _cpus_lines(
+        cpus_per_task if cpus_per_task is not None else cluster.cpus_per_task, derived=cluster.cpus_per_task is None
+    )
     box = container(cluster, workdir, root, python)
     return TEMPLATE.substitute(
-        job_name=cluster.job_name, nodes=layout.nodes, tasks=layout.tasks_per_node, cpus=cpus,
-        resources=resources, time=cluster.time, signal=cluster.signal_seconds,
-        requeue=requeue if cluster.requeue else "#SBATCH --no-requeue\n", output=output, extra=extra, setup=setup,
-        workdir=shlex.quote(workdir), root=shlex.quote(root), task=task,
-        command=shlex.join([*box.prefix, box.train, *train_args]), token=token, script=shlex.quote(script),
-        requeue_flag=1 if cluster.requeue else 0, container_note=box.note, srun_container=box.srun_flags,
+        job_name=cluster.job_name,
+        nodes=layout.nodes,
+        tasks=layout.tasks_per_node,
+        cpus=cpus,
+        resources=resources,
+        time=cluster.time,
+        signal=cluster.signal_seconds,
+        requeue=requeue if cluster.requeue else "#SBATCH --no-requeue\n",
+        output=output,
+        extra=extra,
+        setup=setup,
+        workdir=shlex.quote(workdir),
+        root=shlex.quote(root),
+        task=task,
+        command=shlex.join([*box.prefix, box.train, *train_args]),
+        token=token,
+        script=shlex.quote(script),
+        requeue_flag=1 if cluster.requeue else 0,
+        container_note=box.note,
+        srun_container=box.srun_flags,
         job_end=box.job_end,
-    )  # fmt: skip
+    )

@@ -41,8 +41,10 @@ def compose_config(
                 config_name=config_name, overrides=with_config_dir(overrides, config_dir), return_hydra_config=True
             )
         except ValueError as exc:  # Hydra's defaults list raises plain ValueErrors for some overrides
-            raise ConfigError(f"cannot compose the config: {first_text_line(exc)} (a group takes one option: "
-                              "group=option; remove a group's keys with ~group.key)") from None  # fmt: skip
+            raise ConfigError(
+                f"cannot compose the config: {first_text_line(exc)} (a group takes one option: "
+                "group=option; remove a group's keys with ~group.key)"
+            ) from None
     with open_dict(cfg):  # the job's folder, as Hydra will set it (the run plan may choose another)
         cfg.hydra.mode = cfg.hydra.mode or RunMode.RUN  # as Hydra's app marks a single run
         cfg.hydra.runtime.output_dir = str(Path(str(cfg.hydra.run.dir)).absolute())
@@ -145,8 +147,10 @@ def check_new_folder(cfg: DictConfig, prog: str) -> None:
     """eval/predict/export/bench write a NEW folder: never into a run folder or a folder with files."""
     folder = Path(str(cfg.hydra.run.dir)).absolute()
     if folder.is_dir() and any(folder.iterdir()):
-        raise ConfigError(f"{folder} is not empty; {prog} writes its results into a new folder of its own: "
-                          "leave hydra.run.dir out or point it at a new or empty folder")  # fmt: skip
+        raise ConfigError(
+            f"{folder} is not empty; {prog} writes its results into a new folder of its own: "
+            "leave hydra.run.dir out or point it at a new or empty folder"
+        )
 
 
 def check_writable(cfg: DictConfig) -> None:

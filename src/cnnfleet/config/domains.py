@@ -171,9 +171,13 @@ class PathRule:
         return creatable_problem(path)
 
     def text(self) -> str:
-        words = {"text": "a path", "dir": "an existing folder", "file": "an existing file",
-                 "dir_or_new": "a folder that exists or can be created",
-                 "dir_or_url": "an existing folder or an s3://<bucket>/<prefix> URL"}[self.kind]  # fmt: skip
+        words = {
+            "text": "a path",
+            "dir": "an existing folder",
+            "file": "an existing file",
+            "dir_or_new": "a folder that exists or can be created",
+            "dir_or_url": "an existing folder or an s3://<bucket>/<prefix> URL",
+        }[self.kind]
         return words + (f" {self.hint}" if self.hint else "") + "".join(f" or `{word}`" for word in self.also)
 
 

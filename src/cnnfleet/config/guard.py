@@ -60,14 +60,3 @@ def building(key: str, component: object, label: str | None = None) -> Iterator[
             raise
         label = label or f"cannot build {key.split('.')[0]} {component or '?'} from {key}.*"
         raise ConfigError(f"{label}: {first_line(cause)}") from exc
-
-
-def write_traceback(folder: Path, exc: BaseException) -> Path | None:
-    """traceback.txt in `folder` (created if needed); None when it cannot be written."""
-    path = Path(folder) / "traceback.txt"
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("".join(traceback.format_exception(exc)))
-    except OSError:
-        return None
-    return path

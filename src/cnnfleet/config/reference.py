@@ -13,9 +13,16 @@ from pathlib import Path
 
 from cnnfleet.config.domains import describe_field
 
-JOB_SCHEMAS = {"train": "train_schema", "submit": "train_schema", "evaluate": "eval_schema", "eval": "eval_schema",
-               "predict": "predict_schema", "export": "export_schema", "benchmark": "bench_schema",
-               "bench": "bench_schema"}  # fmt: skip
+JOB_SCHEMAS = {
+    "train": "train_schema",
+    "submit": "train_schema",
+    "evaluate": "eval_schema",
+    "eval": "eval_schema",
+    "predict": "predict_schema",
+    "export": "export_schema",
+    "benchmark": "bench_schema",
+    "bench": "bench_schema",
+}
 
 
 @cache

@@ -42,8 +42,10 @@ def _per_channel(node: DictConfig) -> list[str]:
     out = []
     for name in ("mean", "std"):
         if len(node[name]) != node.channels:
-            out.append(f"{name}={list(node[name])}: has {len(node[name])} values but data.channels={node.channels} "
-                       f"(expected one per channel)")  # fmt: skip
+            out.append(
+                f"{name}={list(node[name])}: has {len(node[name])} values but data.channels={node.channels} "
+                f"(expected one per channel)"
+            )
     if not out and any(v <= 0 for v in node.std):
         out.append(f"std={list(node.std)}: every value must be > 0")
     return out
@@ -84,14 +86,20 @@ class InMemoryDataConfig:
         if node.classes is not None and len(set(node.classes)) != len(node.classes):
             out.append(f"classes={list(node.classes)}: lists a class twice (expected distinct labels)")
         elif node.classes is not None and len(node.classes) != node.num_classes:
-            out.append(f"classes={list(node.classes)}: selects {len(node.classes)} classes but data.num_classes="
-                       f"{node.num_classes}; set data.num_classes={len(node.classes)}")  # fmt: skip
+            out.append(
+                f"classes={list(node.classes)}: selects {len(node.classes)} classes but data.num_classes="
+                f"{node.num_classes}; set data.num_classes={len(node.classes)}"
+            )
         if node.val_fraction + node.test_fraction >= 1:
-            out.append(f"val_fraction + test_fraction = {node.val_fraction + node.test_fraction:g}: "
-                       "leaves no training samples (expected a sum < 1)")  # fmt: skip
+            out.append(
+                f"val_fraction + test_fraction = {node.val_fraction + node.test_fraction:g}: "
+                "leaves no training samples (expected a sum < 1)"
+            )
         if node.crop_padding and node.crop_padding >= node.image_size:
-            out.append(f"crop_padding={node.crop_padding}: reflect padding needs crop_padding < "
-                       f"data.image_size={node.image_size}")  # fmt: skip
+            out.append(
+                f"crop_padding={node.crop_padding}: reflect padding needs crop_padding < "
+                f"data.image_size={node.image_size}"
+            )
         return out
 
 
@@ -117,12 +125,16 @@ class SyntheticDataConfig(InMemoryDataConfig):
         size = node.num_samples * node.channels * node.image_size**2 * 4
         limit = _memory_bytes() // 4
         if not out and size > limit:
-            out.append(f"num_samples={node.num_samples}: {node.num_samples} images of {node.channels}x"
-                       f"{node.image_size}x{node.image_size} need {size / 2**30:.1f} GiB, more than a quarter of this "
-                       f"machine's memory ({limit / 2**30:.1f} GiB); use fewer or smaller images")  # fmt: skip
+            out.append(
+                f"num_samples={node.num_samples}: {node.num_samples} images of {node.channels}x"
+                f"{node.image_size}x{node.image_size} need {size / 2**30:.1f} GiB, more than a quarter of this "
+                f"machine's memory ({limit / 2**30:.1f} GiB); use fewer or smaller images"
+            )
         if not out and node.num_samples < node.num_classes * 3:
-            out.append(f"num_samples={node.num_samples}: fewer than 3 per class for "
-                       f"data.num_classes={node.num_classes} (train, val and test each need one)")  # fmt: skip
+            out.append(
+                f"num_samples={node.num_samples}: fewer than 3 per class for "
+                f"data.num_classes={node.num_classes} (train, val and test each need one)"
+            )
         return out
 
 
@@ -170,8 +182,10 @@ class ImageFolderDataConfig:
     def cross_check(node: DictConfig) -> list[str]:
         out = _per_channel(node)
         if node.resize_size < node.image_size:
-            out.append(f"resize_size={node.resize_size}: smaller than data.image_size={node.image_size} "
-                       "(the evaluation center crop must fit inside the resized image)")  # fmt: skip
+            out.append(
+                f"resize_size={node.resize_size}: smaller than data.image_size={node.image_size} "
+                "(the evaluation center crop must fit inside the resized image)"
+            )
         return out
 
 
@@ -207,8 +221,9 @@ class ModelConfig:
     # is re-initialised; null = random initialisation
     init_from: str | None = key(None, PathRule("text"))
     # module-name prefixes (features, head.3, net.layer1) whose parameters are not trained
-    freeze: list[str] = key(factory=list, rules=(Each(Pattern(r"[A-Za-z0-9_.]{1,256}", "a module name such as "
-                                                               "features or net.layer1")),))  # fmt: skip
+    freeze: list[str] = key(
+        factory=list, rules=(Each(Pattern(r"[A-Za-z0-9_.]{1,256}", "a module name such as features or net.layer1")),)
+    )
 
     @staticmethod
     def cross_check(node: DictConfig) -> list[str]:
@@ -219,12 +234,16 @@ class ModelConfig:
             return []
         source = node.init_from
         if source is not None and source.startswith("<") and source.endswith(">"):  # a recipe's placeholder
-            return [f"init_from={source}: this recipe fine-tunes trained weights: pass model.init_from=<a run's "
-                    "checkpoints/best.ckpt, a .safetensors file or a weight name>"]  # fmt: skip
+            return [
+                f"init_from={source}: this recipe fine-tunes trained weights: pass model.init_from=<a run's "
+                "checkpoints/best.ckpt, a .safetensors file or a weight name>"
+            ]
         if source is None or re.fullmatch(WEIGHT_NAME, source) or Path(source).expanduser().is_file():
             return []
-        return [f"init_from={source!r}: no such file; pass a checkpoint (.ckpt), a .safetensors or .pth state "
-                "dict, or a cached weight name such as torchvision:resnet18.IMAGENET1K_V1"]  # fmt: skip
+        return [
+            f"init_from={source!r}: no such file; pass a checkpoint (.ckpt), a .safetensors or .pth state "
+            "dict, or a cached weight name such as torchvision:resnet18.IMAGENET1K_V1"
+        ]
 
 
 @dataclass
@@ -345,10 +364,31 @@ class CosineConfig:
 
 # ---------------------------------------------------------------- single-schema groups
 
-STRATEGIES = ("auto", "ddp", "ddp_spawn", "ddp_fork", "ddp_notebook", "ddp_find_unused_parameters_true", "fsdp",
-              "single_device")  # fmt: skip
-PRECISIONS = ("auto", "32-true", "32", "16-mixed", "16", "bf16-mixed", "bf16", "bf16-true", "16-true", "64-true", "64",
-              "transformer-engine", "transformer-engine-float16")  # fmt: skip
+STRATEGIES = (
+    "auto",
+    "ddp",
+    "ddp_spawn",
+    "ddp_fork",
+    "ddp_notebook",
+    "ddp_find_unused_parameters_true",
+    "fsdp",
+    "single_device",
+)
+PRECISIONS = (
+    "auto",
+    "32-true",
+    "32",
+    "16-mixed",
+    "16",
+    "bf16-mixed",
+    "bf16",
+    "bf16-true",
+    "16-true",
+    "64-true",
+    "64",
+    "transformer-engine",
+    "transformer-engine-float16",
+)
 
 
 @dataclass
@@ -414,8 +454,9 @@ class TrainerConfig:
     # cnnfleet speed options (see README "Speed")
     channels_last: bool = False  # NHWC tensors: faster convolutions on tensor-core GPUs with mixed precision
     compile: bool = False  # torch.compile the network (first steps slower: compilation)
-    compile_mode: str | None = key(None, OneOf("default", "reduce-overhead", "max-autotune",
-                                                "max-autotune-no-cudagraphs"))  # fmt: skip
+    compile_mode: str | None = key(
+        None, OneOf("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+    )
     ema_decay: float | None = key(None, Gt(0), Lt(1))  # moving average of the weights for val/test; e.g. 0.999
 
 
@@ -430,8 +471,7 @@ class PathsConfig:
     output_dir: str = key(MISSING, ANY_PATH)  # this run's folder (Hydra's run dir; checked as the run folder)
 
 
-SLURM_TIME = Pattern(r"\d+(:[0-5]?\d){0,2}|\d+-\d{1,2}(:[0-5]?\d){0,2}",
-                     "a SLURM time: MM, HH:MM:SS or D-HH:MM:SS")  # fmt: skip
+SLURM_TIME = Pattern(r"\d+(:[0-5]?\d){0,2}|\d+-\d{1,2}(:[0-5]?\d){0,2}", "a SLURM time: MM, HH:MM:SS or D-HH:MM:SS")
 
 
 MOUNT = Pattern(r"/[^,:]*(:/[^,:]*)?(:(ro|rw))?", "an absolute host[:container[:ro]] path")
@@ -457,8 +497,9 @@ class ClusterConfig:
     signal_seconds: int = key(90, Ge(10), Le(65535))  # SIGUSR1 this long before the time limit: checkpoint, requeue
     requeue: bool = True  # let SLURM (and Lightning on SIGUSR1) requeue the job
     # more "#SBATCH ..." options, e.g. ["--exclusive"]
-    extra_sbatch: list[str] = key(factory=list, rules=(Each(Pattern(r"--?[A-Za-z].{0,500}", "an sbatch option such "
-                                                                     "as --exclusive")),))  # fmt: skip
+    extra_sbatch: list[str] = key(
+        factory=list, rules=(Each(Pattern(r"--?[A-Za-z].{0,500}", "an sbatch option such as --exclusive")),)
+    )
     setup: list[str] = key(factory=list, rules=(Each(MaxLen(4096)),))  # shell lines before srun (module load cuda)
     # a container image for the tasks (pyxis: docker://..., name or .sqsh; apptainer: .sif); null = run on the host
     container: str | None = key(None, MaxLen(4096))
@@ -472,10 +513,12 @@ class ClusterConfig:
         # and the job would save and requeue itself over and over (found by trying cluster.time=1)
         limit_s = slurm_time_minutes(node.time) * 60
         if limit_s < node.signal_seconds + 60:
-            return [f"time={node.time}: {limit_s} s leaves no training time before the stop signal "
-                    f"(cluster.signal_seconds={node.signal_seconds}, which SLURM may send up to 60 s early); use "
-                    f"cluster.time >= {(node.signal_seconds + 60 + 59) // 60} minutes or a smaller "
-                    "cluster.signal_seconds"]  # fmt: skip
+            return [
+                f"time={node.time}: {limit_s} s leaves no training time before the stop signal "
+                f"(cluster.signal_seconds={node.signal_seconds}, which SLURM may send up to 60 s early); use "
+                f"cluster.time >= {(node.signal_seconds + 60 + 59) // 60} minutes or a smaller "
+                "cluster.signal_seconds"
+            ]
         return []
 
 
@@ -691,9 +734,13 @@ GROUP_SCHEMAS: dict[str, dict[str, type]] = {
     "paths": {"paths_schema": PathsConfig},
     "cluster": {"cluster_schema": ClusterConfig},
 }
-PRIMARY_SCHEMAS: dict[str, type] = {"train_schema": TrainConfig, "eval_schema": EvalConfig,
-                                    "predict_schema": PredictConfig, "export_schema": ExportConfig,
-                                    "bench_schema": BenchConfig}  # fmt: skip
+PRIMARY_SCHEMAS: dict[str, type] = {
+    "train_schema": TrainConfig,
+    "eval_schema": EvalConfig,
+    "predict_schema": PredictConfig,
+    "export_schema": ExportConfig,
+    "bench_schema": BenchConfig,
+}
 
 
 def register_configs() -> None:

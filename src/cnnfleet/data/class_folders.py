@@ -20,8 +20,9 @@ def train_classes(root: Path) -> list[str]:
     if not classes:
         raise DataError(f"{root}/train has no class folders; expected {root}/train/<class>/<image>")
     if len(classes) == 1:
-        raise DataError(f"{root}/train has one class folder ({classes[0]}); a classifier needs "
-                        "at least 2 classes, one folder each")  # fmt: skip
+        raise DataError(
+            f"{root}/train has one class folder ({classes[0]}); a classifier needs at least 2 classes, one folder each"
+        )
     return classes
 
 

@@ -47,8 +47,9 @@ def load_image(path: str, mode: str) -> object:
         raise DataError(f"cannot decode image {path} ({exc}); remove or replace the file") from None
 
 
-def train_transform(image_size: int, crop_scale_min: float, horizontal_flip: bool, policy: str, mean: list,
-                    std: list) -> object:  # fmt: skip
+def train_transform(
+    image_size: int, crop_scale_min: float, horizontal_flip: bool, policy: str, mean: list, std: list
+) -> object:
     from torchvision.transforms import v2
 
     ops = [v2.RandomResizedCrop(image_size, scale=(crop_scale_min, 1.0), antialias=True)]
@@ -63,10 +64,15 @@ def train_transform(image_size: int, crop_scale_min: float, horizontal_flip: boo
 def eval_transform(image_size: int, resize_size: int, mean: list, std: list) -> object:
     from torchvision.transforms import v2
 
-    return v2.Compose([
-        v2.Resize(resize_size, antialias=True), v2.CenterCrop(image_size),
-        v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(mean, std),
-    ])  # fmt: skip
+    return v2.Compose(
+        [
+            v2.Resize(resize_size, antialias=True),
+            v2.CenterCrop(image_size),
+            v2.ToImage(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean, std),
+        ]
+    )
 
 
 def default_workers(devices_per_node: int) -> int:
@@ -123,8 +129,9 @@ class ImageFolderDataModule(SplitLoaders, L.LightningDataModule):
         self.num_classes = len(train_classes)
         self.classes = train_classes
         mode = "RGB" if self.channels == 3 else "L"
-        train_tf = train_transform(self.image_size, self.crop_scale_min, self.horizontal_flip, self.auto_augment,
-                                   self.mean, self.std)  # fmt: skip
+        train_tf = train_transform(
+            self.image_size, self.crop_scale_min, self.horizontal_flip, self.auto_augment, self.mean, self.std
+        )
         eval_tf = eval_transform(self.image_size, self.resize_size, self.mean, self.std)
         self.splits["train"] = self._dataset("train", train_tf, mode)
         self.splits["val"] = self._dataset("val", eval_tf, mode)
@@ -139,8 +146,9 @@ class ImageFolderDataModule(SplitLoaders, L.LightningDataModule):
             )
         class_to_idx = {name: i for i, name in enumerate(self.classes)}
         try:
-            dataset = TrainClassesFolder(str(folder), class_to_idx, transform=transform,
-                                         loader=partial(load_image, mode=mode), allow_empty=True)  # fmt: skip
+            dataset = TrainClassesFolder(
+                str(folder), class_to_idx, transform=transform, loader=partial(load_image, mode=mode), allow_empty=True
+            )
         except (FileNotFoundError, OSError) as exc:
             raise DataError(f"cannot read {folder}: {exc}") from None
         if len(dataset) == 0:
@@ -167,9 +175,17 @@ class ImageFolderDataModule(SplitLoaders, L.LightningDataModule):
         world, rank, local_devices = self._world()
         workers = self.num_workers if self.num_workers is not None else default_workers(local_devices)
         pin = self.pin_memory if self.pin_memory is not None else torch.cuda.is_available()
-        return sharded_loader(self.splits[split], train, world, rank, self.batch_size, self.shuffle_seed,
-                              num_workers=workers, pin_memory=pin,
-                              skip_fn=lambda: completed_batches(self.trainer))  # fmt: skip
+        return sharded_loader(
+            self.splits[split],
+            train,
+            world,
+            rank,
+            self.batch_size,
+            self.shuffle_seed,
+            num_workers=workers,
+            pin_memory=pin,
+            skip_fn=lambda: completed_batches(self.trainer),
+        )
 
     def on_after_batch_transfer(self, batch: tuple[Tensor, Tensor], dataloader_idx: int) -> tuple[Tensor, Tensor]:
         """MixUp/CutMix on the device (the per-image transforms ran in the workers)."""

@@ -66,8 +66,10 @@ def select_classes(arrays: dict[str, tuple[np.ndarray, np.ndarray]], classes: li
     present = set(np.concatenate([labels for _, labels in arrays.values()]).tolist())
     absent = [c for c in classes if c not in present]
     if absent:
-        raise DataError(f"data.classes={classes}: the data set has no class {absent[0]} (its labels are "
-                        f"{min(present)}..{max(present)})")  # fmt: skip
+        raise DataError(
+            f"data.classes={classes}: the data set has no class {absent[0]} (its labels are "
+            f"{min(present)}..{max(present)})"
+        )
     lookup = np.full(max(max(present), max(classes)) + 1, -1, dtype=np.int64)
     lookup[classes] = np.arange(len(classes))
     out = {}
@@ -170,8 +172,10 @@ class InMemoryDataModule(SplitLoaders, L.LightningDataModule):
                 total = sum(len(labels) for _, labels in arrays.values())
                 fix = f"raise {key}" if key else "lower data.val_fraction and data.test_fraction"
                 val, test = self.fractions
-                raise DataError(f"the {name} split is empty ({total} images, data.val_fraction={val}, "
-                                f"data.test_fraction={test}); {fix}")  # fmt: skip
+                raise DataError(
+                    f"the {name} split is empty ({total} images, data.val_fraction={val}, "
+                    f"data.test_fraction={test}); {fix}"
+                )
         mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
         std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
         for name, (images, labels) in arrays.items():
@@ -229,13 +233,22 @@ class InMemoryDataModule(SplitLoaders, L.LightningDataModule):
         world, rank = self._world()
         resume, on_device = (lambda: completed_batches(self.trainer)), self._device_split(split)
         if on_device is None:
-            return sharded_loader(self.splits[split], train, world, rank, self.batch_size, self.shuffle_seed,
-                                  num_workers=self.num_workers, skip_fn=resume)  # fmt: skip
+            return sharded_loader(
+                self.splits[split],
+                train,
+                world,
+                rank,
+                self.batch_size,
+                self.shuffle_seed,
+                num_workers=self.num_workers,
+                skip_fn=resume,
+            )
         batch, n = self.per_device_batch_size(), len(self.splits[split])
         if not train:
             return DeviceBatches(*on_device, batches=even_eval_batches(n, world, rank, batch))
-        sampler = TrainingSampler(range(n), num_replicas=world, rank=rank, seed=self.shuffle_seed,
-                                  global_batch=self.batch_size)  # fmt: skip
+        sampler = TrainingSampler(
+            range(n), num_replicas=world, rank=rank, seed=self.shuffle_seed, global_batch=self.batch_size
+        )
         batches = DeviceBatches(*on_device, sampler=sampler, batch_size=batch)
         batches.skip_fn = resume
         return batches

@@ -21,8 +21,14 @@ class DeviceBatches(ResumeAware):
     """An iterable of (images, labels) batches; images are cast to float32 as they are taken.
     Training batches resume mid-epoch (ResumeAware: skip_fn gives the batches already done)."""
 
-    def __init__(self, images: Tensor, labels: Tensor, batches: list[list[int]] | None = None,
-                 sampler: DistributedSampler | None = None, batch_size: int = 1) -> None:  # fmt: skip
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        batches: list[list[int]] | None = None,
+        sampler: DistributedSampler | None = None,
+        batch_size: int = 1,
+    ) -> None:
         if (batches is None) == (sampler is None):
             raise ValueError("give either fixed batches (evaluation) or a sampler (training)")
         self.images, self.labels = images, labels

@@ -28,16 +28,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 from cnnfleet.data.resumable import ResumableDataLoader, SkipFn
 from cnnfleet.data.workers import worker_start
 from cnnfleet.errors import ConfigError
-
-
-def per_device_batch(global_batch: int, world_size: int) -> int:
-    """Global batch / world size; ConfigError when it does not divide."""
-    if global_batch % world_size:
-        raise ConfigError(
-            f"data.batch_size={global_batch} (global) is not divisible by the world size {world_size}; "
-            f"use a multiple of {world_size}"
-        )
-    return global_batch // world_size
+from cnnfleet.launch.world import per_device_batch
 
 
 def steps_per_epoch(num_samples: int, global_batch: int) -> int:
@@ -59,8 +50,15 @@ class TrainingSampler(DistributedSampler):
     `skip`: indices to drop once, at the start of the next epoch's iteration: the batches a run
     resumed mid-epoch has already trained on (data/resumable.py)."""
 
-    def __init__(self, dataset: Sized, num_replicas: int, rank: int, shuffle: bool = True, seed: int = 0,
-                 global_batch: int | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        dataset: Sized,
+        num_replicas: int,
+        rank: int,
+        shuffle: bool = True,
+        seed: int = 0,
+        global_batch: int | None = None,
+    ) -> None:
         super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed, drop_last=True)
         self.global_batch = global_batch or num_replicas
         per_device_batch(self.global_batch, num_replicas)
@@ -102,8 +100,13 @@ def sharded_loader(
     batch = per_device_batch(global_batch, world)
     # its own generator: creating a DataLoader iterator otherwise draws a worker seed from the global
     # torch RNG each epoch, which shifts augmentation randomness after a resume
-    common = {"num_workers": num_workers, "persistent_workers": num_workers > 0,
-              "generator": torch.Generator().manual_seed(seed), **worker_start(num_workers), **kwargs}  # fmt: skip
+    common = {
+        "num_workers": num_workers,
+        "persistent_workers": num_workers > 0,
+        "generator": torch.Generator().manual_seed(seed),
+        **worker_start(num_workers),
+        **kwargs,
+    }
     if train:
         sampler = TrainingSampler(dataset, num_replicas=world, rank=rank, seed=seed, global_batch=global_batch)
         loader = ResumableDataLoader(dataset, batch_size=batch, sampler=sampler, **common)

@@ -19,13 +19,17 @@ from cnnfleet.errors import DataError
 
 # where torchvision looks under data.root, and the files it needs there
 EXPECTED = {
-    "mnist": ("MNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                            "t10k-labels-idx1-ubyte"]),
-    "fashion_mnist": ("FashionMNIST/raw", ["train-images-idx3-ubyte", "train-labels-idx1-ubyte",
-                                           "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]),
+    "mnist": (
+        "MNIST/raw",
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"],
+    ),
+    "fashion_mnist": (
+        "FashionMNIST/raw",
+        ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"],
+    ),
     "cifar10": ("cifar-10-batches-py", [*(f"data_batch_{i}" for i in range(1, 6)), "test_batch", "batches.meta"]),
     "cifar100": ("cifar-100-python", ["train", "test", "meta"]),
-}  # fmt: skip
+}
 
 
 def dataset_class(name: str, verify_checksums: bool) -> type:
@@ -37,11 +41,15 @@ def dataset_class(name: str, verify_checksums: bool) -> type:
         return cls
     # torchvision checks CIFAR files against the official MD5s; files you built yourself in the
     # same format (or tests) pass with data.verify_checksums=false: presence is checked instead
-    return type(cls.__name__, (cls,), {
-        "train_list": [[f, None] for f, _ in cls.train_list],
-        "test_list": [[f, None] for f, _ in cls.test_list],
-        "meta": {**cls.meta, "md5": None},
-    })  # fmt: skip
+    return type(
+        cls.__name__,
+        (cls,),
+        {
+            "train_list": [[f, None] for f, _ in cls.train_list],
+            "test_list": [[f, None] for f, _ in cls.test_list],
+            "meta": {**cls.meta, "md5": None},
+        },
+    )
 
 
 def unpack_gzipped_idx(raw: Path, files: list[str]) -> None:

@@ -27,8 +27,15 @@ PREFIX = "cnnfleet/heartbeat"
 
 
 class Heartbeat:
-    def __init__(self, rank: int, world_size: int, silent_after_s: float, on_silent: Callable[[int, str], None],
-                 interval_s: float = 1.0, address: tuple[str, int] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        rank: int,
+        world_size: int,
+        silent_after_s: float,
+        on_silent: Callable[[int, str], None],
+        interval_s: float = 1.0,
+        address: tuple[str, int] | None = None,
+    ) -> None:
         self.rank, self.world_size = rank, world_size
         self.silent_after_s, self.interval_s = silent_after_s, interval_s
         self.on_silent = on_silent
@@ -104,8 +111,11 @@ class Heartbeat:
             quiet = time.monotonic() - self.store_ok
             if quiet >= self.silent_after_s and self.rank != 0:  # rank 0's node hosts the store
                 why = f" ({self.store_error})" if self.store_error else ""
-                self._report(0, f"its rendezvous store at {self.address[0]}:{self.address[1]} has not answered for "
-                                f"{quiet:.0f} s{why}")  # fmt: skip
+                self._report(
+                    0,
+                    f"its rendezvous store at {self.address[0]}:{self.address[1]} has not answered for "
+                    f"{quiet:.0f} s{why}",
+                )
                 return
             for peer, silent_s in self.silent(self.silent_after_s):
                 self._report(peer, f"its heartbeat stopped {silent_s:.0f} s ago")

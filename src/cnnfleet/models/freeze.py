@@ -28,16 +28,20 @@ def freeze(net: nn.Module, prefixes: list[str]) -> int:
     for prefix in prefixes:
         if not any(_under(name, prefix) for name in names):
             top = ", ".join(name for name, _ in net.named_children())
-            raise ConfigError(f"model.freeze: {prefix!r} matches no module of {type(net).__name__}; its top-level "
-                              f"modules are {top} (name nested ones with dots, e.g. a child's index)")  # fmt: skip
+            raise ConfigError(
+                f"model.freeze: {prefix!r} matches no module of {type(net).__name__}; its top-level "
+                f"modules are {top} (name nested ones with dots, e.g. a child's index)"
+            )
     frozen = 0
     for name, param in net.named_parameters():
         if any(_under(name, prefix) for prefix in prefixes):
             param.requires_grad_(False)
             frozen += param.numel()
     if prefixes and not any(p.requires_grad for p in net.parameters()):
-        raise ConfigError(f"model.freeze={list(prefixes)} freezes every parameter: nothing is left to train; "
-                          "leave the head (and any layers to fine-tune) out of the list")  # fmt: skip
+        raise ConfigError(
+            f"model.freeze={list(prefixes)} freezes every parameter: nothing is left to train; "
+            "leave the head (and any layers to fine-tune) out of the list"
+        )
     for name, module in net.named_modules():
         if isinstance(module, _BatchNorm) and any(_under(name, prefix) for prefix in prefixes):
             setattr(module, FROZEN_NORM, True)

@@ -42,8 +42,9 @@ SHOWN = 3  # keys named in an error line
 class Source:
     """A state dict read from a file or cache, with what it says about its origin."""
 
-    def __init__(self, tensors: dict[str, Tensor], where: str, model: dict | None = None,
-                 class_names: list[str] | None = None) -> None:  # fmt: skip
+    def __init__(
+        self, tensors: dict[str, Tensor], where: str, model: dict | None = None, class_names: list[str] | None = None
+    ) -> None:
         self.tensors = tensors
         self.where = where  # `what` it is, for the log line
         self.model = model  # the cnnfleet model config it was trained with, when known
@@ -68,8 +69,10 @@ def read_source(spec: str, in_channels: int) -> Source:
         return _torchvision_weights(model, tag) if library == "torchvision" else _timm_weights(model, tag, in_channels)
     path = Path(spec).expanduser()
     if not path.is_file():
-        raise ConfigError(f"model.init_from={spec}: no such file; pass a checkpoint, a .safetensors file or a cached "
-                          "weight name such as torchvision:resnet18.IMAGENET1K_V1")  # fmt: skip
+        raise ConfigError(
+            f"model.init_from={spec}: no such file; pass a checkpoint, a .safetensors file or a cached "
+            "weight name such as torchvision:resnet18.IMAGENET1K_V1"
+        )
     if path.suffix == ".safetensors":
         return _safetensors(path)
     return _torch_file(path)
@@ -92,8 +95,10 @@ def _torch_file(path: Path) -> Source:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # truncated, pickled classes, not a torch file at all
-        raise ConfigError(f"model.init_from={path}: not a checkpoint or state dict that loads with weights_only=True "
-                          f"({type(exc).__name__}); pass a .ckpt, .safetensors or .pth file") from None  # fmt: skip
+        raise ConfigError(
+            f"model.init_from={path}: not a checkpoint or state dict that loads with weights_only=True "
+            f"({type(exc).__name__}); pass a .ckpt, .safetensors or .pth file"
+        ) from None
     if isinstance(loaded, dict) and isinstance(loaded.get("state_dict"), dict):
         return _lightning(loaded, path)
     if not isinstance(loaded, dict) or not all(isinstance(v, Tensor) for v in loaded.values()):
@@ -165,8 +170,9 @@ def plan_load(source: dict[str, Tensor], target: dict[str, Tensor], head: str | 
     missing = [k for k in target if k not in source and not k.endswith(OPTIONAL)]
     unexpected = [k for k in source if k not in target]
     reshaped = [k for k in source.keys() & target.keys() if source[k].shape != target[k].shape]
-    skipped = [k for k in head_keys & target.keys()
-               if k in missing or (k in reshaped and _other_classes(source[k], target[k]))]  # fmt: skip
+    skipped = [
+        k for k in head_keys & target.keys() if k in missing or (k in reshaped and _other_classes(source[k], target[k]))
+    ]
     missing = [k for k in missing if k not in skipped]
     unexpected = [k for k in unexpected if not _same_layer(k, skipped)]  # a head of another kind: still the head
     reshaped = sorted(k for k in reshaped if k not in skipped)
@@ -177,8 +183,9 @@ def plan_load(source: dict[str, Tensor], target: dict[str, Tensor], head: str | 
         problems.append(f"{len(unexpected)} not in this network ({_few(unexpected)})")
     if reshaped:
         k = reshaped[0]
-        problems.append(f"{len(reshaped)} of another shape ({k}: {list(source[k].shape)} in the file, "
-                        f"{list(target[k].shape)} here)")  # fmt: skip
+        problems.append(
+            f"{len(reshaped)} of another shape ({k}: {list(source[k].shape)} in the file, {list(target[k].shape)} here)"
+        )
     load = {k: v for k, v in source.items() if k in target and k not in skipped}
     return load, sorted(skipped), "; ".join(problems)
 
@@ -201,8 +208,10 @@ def _settings_hint(saved: dict | None, model: dict) -> str:
         return "build the network the weights were trained with (model=..., model.name=...)"
     diff = [k for k in sorted(saved) if k not in ("in_channels", "num_classes") and saved.get(k) != model.get(k)]
     if not diff and saved.get("in_channels") not in (None, model.get("in_channels")):
-        return (f"they were trained on {saved['in_channels']}-channel images and these data have "
-                f"{model.get('in_channels')} (data.channels)")  # fmt: skip
+        return (
+            f"they were trained on {saved['in_channels']}-channel images and these data have "
+            f"{model.get('in_channels')} (data.channels)"
+        )
     if not diff:
         return "the file was written by another version of this network"
     return "they were trained with " + " ".join(f"model.{k}={saved[k]!r}".replace("'", "") for k in diff)
@@ -220,8 +229,10 @@ def init_from(net: nn.Module, spec: str, model: dict, in_channels: int) -> Loade
     aligned = align_keys(source.tensors, target)
     load, skipped, problem = plan_load(aligned, target, head)
     if problem:
-        raise ConfigError(f"model.init_from={spec} does not fit this {type(net).__name__}: {problem}; "
-                          f"{_settings_hint(source.model, model)}")  # fmt: skip
+        raise ConfigError(
+            f"model.init_from={spec} does not fit this {type(net).__name__}: {problem}; "
+            f"{_settings_hint(source.model, model)}"
+        )
     fresh = {key: target[key].clone() for key in (f"{head}.weight", f"{head}.bias") if key in target}
     net.load_state_dict(load, strict=False)
     log.info("model.init_from: loaded %d of %d tensors from %s", len(load), len(target), source.where)
@@ -249,11 +260,17 @@ def match_head_classes(net: nn.Module, loaded: LoadedHead, class_names: list[str
             for tensor in (layer.weight, getattr(layer, "bias", None)):
                 if tensor is not None:
                     tensor.copy_(tensor[rows.to(tensor.device)])
-            log.info("model.init_from: head %s rows reordered to this data's class order (%s)", loaded.name,
-                     _few(names))  # fmt: skip
+            log.info(
+                "model.init_from: head %s rows reordered to this data's class order (%s)", loaded.name, _few(names)
+            )
             return
         for key, value in loaded.fresh.items():
             getattr(layer, key.rsplit(".", 1)[1]).copy_(value)
     other = [name for name in names if name not in loaded.class_names]
-    log.info("model.init_from: head %s re-initialised: the file's head was trained on other classes (here: %s; "
-             "not in the file: %s)", loaded.name, _few(names), _few(other) or "none")  # fmt: skip
+    log.info(
+        "model.init_from: head %s re-initialised: the file's head was trained on other classes (here: %s; "
+        "not in the file: %s)",
+        loaded.name,
+        _few(names),
+        _few(other) or "none",
+    )

@@ -50,8 +50,10 @@ class TimmNet(nn.Module):
                 self.net = timm.create_model(name, pretrained=pretrained, num_classes=num_classes, in_chans=in_channels)
         except Exception as exc:  # pretrained weights missing offline (huggingface_hub errors), bad arguments
             first = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-            raise ConfigError(f"cannot build timm model '{name}' (pretrained={pretrained}): {first}; "
-                              "pretrained weights are read from the Hugging Face cache only") from None  # fmt: skip
+            raise ConfigError(
+                f"cannot build timm model '{name}' (pretrained={pretrained}): {first}; "
+                "pretrained weights are read from the Hugging Face cache only"
+            ) from None
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

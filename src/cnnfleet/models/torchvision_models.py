@@ -30,8 +30,9 @@ def local_weights(name: str, weights: str) -> object:
         entry = entry or torchvision.models.get_model_weights(name).DEFAULT
     except KeyError:
         valid = [w.name for w in torchvision.models.get_model_weights(name)]
-        raise ConfigError(f"model.weights={weights!r} is not a weights name of {name}; valid: DEFAULT, "
-                          f"{', '.join(valid)}") from None  # fmt: skip
+        raise ConfigError(
+            f"model.weights={weights!r} is not a weights name of {name}; valid: DEFAULT, {', '.join(valid)}"
+        ) from None
     path = Path(torch.hub.get_dir()) / "checkpoints" / Path(entry.url).name
     if not path.is_file():
         raise ConfigError(

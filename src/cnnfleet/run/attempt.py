@@ -13,11 +13,10 @@ from typing import Any
 from omegaconf import DictConfig
 
 from cnnfleet.run.files import write_text_atomic
+from cnnfleet.run.layout import CONFIG_FILE, METRICS_FILE
 from cnnfleet.run.record import append_command, command_line, plain_config, write_run_record
 from cnnfleet.run.resume import flatten, saved_config
 from cnnfleet.run.state import RunState
-
-METRICS_FILE = "metrics.csv"
 
 
 def changed_settings(saved: dict | None, new: dict) -> dict[str, list]:
@@ -50,13 +49,20 @@ def truncate_metrics(run_dir: Path, resumed_step: int) -> int:
     return len(rows) - len(kept)
 
 
-def open_attempt(cfg: DictConfig, run_dir: Path, environment: dict, fresh: bool, resumed_step: int | None,
-                 restarts: int, job_id: str | None = None) -> RunState:  # fmt: skip
+def open_attempt(
+    cfg: DictConfig,
+    run_dir: Path,
+    environment: dict,
+    fresh: bool,
+    resumed_step: int | None,
+    restarts: int,
+    job_id: str | None = None,
+) -> RunState:
     """Rank 0, once every check has passed: the record, the metrics cut, state.json 'running'.
     `restarts`: the launcher's restart count (SLURM requeues, torchrun restarts) for this attempt."""
     state = RunState.read(run_dir)
     assert state is not None, "the launch plan writes state.json before the task runs"
-    first = fresh or not (Path(run_dir) / "config.yaml").is_file()  # an earlier attempt died before its record
+    first = fresh or not (Path(run_dir) / CONFIG_FILE).is_file()  # an earlier attempt died before its record
     changed = {} if first else changed_settings(saved_config(run_dir), plain_config(cfg))
     if first:
         write_run_record(cfg, run_dir, environment)
@@ -85,8 +91,9 @@ class Attempt:
     def open(self, cfg: DictConfig, environment: dict, resumed_step: int | None) -> None:
         self.step = resumed_step or 0
         if self.rank == 0:
-            self.state = open_attempt(cfg, self.run_dir, environment, self.fresh, resumed_step, self.restarts,
-                                      self.job_id)  # fmt: skip
+            self.state = open_attempt(
+                cfg, self.run_dir, environment, self.fresh, resumed_step, self.restarts, self.job_id
+            )
 
     def at(self, step: int, epoch: int) -> None:
         self.step, self.epoch = step, epoch

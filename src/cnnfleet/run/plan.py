@@ -39,6 +39,7 @@ from cnnfleet.launch.env import (
     pin_slurm_rendezvous,
 )
 from cnnfleet.run.handoff import record_run_dir
+from cnnfleet.run.layout import HYDRA_CONFIG, HYDRA_DIR, OVERRIDES, STATE_FILE
 from cnnfleet.run.resume import (
     LAST,
     check_same_run,
@@ -79,12 +80,9 @@ class RunPlan:
     @property
     def per_device_batch(self) -> int:
         """Global batch / world size; ConfigError when it does not divide."""
-        if self.global_batch % self.world_size:
-            raise ConfigError(
-                f"data.batch_size={self.global_batch} (global) is not divisible by the world size {self.world_size}; "
-                f"use a multiple of {self.world_size}"
-            )
-        return self.global_batch // self.world_size
+        from cnnfleet.launch.world import per_device_batch
+
+        return per_device_batch(self.global_batch, self.world_size)
 
     def next_command(self) -> str:
         """How this run continues, from where it was started: a SLURM job is resubmitted into its folder
@@ -101,14 +99,13 @@ class RunPlan:
         return {"kind": who.kind, "job_id": who.job_id, "token": who.token, "restarts": who.restarts}
 
 
-_current: RunPlan | None = None
 _lock: RunLock | None = None  # held by rank 0 for the life of the process
 
 
 def original_overrides(run_dir: Path) -> list[str]:
     """The run's first command-line overrides (.hydra/overrides.yaml), shell-quoted, without the ones
     that choose the folder and checkpoint: what continuing it must repeat (its values define it)."""
-    path = Path(run_dir) / ".hydra" / "overrides.yaml"
+    path = Path(run_dir) / HYDRA_DIR / OVERRIDES
     if not path.is_file():
         return []
     try:
@@ -129,7 +126,7 @@ def command_line_config_dirs(run_dir: Path) -> tuple[str | None, list[str]]:
     from cnnfleet.config.search_path import conf_dir
 
     try:
-        hydra = yaml.safe_load((Path(run_dir) / ".hydra" / "hydra.yaml").read_text()) or {}
+        hydra = yaml.safe_load((Path(run_dir) / HYDRA_DIR / HYDRA_CONFIG).read_text()) or {}
         sources = [s for s in hydra["hydra"]["runtime"]["config_sources"] if isinstance(s, dict)]
     except (OSError, yaml.YAMLError, KeyError, TypeError):
         return None, []
@@ -138,11 +135,6 @@ def command_line_config_dirs(run_dir: Path) -> tuple[str | None, list[str]]:
     given = ("command-line", "hydra.searchpath in command-line")  # --config-dir (Hydra's app; ours)
     folders = [str(s["path"]) for s in files if s.get("provider") in given]
     return (primary if primary not in (None, conf_dir()) else None), folders
-
-
-def current_plan() -> RunPlan | None:
-    """The plan the command line computed for this process (None in a multirun trial)."""
-    return _current
 
 
 def _devices_per_node(cfg: DictConfig) -> int:
@@ -189,9 +181,10 @@ def _check_continuable(folder: Path, state: RunState, who: Launcher) -> None:
     if user is not None:
         raise ConfigError(f"run folder {folder} is in use by {user}; wait for that run or use another folder")
     if state.status in FINISHED:
-        fix = {"torchrun": "start with a new --rdzv-id for a new run",
-               "slurm": "a new job of yours gets its own folder when submitted with cnnfleet-submit"}.get(
-            who.kind, "leave hydra.run.dir out for a new folder")  # fmt: skip
+        fix = {
+            "torchrun": "start with a new --rdzv-id for a new run",
+            "slurm": "a new job of yours gets its own folder when submitted with cnnfleet-submit",
+        }.get(who.kind, "leave hydra.run.dir out for a new folder")
         raise ConfigError(
             f"{folder} holds a {state.status} run ({state.describe()}); it is never resumed or overwritten: {fix}, or "
             f"start a new run from its weights with ckpt_path={folder / 'checkpoints' / 'last.ckpt'}"
@@ -202,7 +195,7 @@ def _check_empty_or_run(folder: Path) -> None:
     if folder.is_file():
         raise ConfigError(f"hydra.run.dir={folder} is a file; pass a folder")
     for parent in folder.parents:
-        if (parent / "state.json").is_file():
+        if (parent / STATE_FILE).is_file():
             raise ConfigError(f"hydra.run.dir={folder} is inside the run folder {parent}; choose a folder outside it")
     if folder.is_dir() and {p.name for p in folder.iterdir() if p.suffix != ".log"} - NOT_A_RUN_OK:
         raise ConfigError(
@@ -254,8 +247,9 @@ def decide(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], new_co
             extends = str(owner)
     if folder is None:
         start = f"starts from the weights of {ckpt}" if ckpt else "new run"
-        return RunPlan(0, who, Path(str(cfg.hydra.run.dir)).absolute(), True, str(ckpt) if ckpt else None, start,
-                       extends)  # fmt: skip
+        return RunPlan(
+            0, who, Path(str(cfg.hydra.run.dir)).absolute(), True, str(ckpt) if ckpt else None, start, extends
+        )
     fresh, resume, reason = _continue_folder(folder, who, ckpt, new_config, why)
     if fresh and value == LAST and not (given or who.folder_name):
         raise CheckpointError(f"ckpt_path=last: {folder} holds no run")
@@ -279,8 +273,11 @@ def follow(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], rank: 
     """A rank > 0: rank 0's folder (given in argv by Lightning, or the launcher's keyed folder)."""
     who = launcher(env)
     given = given_folder(overrides, env)
-    folder = Path(given).absolute() if given is not None else keyed_folder(runs_of_task(cfg.paths.log_dir,
-                                                                                       cfg.task_name), who)  # fmt: skip
+    folder = (
+        Path(given).absolute()
+        if given is not None
+        else keyed_folder(runs_of_task(cfg.paths.log_dir, cfg.task_name), who)
+    )
     if folder is None:
         raise ConfigError(
             f"this process is rank {rank} (NODE_RANK/LOCAL_RANK set) but no hydra.run.dir was given; "
@@ -298,7 +295,6 @@ def follow(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], rank: 
 
 def plan_launch(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], new_config: dict) -> RunPlan:
     """Compute this process's plan; rank 0 then owns its folder (lock, and state.json when new)."""
-    global _current
     ignored = pin_slurm_rendezvous()  # before Lightning reads them
     rank = global_rank(env, devices_per_node=_devices_per_node(cfg))
     who = launcher(env)
@@ -319,8 +315,7 @@ def plan_launch(cfg: DictConfig, overrides: list[str], env: Mapping[str, str], n
     if rank == 0:
         _own(plan)  # the decision was read-only; from here on the folder is ours
         record_run_dir(who.job_id if who.kind == "slurm" else None, plan.run_dir)  # for the batch shell
-    _current = dataclasses.replace(plan, ignored_env=ignored)
-    return _current
+    return dataclasses.replace(plan, ignored_env=ignored)
 
 
 def _own(plan: RunPlan) -> None:
@@ -393,9 +388,15 @@ def plan_trial(cfg: DictConfig, env: Mapping[str, str] | None = None) -> RunPlan
     earlier = requeued_trial(run_dir, who)
     if earlier is not None:
         resume = checkpoint_in_run_dir(run_dir) or ckpt
-        plan = RunPlan(rank, who, run_dir, False, str(resume) if resume else None,
-                       f"requeued trial ({earlier.status}); resumes from {resume or 'the start'}",
-                       ignored_env=ignored)  # fmt: skip
+        plan = RunPlan(
+            rank,
+            who,
+            run_dir,
+            False,
+            str(resume) if resume else None,
+            f"requeued trial ({earlier.status}); resumes from {resume or 'the start'}",
+            ignored_env=ignored,
+        )
     else:
         plan = RunPlan(rank, who, run_dir, True, str(ckpt) if ckpt else None, "multirun trial", ignored_env=ignored)
     if rank == 0:

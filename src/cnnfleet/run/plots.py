@@ -40,9 +40,11 @@ def plot_curves(metrics_csv: Path, path: Path) -> Path | None:
         return None
     rows = list(csv.DictReader(metrics_csv.open()))
     lr_key = next((k for k in (rows[0] if rows else {}) if k.startswith("lr-")), None)
-    panels = [("loss", [("train/loss", "step"), ("val/loss", "step")]),
-              ("accuracy", [("train/acc", "step"), ("val/acc", "step")]),
-              ("learning rate", [(lr_key, "step")] if lr_key else [])]  # fmt: skip
+    panels = [
+        ("loss", [("train/loss", "step"), ("val/loss", "step")]),
+        ("accuracy", [("train/acc", "step"), ("val/acc", "step")]),
+        ("learning rate", [(lr_key, "step")] if lr_key else []),
+    ]
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     for ax, (title, lines) in zip(axes, panels, strict=True):
         for key, x in lines:

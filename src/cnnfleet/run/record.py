@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnfleet.launch.env import submission_script
 from cnnfleet.run.files import write_json_atomic, write_text_atomic
+from cnnfleet.run.layout import COMMAND_FILE, CONFIG_FILE, ENV_FILE
 from cnnfleet.run.secrets import redact
 
 PACKAGES = (
@@ -96,16 +97,16 @@ def command_line() -> str:
 def append_command(output_dir: Path) -> None:
     """command.txt keeps one line per attempt (resumes, requeues)."""
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    with open(output_dir / "command.txt", "a") as handle:
+    with open(output_dir / COMMAND_FILE, "a") as handle:
         handle.write(f"{stamp} {command_line()}\n")
 
 
 def write_run_record(cfg: DictConfig, output_dir: Path, environment: dict) -> None:
     """Rank zero, first attempt only: config.yaml, env.json, and the first line of command.txt."""
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(output_dir / "config.yaml", OmegaConf.to_yaml(plain_config(cfg)))
+    write_text_atomic(output_dir / CONFIG_FILE, OmegaConf.to_yaml(plain_config(cfg)))
     append_command(output_dir)
-    write_json_atomic(output_dir / "env.json", environment)
+    write_json_atomic(output_dir / ENV_FILE, environment)
     script = submission_script()
     if script is not None and Path(script).is_file():
         shutil.copyfile(script, output_dir / "job.sbatch")  # the job's own script, beside its record

@@ -12,15 +12,28 @@ import yaml
 
 from cnnfleet.config.domains import expand_user
 from cnnfleet.errors import CheckpointError, ConfigError
+from cnnfleet.run.layout import CHECKPOINTS_DIR, CONFIG_FILE, HYDRA_DIR, LAST_CKPT, STATE_FILE
 from cnnfleet.run.state import COMPLETED, STOPPED, UNFINISHED, RunState, is_locked
 
 LAST = "last"
 # what defines a run: changing one of these between attempts makes another run
 DEFINING_KEYS = (
-    "model", "seed", "optimizer._target_", "scheduler._target_", "data._target_", "data.num_classes",
-    "data.channels", "data.image_size", "data.batch_size", "data.val_fraction", "data.test_fraction",
-    "data.split_seed", "data.classes", "data.shuffle_window", "trainer.accumulate_grad_batches",
-)  # fmt: skip  # fmt: skip
+    "model",
+    "seed",
+    "optimizer._target_",
+    "scheduler._target_",
+    "data._target_",
+    "data.num_classes",
+    "data.channels",
+    "data.image_size",
+    "data.batch_size",
+    "data.val_fraction",
+    "data.test_fraction",
+    "data.split_seed",
+    "data.classes",
+    "data.shuffle_window",
+    "trainer.accumulate_grad_batches",
+)
 # schedules planned for a fixed number of steps (torch's OneCycleLR fails past its end)
 FIXED_LENGTH_SCHEDULES = ("cnnfleet.training.schedulers.one_cycle",)
 SCHEDULE_LENGTH_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.limit_train_batches")
@@ -29,13 +42,13 @@ SCHEDULE_LENGTH_KEYS = ("trainer.max_epochs", "trainer.max_steps", "trainer.limi
 def owning_run_dir(ckpt: Path) -> Path | None:
     """The run folder of `<run>/checkpoints/x.ckpt` or `<run>/hpc_ckpt_N.ckpt`, or None elsewhere."""
     run = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else ckpt.parent
-    return run if (run / "state.json").is_file() or (run / ".hydra").is_dir() else None
+    return run if (run / STATE_FILE).is_file() or (run / HYDRA_DIR).is_dir() else None
 
 
 def checkpoint_in_run_dir(run_dir: Path) -> Path | None:
     """The newest resumable checkpoint a run folder holds (hpc_ckpt_N.ckpt from a SLURM preemption,
     or checkpoints/last.ckpt, whichever was written last), or None."""
-    candidates = [*Path(run_dir).glob("hpc_ckpt_*.ckpt"), Path(run_dir) / "checkpoints" / "last.ckpt"]
+    candidates = [*Path(run_dir).glob("hpc_ckpt_*.ckpt"), Path(run_dir) / CHECKPOINTS_DIR / LAST_CKPT]
     existing = [path for path in candidates if path.is_file()]
     return max(existing, key=lambda path: path.stat().st_mtime) if existing else None
 
@@ -56,9 +69,14 @@ def newest_unfinished_run(runs: Path) -> Path:
             continue  # an unreadable state file is reported when that folder is used directly
         if state is not None:
             states.append((folder, state))
-    states.sort(key=lambda pair: (pair[0] / "state.json").stat().st_mtime)
-    resumable = [folder for folder, state in states if state.status in UNFINISHED and not is_locked(folder)
-                 and (checkpoint_in_run_dir(folder) or state.status == STOPPED)]  # fmt: skip
+    states.sort(key=lambda pair: (pair[0] / STATE_FILE).stat().st_mtime)
+    resumable = [
+        folder
+        for folder, state in states
+        if state.status in UNFINISHED
+        and not is_locked(folder)
+        and (checkpoint_in_run_dir(folder) or state.status == STOPPED)
+    ]
     if resumable:
         return resumable[-1]
     completed = [(folder, state) for folder, state in states if state.status == COMPLETED]
@@ -69,7 +87,7 @@ def newest_unfinished_run(runs: Path) -> Path:
     if completed:
         folder = completed[-1][0]
         why += f"; the newest, {folder.name}, completed and is never resumed implicitly"
-        if (folder / "checkpoints" / "last.ckpt").is_file():
+        if (folder / CHECKPOINTS_DIR / LAST_CKPT).is_file():
             why += f" (a new run can start from its state: ckpt_path={folder / 'checkpoints' / 'last.ckpt'})"
     else:
         why += "; train first, or pass ckpt_path=<file>"
@@ -96,7 +114,7 @@ def flatten(config: dict, prefix: str = "") -> dict:
 
 
 def saved_config(run_dir: Path) -> dict | None:
-    path = Path(run_dir) / "config.yaml"
+    path = Path(run_dir) / CONFIG_FILE
     return yaml.safe_load(path.read_text()) if path.is_file() else None
 
 
@@ -131,9 +149,12 @@ def check_same_run(run_dir: Path, new_config: dict, extending: bool = False) -> 
         raise ConfigError(
             f"ckpt_path is a checkpoint of the completed run {run_dir.name}, whose training state (model, optimizer, "
             f"schedule, step) a new run continues, but these settings differ: {listed}; "
-            + ("a one-cycle schedule ends with its run, so it cannot be trained for more epochs: start a new run"
-               if one_cycle else "use the run's values")
-        )  # fmt: skip
+            + (
+                "a one-cycle schedule ends with its run, so it cannot be trained for more epochs: start a new run"
+                if one_cycle
+                else "use the run's values"
+            )
+        )
     raise ConfigError(
         f"cannot continue {run_dir.name} with other settings ({listed}): {why}; resume with the run's values, or "
         f"start a new run from its weights with model.init_from={run_dir / 'checkpoints' / 'last.ckpt'}"

@@ -21,9 +21,8 @@ from typing import Any
 
 from cnnfleet.errors import ConfigError
 from cnnfleet.run.files import write_json_atomic
+from cnnfleet.run.layout import LOCK_FILE, STATE_FILE
 
-STATE_FILE = "state.json"
-LOCK_FILE = ".lock"
 CREATED, RUNNING, STOPPED, COMPLETED, FAILED = "created", "running", "stopped", "completed", "failed"
 PRUNED = "pruned"  # a sweep trial its pruner stopped early: finished, like a completed run
 UNFINISHED = (CREATED, RUNNING, STOPPED, FAILED)
@@ -61,20 +60,35 @@ class RunState:
         write_json_atomic(Path(run_dir) / STATE_FILE, self.__dict__)
 
     def begin_attempt(
-        self, run_dir: Path, resumed_from_step: int | None, command: str, changed: dict, restarts: int,
+        self,
+        run_dir: Path,
+        resumed_from_step: int | None,
+        command: str,
+        changed: dict,
+        restarts: int,
         job_id: str | None = None,
-    ) -> None:  # fmt: skip
+    ) -> None:
         """`job_id`: the SLURM job (or torchrun run) of this attempt: a run continued by a new job keeps
         its identity (the first job's), and its attempts name every job of the lineage."""
         self.status = RUNNING
         for earlier in self.attempts:
             if earlier.get("exit") is None:  # its process died without a word (SIGKILL, a lost node)
                 earlier["exit"] = "ended without a record (killed or lost)"
-        self.attempts.append({
-            "attempt": len(self.attempts) + 1, "started": now(), "host": socket.gethostname(), "pid": os.getpid(),
-            "job_id": job_id, "restarts": restarts, "resumed_from_step": resumed_from_step,
-            "command": command, "changed": changed, "ended": None, "exit": None,
-        })  # fmt: skip
+        self.attempts.append(
+            {
+                "attempt": len(self.attempts) + 1,
+                "started": now(),
+                "host": socket.gethostname(),
+                "pid": os.getpid(),
+                "job_id": job_id,
+                "restarts": restarts,
+                "resumed_from_step": resumed_from_step,
+                "command": command,
+                "changed": changed,
+                "ended": None,
+                "exit": None,
+            }
+        )
         self.write(run_dir)
 
     def end_attempt(self, run_dir: Path, status: str, reason: str, step: int, epoch: int) -> None:

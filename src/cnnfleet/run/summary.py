@@ -1,6 +1,7 @@
 """The end-of-run summary: summary.json in the run folder and a table on stdout."""
 
 import json
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -8,8 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cnnfleet.run.files import write_json_atomic
-
-SUMMARY_FILE = "summary.json"
+from cnnfleet.run.layout import SUMMARY_FILE, TRACEBACK_FILE
 
 
 def _fmt(value: Any) -> str:
@@ -75,19 +75,36 @@ def summary_rows(summary: dict) -> dict[str, Any]:
     }
 
 
-def write_failure(output_dir: str | Path, reason: str, wall_seconds: float | None = None,
-                  error: str | None = None) -> None:  # fmt: skip
+def write_failure(
+    output_dir: str | Path, reason: str, wall_seconds: float | None = None, error: str | None = None
+) -> None:
     """summary.json of a failed run: the results table and the sweeper read the reason here.
     A run folder whose summary says completed keeps it: a failed later attempt (a resume with
     wrong settings) goes to last_failure.json instead of erasing the finished run's record."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return
-    record = {"status": "failed", "reason": reason, "error": error, "run_dir": str(output_dir),
-              "wall_seconds": wall_seconds}  # fmt: skip
-    summary = output_dir / "summary.json"
+    record = {
+        "status": "failed",
+        "reason": reason,
+        "error": error,
+        "run_dir": str(output_dir),
+        "wall_seconds": wall_seconds,
+    }
+    summary = output_dir / SUMMARY_FILE
     try:
         completed = json.loads(summary.read_text()).get("status") == "completed"
     except (OSError, ValueError):
         completed = False
     write_json_atomic(output_dir / ("last_failure.json" if completed else "summary.json"), record)
+
+
+def write_traceback(folder: Path, exc: BaseException) -> Path | None:
+    """traceback.txt in `folder` (created if needed); None when it cannot be written."""
+    path = Path(folder) / TRACEBACK_FILE
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("".join(traceback.format_exception(exc)))
+    except OSError:
+        return None
+    return path

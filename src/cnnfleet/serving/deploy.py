@@ -47,8 +47,7 @@ def input_contract(data: dict, input_dtype: str) -> dict:
     """What an exported program takes, from the training run's data config (export.json's `input`)."""
     channels, size = data["channels"], data["image_size"]
     resize = data.get("resize_size")  # image folders: resize the short side, then center-crop
-    before = (f"resize the short side to {resize}, center-crop {size}x{size}" if resize
-              else f"resize to {size}x{size}")  # fmt: skip
+    before = f"resize the short side to {resize}, center-crop {size}x{size}" if resize else f"resize to {size}x{size}"
     return {
         "name": INPUT_NAME,
         "dtype": input_dtype,
@@ -106,8 +105,10 @@ def load_artifact(path: str | Path) -> Artifact:
         raise ConfigError(f"artifact={path}: give a model.pt2 or model.onnx written by cnnfleet-export")
     report = path.with_name(CONTRACT_FILE)
     if not report.is_file():
-        raise CheckpointError(f"artifact={path} has no {CONTRACT_FILE} beside it (its input contract); "
-                              "pass a file from a cnnfleet-export run folder")  # fmt: skip
+        raise CheckpointError(
+            f"artifact={path} has no {CONTRACT_FILE} beside it (its input contract); "
+            "pass a file from a cnnfleet-export run folder"
+        )
     meta = json.loads(report.read_text())
     contract = meta["input"]
     if path.suffix == ".onnx":
@@ -125,8 +126,9 @@ def _program_runner(path: Path) -> tuple[Callable[[Tensor], Tensor], str]:
         program = torch.export.load(str(path))
     except Exception as exc:  # truncated, another torch's format
         first = str(exc).splitlines()[0] if str(exc) else ""
-        raise CheckpointError(f"cannot load {path} with torch.export.load ({type(exc).__name__}: {first}); "
-                              "export it again") from None  # fmt: skip
+        raise CheckpointError(
+            f"cannot load {path} with torch.export.load ({type(exc).__name__}: {first}); export it again"
+        ) from None
     module = move_to_device_pass(program, device).module()  # also on CPU: one code path, the tested one
 
     def run(images: Tensor) -> Tensor:

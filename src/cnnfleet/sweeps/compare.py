@@ -13,6 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from cnnfleet.errors import ConfigError
+from cnnfleet.run.layout import STATE_FILE
 from cnnfleet.sweeps.results import (
     TrialRow,
     agg_pyplot,
@@ -61,7 +62,7 @@ def parse_time(text: object) -> datetime | None:
 
 def attempt_times(run_dir: str | Path) -> list[tuple[datetime | None, datetime | None]]:
     """(started, ended) of each attempt in the trial's state.json; [] without one."""
-    attempts = read_json_object(Path(run_dir) / "state.json").get("attempts")
+    attempts = read_json_object(Path(run_dir) / STATE_FILE).get("attempts")
     if not isinstance(attempts, list):
         return []
     return [(parse_time(a.get("started")), parse_time(a.get("ended"))) for a in attempts if isinstance(a, dict)]
@@ -102,8 +103,18 @@ def sweep_stats(sweep_dir: str | Path) -> SweepStats:
     started, ended = sweep_span(rows)
     seconds = sum(r.wall_seconds for r in rows if r.wall_seconds is not None)
     params = swept_keys(rows, sweep_record(sweep_dir).get("swept"))
-    return SweepStats(sweep_dir, metric, direction, status_counts(rows), best_row(rows, direction), params,
-                      started, ended, seconds, best_so_far(rows, direction, started))  # fmt: skip
+    return SweepStats(
+        sweep_dir,
+        metric,
+        direction,
+        status_counts(rows),
+        best_row(rows, direction),
+        params,
+        started,
+        ended,
+        seconds,
+        best_so_far(rows, direction, started),
+    )
 
 
 def wall_ratio(a: SweepStats, b: SweepStats) -> float | None:
@@ -153,8 +164,15 @@ def comparison_rows(a: SweepStats, b: SweepStats) -> list[tuple[str, str, str]]:
 
 def compare_markdown(a: SweepStats, b: SweepStats) -> str:
     """compare.md: which folder is A and B, then the comparison table."""
-    lines = [f"# Sweep comparison: {a.metric}", "", f"- A: `{a.sweep_dir}`", f"- B: `{b.sweep_dir}`", "",
-             "| | A | B |", "|---|---|---|"]  # fmt: skip
+    lines = [
+        f"# Sweep comparison: {a.metric}",
+        "",
+        f"- A: `{a.sweep_dir}`",
+        f"- B: `{b.sweep_dir}`",
+        "",
+        "| | A | B |",
+        "|---|---|---|",
+    ]
     for quantity, left, right in comparison_rows(a, b):
         lines.append(f"| {quantity} | {left.replace('|', '/')} | {right.replace('|', '/')} |")
     return "\n".join(lines) + "\n"
@@ -204,8 +222,10 @@ def compare_sweeps(sweep_a: str | Path, sweep_b: str | Path, echo: bool = True) 
     ConfigError when their metrics differ (their values would not be comparable)."""
     a, b = sweep_stats(sweep_a), sweep_stats(sweep_b)
     if a.metric != b.metric:
-        raise ConfigError(f"{a.sweep_dir} optimizes {a.metric} but {b.sweep_dir} optimizes {b.metric}; "
-                          "compare sweeps of the same metric")  # fmt: skip
+        raise ConfigError(
+            f"{a.sweep_dir} optimizes {a.metric} but {b.sweep_dir} optimizes {b.metric}; "
+            "compare sweeps of the same metric"
+        )
     (b.sweep_dir / "compare.md").write_text(compare_markdown(a, b))
     plot_progress(b.sweep_dir / "compare.png", a, b)
     if echo:

@@ -32,6 +32,7 @@ from hydra.core.override_parser.types import Override, Transformer
 from omegaconf import DictConfig, OmegaConf
 
 from cnnfleet.errors import ConfigError
+from cnnfleet.run.layout import HYDRA_DIR, OVERRIDES, STATE_FILE, SUMMARY_FILE
 
 log = logging.getLogger(__name__)
 INTERRUPTED = "interrupted_trials"  # study user attribute: numbers of trials retried after a crash
@@ -176,8 +177,11 @@ def _whole(value: Any) -> bool:
 
 def check_settings(settings: StudySettings) -> None:
     """hydra.sweeper.* values as one line each (the sweeper's keys have no schema of their own)."""
-    wholes = {"n_jobs": (settings.n_jobs, 1), "n_trials": (settings.n_trials, 0),
-              "max_retries": (settings.max_retries, 0)}  # fmt: skip
+    wholes = {
+        "n_jobs": (settings.n_jobs, 1),
+        "n_trials": (settings.n_trials, 0),
+        "max_retries": (settings.max_retries, 0),
+    }
     for key, (value, low) in wholes.items():
         if not _whole(value) or value < low:
             raise ConfigError(f"hydra.sweeper.{key}={value!r}: use a whole number >= {low}")
@@ -188,16 +192,19 @@ def check_settings(settings: StudySettings) -> None:
     if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate <= 1:
         raise ConfigError(f"hydra.sweeper.max_failure_rate={rate!r}: use a fraction between 0 and 1")
     if settings.pruner_settings is not None and not isinstance(settings.pruner_settings, dict):
-        raise ConfigError(f"hydra.sweeper.pruner_settings={settings.pruner_settings!r}: use a mapping of the "
-                          "pruner's arguments, e.g. 'hydra.sweeper.pruner_settings={n_warmup_steps:2}'")  # fmt: skip
+        raise ConfigError(
+            f"hydra.sweeper.pruner_settings={settings.pruner_settings!r}: use a mapping of the "
+            "pruner's arguments, e.g. 'hydra.sweeper.pruner_settings={n_warmup_steps:2}'"
+        )
 
 
 def check_folders_belong(study: Any, sweep_dir: Path, storage_spec: str, study_name: str) -> None:
     """Every trial folder in the sweep folder is a trial of this study: a study started elsewhere (another
     storage or study name) would otherwise meet finished runs it never trained under its trial numbers."""
     known = {t.number for t in study.get_trials(deepcopy=False)}
-    strangers = sorted(int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit()
-                       and int(p.name) not in known)  # fmt: skip
+    strangers = sorted(
+        int(p.name) for p in sweep_dir.iterdir() if p.is_dir() and p.name.isdigit() and int(p.name) not in known
+    )
     if strangers:
         listed = ", ".join(map(str, strangers[:5])) + (", ..." if len(strangers) > 5 else "")
         raise ConfigError(
@@ -210,8 +217,15 @@ def check_folders_belong(study: Any, sweep_dir: Path, storage_spec: str, study_n
 class Driver:
     """Ask, start, wait for any, tell: K trials always running until the study holds n_trials."""
 
-    def __init__(self, settings: StudySettings, study: Any, slots: Any, storage_spec: str,
-                 space: dict[str, Any], fixed: dict[str, str]) -> None:  # fmt: skip
+    def __init__(
+        self,
+        settings: StudySettings,
+        study: Any,
+        slots: Any,
+        storage_spec: str,
+        space: dict[str, Any],
+        fixed: dict[str, str],
+    ) -> None:
         self.settings, self.study, self.slots, self.storage_spec = settings, study, slots, storage_spec
         self.space, self.fixed = space, fixed
         self.running: dict[int, Any] = {}
@@ -222,15 +236,25 @@ class Driver:
         from cnnfleet.launch.env import TRIAL_ENV
 
         s = self.settings
-        info = {"storage": self.storage_spec, "study": s.study_name, "trial_id": job.trial_id, "number": job.number,
-                "pruner": s.pruner, "pruner_settings": dict(s.pruner_settings or {})}  # fmt: skip
+        info = {
+            "storage": self.storage_spec,
+            "study": s.study_name,
+            "trial_id": job.trial_id,
+            "number": job.number,
+            "pruner": s.pruner,
+            "pruner_settings": dict(s.pruner_settings or {}),
+        }
         return {TRIAL_ENV: json.dumps(info)}
 
     def launch(self, job: Any, why: str) -> None:
         job.handle = self.slots.start(job, self.trial_env(job))
         trial = self._trial(job)
-        for key, value in (("slot", job.handle), ("retries", job.retries), ("run_dir", str(job.run_dir)),
-                           ("overrides", list(job.overrides))):  # fmt: skip
+        for key, value in (
+            ("slot", job.handle),
+            ("retries", job.retries),
+            ("run_dir", str(job.run_dir)),
+            ("overrides", list(job.overrides)),
+        ):
             trial.set_user_attr(key, value)
         where = f"job {job.handle['job_id']}" if "job_id" in job.handle else f"pid {job.handle.get('pid')}"
         log.info("trial %d %s (%s): %s", job.number, why, where, " ".join(job.overrides[: len(self.space)]))
@@ -253,10 +277,12 @@ class Driver:
             ) from None
         overrides = tuple(f"{k}={v}" for k, v in {**trial.params, **self.fixed}.items())
         job = TrialJob(trial.number, trial._trial_id, overrides, Path(self.settings.sweep_dir) / str(trial.number))
-        if (job.run_dir / "state.json").exists() or (job.run_dir / "summary.json").exists():
+        if (job.run_dir / STATE_FILE).exists() or (job.run_dir / SUMMARY_FILE).exists():
             check_folders_belong(self.study, Path(self.settings.sweep_dir), self.storage_spec, self.settings.study_name)
-            raise ConfigError(f"{job.run_dir} already holds a run: trial {job.number} of study "
-                              f"'{self.settings.study_name}' never takes over another run's folder")  # fmt: skip
+            raise ConfigError(
+                f"{job.run_dir} already holds a run: trial {job.number} of study "
+                f"'{self.settings.study_name}' never takes over another run's folder"
+            )
         self.launch(job, "started")
 
     # ------------------------------------------------------------------ a driver started again
@@ -270,8 +296,14 @@ class Driver:
             attrs = trial.user_attrs
             overrides = tuple(attrs.get("overrides") or (f"{k}={v}" for k, v in {**trial.params, **self.fixed}.items()))
             run_dir = Path(attrs.get("run_dir") or Path(self.settings.sweep_dir) / str(trial.number))
-            job = TrialJob(trial.number, trial._trial_id, overrides, run_dir, int(attrs.get("retries", 0)),
-                           dict(attrs.get("slot") or {}))  # fmt: skip
+            job = TrialJob(
+                trial.number,
+                trial._trial_id,
+                overrides,
+                run_dir,
+                int(attrs.get("retries", 0)),
+                dict(attrs.get("slot") or {}),
+            )
             if job.handle and self.slots.alive(job):
                 self.running[job.number] = job
                 log.info("trial %d still runs (%s): waiting for it again", job.number, _where(job.handle))
@@ -292,8 +324,13 @@ class Driver:
             return
         if outcome.kind == RETRY and job.retries < self.settings.max_retries:
             job.retries += 1
-            log.warning("trial %d: %s; retry %d of %d in its folder", job.number, outcome.reason, job.retries,
-                        self.settings.max_retries)  # fmt: skip
+            log.warning(
+                "trial %d: %s; retry %d of %d in its folder",
+                job.number,
+                outcome.reason,
+                job.retries,
+                self.settings.max_retries,
+            )
             self.launch(job, f"retried ({job.retries}/{self.settings.max_retries})")
             return
         if outcome.kind == COMPLETE:
@@ -314,8 +351,9 @@ class Driver:
         from optuna.trial import TrialState
 
         interrupted = set(self.study.user_attrs.get(INTERRUPTED, []))
-        failed = [t for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
-                  if t.number not in interrupted]  # fmt: skip
+        failed = [
+            t for t in self.study.get_trials(deepcopy=False, states=(TrialState.FAIL,)) if t.number not in interrupted
+        ]
         finished = finished_count(self.study)
         if finished and len(failed) / finished > self.settings.max_failure_rate:
             raise ConfigError(
@@ -334,8 +372,10 @@ class Driver:
             while True:
                 if signals.pending():
                     self.stop(signals.strongest(signals.pending()))
-                while (len(self.running) < self.settings.n_jobs
-                       and finished_count(self.study) + len(self.running) < self.settings.n_trials):  # fmt: skip
+                while (
+                    len(self.running) < self.settings.n_jobs
+                    and finished_count(self.study) + len(self.running) < self.settings.n_trials
+                ):
                     self.ask()
                 if not self.running:
                     return
@@ -356,8 +396,12 @@ class Driver:
 
         jobs = list(self.running.values())
         line = self.slots.stop(jobs) if jobs else "no trial was running"
-        log.warning("sweep stopped by %s: %s; continue the study with the same command%s", signals.NAMES[request],
-                    line, self.continue_hint)  # fmt: skip
+        log.warning(
+            "sweep stopped by %s: %s; continue the study with the same command%s",
+            signals.NAMES[request],
+            line,
+            self.continue_hint,
+        )
         raise SystemExit(signals.EXIT_CODES[request])
 
 
@@ -372,11 +416,11 @@ def _record_failure(job: Any, reason: str) -> None:
     from cnnfleet.run.summary import write_failure
 
     job.run_dir.mkdir(parents=True, exist_ok=True)
-    overrides = job.run_dir / ".hydra" / "overrides.yaml"
+    overrides = job.run_dir / HYDRA_DIR / OVERRIDES
     if not overrides.is_file():
         overrides.parent.mkdir(exist_ok=True)
         overrides.write_text(yaml.safe_dump(list(job.overrides)))
-    summary = job.run_dir / "summary.json"
+    summary = job.run_dir / SUMMARY_FILE
     try:
         status = json.loads(summary.read_text()).get("status")
     except (OSError, ValueError):
@@ -402,17 +446,26 @@ def run_study(settings: StudySettings, sampler_cfg: Any, config: Any, arguments:
     storage_spec = resolve_spec(settings.storage, sweep_dir)
     slots = make_slots(config, sweep_dir, settings.study_name, settings.n_jobs)
     if slots.kind == "slurm" and storage_spec.startswith("sqlite:"):
-        log.warning("sqlite's locking is unsafe on NFS/Lustre where SLURM jobs share files: prefer the default "
-                    "journal file (hydra.sweeper.storage=<sweep>/optuna.journal) or a database server")  # fmt: skip
+        log.warning(
+            "sqlite's locking is unsafe on NFS/Lustre where SLURM jobs share files: prefer the default "
+            "journal file (hydra.sweeper.storage=<sweep>/optuna.journal) or a database server"
+        )
     study = open_study(settings, sampler_cfg, storage_spec)
     check_folders_belong(study, sweep_dir, storage_spec, settings.study_name)
     _record_sweep(settings, space, storage_spec)
     held = finished_count(study)
     log.info(
         "study '%s' (%s %s): %d finished trials, %d to run, %d at a time on %s; pruner %s; storage %s",
-        settings.study_name, settings.direction, ", ".join(space), held, max(settings.n_trials - held, 0),
-        settings.n_jobs, slots.describe(), settings.pruner, describe(storage_spec),
-    )  # fmt: skip
+        settings.study_name,
+        settings.direction,
+        ", ".join(space),
+        held,
+        max(settings.n_trials - held, 0),
+        settings.n_jobs,
+        slots.describe(),
+        settings.pruner,
+        describe(storage_spec),
+    )
     driver = Driver(settings, study, slots, storage_spec, space, fixed)
     if "hydra.sweep.dir" not in " ".join(config.hydra.overrides.hydra) and "/sweeps/" not in str(sweep_dir):
         driver.continue_hint = f" and hydra.sweep.dir={sweep_dir}"  # a timestamped folder: name it

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+from cnnfleet.run.layout import SUMMARY_FILE
+
 COMPLETE, PRUNED, FAIL, RETRY = "complete", "pruned", "fail", "retry"
 INFRASTRUCTURE_ERRORS = {"RankLost", "TasksLost"}  # summary.json "error" classes worth another attempt
 BAD_INPUT_EXIT = 2
@@ -27,7 +29,7 @@ class Outcome:
 
 def read_summary(run_dir: Path) -> dict:
     try:
-        return json.loads((run_dir / "summary.json").read_text())
+        return json.loads((run_dir / SUMMARY_FILE).read_text())
     except (OSError, ValueError):
         return {}
 

@@ -102,8 +102,11 @@ class ReportToStudy(L.Callback):
                 prune = self._report(epoch, value)
             elif not self._warned:
                 self._warned = True
-                log.warning("trial %s: %s is not a finite validation metric here; it is not pruned",
-                            self.info.get("number"), self.metric)  # fmt: skip
+                log.warning(
+                    "trial %s: %s is not a finite validation metric here; it is not pruned",
+                    self.info.get("number"),
+                    self.metric,
+                )
         prune = bool(trainer.strategy.broadcast(prune, src=0))
         if prune:
             self.pruned = Pruned(epoch, value, self.metric, self._pruner_name)

@@ -22,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from cnnfleet.run.layout import HYDRA_DIR, OVERRIDES, SUMMARY_FILE
 from cnnfleet.sweeps.callback import SWEEP_FILE
 
 log = logging.getLogger(__name__)
@@ -88,7 +89,7 @@ def _parse_overrides(items: list[str]) -> dict[str, str]:
 
 def _read_overrides(folder: Path) -> list[str]:
     """The trial's `key=value` overrides; [] when the file is missing or not a YAML list."""
-    path = folder / ".hydra" / "overrides.yaml"
+    path = folder / HYDRA_DIR / OVERRIDES
     try:
         items = yaml.safe_load(path.read_text()) if path.is_file() else []
     except (OSError, yaml.YAMLError):
@@ -117,7 +118,7 @@ def sweep_folder_problem(sweep_dir: Path) -> str | None:
 def collect_trials(sweep_dir: Path) -> list[TrialRow]:
     rows = []
     for folder in trial_folders(sweep_dir):
-        summary = read_json_object(folder / "summary.json")
+        summary = read_json_object(folder / SUMMARY_FILE)
         status = str(summary.get("status") or "incomplete")
         rows.append(
             TrialRow(
@@ -155,8 +156,12 @@ def rank_rows(rows: list[TrialRow], direction: str) -> list[TrialRow]:
 
     def key(row: TrialRow) -> tuple:
         value = row.ranked_value
-        return (STATUS_ORDER.get(row.status, len(STATUS_ORDER)), 0 if value is not None else 1,
-                sign * value if value is not None else 0.0, row.trial)  # fmt: skip
+        return (
+            STATUS_ORDER.get(row.status, len(STATUS_ORDER)),
+            0 if value is not None else 1,
+            sign * value if value is not None else 0.0,
+            row.trial,
+        )
 
     return sorted(rows, key=key)
 
@@ -227,11 +232,19 @@ def _write_csv(path: Path, rows: list[TrialRow], metric: str, params: list[str])
         writer = csv.writer(f)
         writer.writerow(["rank", "trial", "status", metric, "wall_seconds", *params, "overrides", "reason", "run_dir"])
         for rank, row in enumerate(rows, start=1):
-            writer.writerow([
-                rank, row.trial, row.status, "" if row.value is None else repr(row.value),
-                _fmt(row.wall_seconds), *(row.overrides.get(k, "") for k in params),
-                " ".join(f"{k}={v}" for k, v in row.overrides.items()), row.reason or "", row.run_dir,
-            ])  # fmt: skip
+            writer.writerow(
+                [
+                    rank,
+                    row.trial,
+                    row.status,
+                    "" if row.value is None else repr(row.value),
+                    _fmt(row.wall_seconds),
+                    *(row.overrides.get(k, "") for k in params),
+                    " ".join(f"{k}={v}" for k, v in row.overrides.items()),
+                    row.reason or "",
+                    row.run_dir,
+                ]
+            )
 
 
 def _title(rows: list[TrialRow], sweep_dir: Path) -> str:
@@ -244,8 +257,15 @@ def _markdown(rows: list[TrialRow], metric: str, direction: str, params: list[st
     lines = [_title(rows, sweep_dir), "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for rank, row in enumerate(rows, start=1):
         wall = "" if row.wall_seconds is None else f"{row.wall_seconds:.1f}"
-        cells = [str(rank), str(row.trial), row.status, _fmt(row.value), wall,
-                 *(row.overrides.get(k, "") for k in params), (row.reason or "").replace("|", "\\|")]  # fmt: skip
+        cells = [
+            str(rank),
+            str(row.trial),
+            row.status,
+            _fmt(row.value),
+            wall,
+            *(row.overrides.get(k, "") for k in params),
+            (row.reason or "").replace("|", "\\|"),
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -265,8 +285,15 @@ def _print(rows: list[TrialRow], metric: str, direction: str, params: list[str],
     for column in ["#", "trial", "status", f"{metric} ({direction[:3]})", "wall s", *params, "reason"]:
         table.add_column(column, overflow="fold")
     for rank, row in enumerate(rows, start=1):
-        table.add_row(str(rank), str(row.trial), row.status, _fmt(row.value), f"{row.wall_seconds or 0:.1f}",
-                      *(_short(row.overrides.get(k, "")) for k in params), row.reason or "")  # fmt: skip
+        table.add_row(
+            str(rank),
+            str(row.trial),
+            row.status,
+            _fmt(row.value),
+            f"{row.wall_seconds or 0:.1f}",
+            *(_short(row.overrides.get(k, "")) for k in params),
+            row.reason or "",
+        )
     wide_console().print(table)
 
 
@@ -330,8 +357,7 @@ def _grid(plt: Any, panels: int) -> tuple[Any, list[Any]]:
     """A figure of `panels` panels, at most PANEL_COLUMNS wide; unused cells are hidden."""
     columns = min(PANEL_COLUMNS, panels)
     rows = math.ceil(panels / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows),
-                             squeeze=False)  # fmt: skip
+    fig, axes = plt.subplots(rows, columns, figsize=(PANEL_INCHES[0] * columns, PANEL_INCHES[1] * rows), squeeze=False)
     flat = [ax for row in axes for ax in row]
     for ax in flat[panels:]:
         ax.set_visible(False)
@@ -349,8 +375,13 @@ def _plot_trials(ax: Any, rows: list[TrialRow], metric: str, direction: str) -> 
         trials, values = [r.trial for r in done], [r.value for r in done]
         best = min if direction == "minimize" else max
         ax.scatter(trials, values, label="completed", **COMPLETED_MARK)
-        ax.step(trials, [best(values[: i + 1]) for i in range(len(values))], where="post", color="tab:orange",
-                label="best so far")  # fmt: skip
+        ax.step(
+            trials,
+            [best(values[: i + 1]) for i in range(len(values))],
+            where="post",
+            color="tab:orange",
+            label="best so far",
+        )
     if pruned:
         ax.scatter([r.trial for r in pruned], [r.value for r in pruned], label="pruned (last value)", **PRUNED_MARK)
     failed = [r.trial for r in rows if r.status == "failed"]
@@ -411,8 +442,9 @@ def _plot_param(ax: Any, rows: list[TrialRow], key: str, space: dict | None, met
     ax.set_ylabel(metric)
 
 
-def plot_sweep(path: Path, rows: list[TrialRow], metric: str, direction: str, params: list[str],
-               space: dict | None = None) -> None:  # fmt: skip
+def plot_sweep(
+    path: Path, rows: list[TrialRow], metric: str, direction: str, params: list[str], space: dict | None = None
+) -> None:
     """sweep_summary.png: a grid (at most 3 wide) of the metric per trial and the metric against each
     swept parameter; `space` is sweep.json's search space (log axes, categorical choices)."""
     plt = agg_pyplot()
@@ -489,12 +521,17 @@ def write_optuna_plots(sweep_dir: Path, record: dict, metric: str = "Objective V
         study = load_recorded_study(sweep_dir, record)
         complete = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
     except Exception as exc:  # a storage missing or unreachable, a study renamed: never the table's problem
-        log.warning("optuna plots not written: cannot open study %r in %s (%s)", ref.get("study_name"),
-                    ref.get("storage"), _one_line(exc))  # fmt: skip
+        log.warning(
+            "optuna plots not written: cannot open study %r in %s (%s)",
+            ref.get("study_name"),
+            ref.get("storage"),
+            _one_line(exc),
+        )
         return []
     if complete < 2:
-        log.warning("optuna plots not written: study %r holds %d complete trial(s), they need 2", study.study_name,
-                    complete)  # fmt: skip
+        log.warning(
+            "optuna plots not written: study %r holds %d complete trial(s), they need 2", study.study_name, complete
+        )
         return []
     plt, written, problems = agg_pyplot(), [], []
     for name, function in OPTUNA_PLOTS.items():

@@ -67,8 +67,12 @@ def process_start(pid: int) -> str | None:
 def _pid_runs(handle: dict) -> bool:
     """The trial process the handle names still runs on this host."""
     pid, started = int(handle.get("pid") or 0), handle.get("started")
-    return pid > 0 and handle.get("host") == socket.gethostname() and started is not None and (
-        process_start(pid) == started)  # fmt: skip
+    return (
+        pid > 0
+        and handle.get("host") == socket.gethostname()
+        and started is not None
+        and (process_start(pid) == started)
+    )
 
 
 class ForkedChild:
@@ -249,15 +253,21 @@ class SlurmSlots:
         exports = [f"export {key}={shlex.quote(value)}" for key, value in trial_env.items()]
         cluster = OmegaConf.merge(
             self.cfg.cluster,
-            {"job_name": f"{self.prefix}-{job.number}",
-             "setup": [*self.cfg.cluster.setup, *exports]},
-        )  # fmt: skip
+            {"job_name": f"{self.prefix}-{job.number}", "setup": [*self.cfg.cluster.setup, *exports]},
+        )
         train_args = [*job.overrides, *self.layout.device_overrides, f"hydra.run.dir={quote_value(str(job.run_dir))}"]
         return render(
-            cluster, self.layout, train_args, workdir=str(Path.cwd()), root=str(self.cfg.paths.root_dir),
-            task=self.cfg.task_name, output=str(script.parent / "%j.out"), token=uuid.uuid4().hex[:12],
-            script=str(script), cpus_per_task=self.cpus,
-        )  # fmt: skip
+            cluster,
+            self.layout,
+            train_args,
+            workdir=str(Path.cwd()),
+            root=str(self.cfg.paths.root_dir),
+            task=self.cfg.task_name,
+            output=str(script.parent / "%j.out"),
+            token=uuid.uuid4().hex[:12],
+            script=str(script),
+            cpus_per_task=self.cpus,
+        )
 
     def start(self, job: TrialJob, trial_env: dict[str, str]) -> dict:
         from cnnfleet.run.files import write_text_atomic
@@ -274,12 +284,10 @@ class SlurmSlots:
         names = ",".join(str(job.handle.get("job_name")) for job in jobs if job.handle.get("job_name"))
         if not names:
             return set()
-        try:
-            proc = subprocess.run(["squeue", "-h", f"--name={names}", "-o", "%j"], capture_output=True, text=True,
-                                  timeout=60)  # fmt: skip
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return set(proc.stdout.split()) if proc.returncode == 0 else None  # None: ask again later
+        from cnnfleet.cluster.queue import squeue
+
+        rows = squeue(["%j"], f"--name={names}")
+        return None if rows is None else {name for (name,) in rows}  # None: ask again later
 
     def alive(self, job: TrialJob) -> bool:
         queued = self._queued_names([job])
@@ -301,8 +309,10 @@ class SlurmSlots:
 
     def stop(self, jobs: list[TrialJob]) -> str:
         ids = " ".join(str(job.handle.get("job_id")) for job in jobs)
-        return (f"{len(jobs)} trial job(s) keep running on SLURM ({ids}): the same command waits for them again; "
-                f"`scancel {ids}` stops them")  # fmt: skip
+        return (
+            f"{len(jobs)} trial job(s) keep running on SLURM ({ids}): the same command waits for them again; "
+            f"`scancel {ids}` stops them"
+        )
 
     def tail(self, job: TrialJob) -> str | None:
         outs = sorted(self._folder(job).glob("*.out"), key=lambda p: p.stat().st_mtime)

@@ -60,8 +60,10 @@ def optuna_storage(spec: str) -> Any:
     if path.is_dir():
         raise ConfigError(f"hydra.sweeper.storage={spec} is a folder; give a journal file path (e.g. {path / JOURNAL})")
     if not path.parent.is_dir():
-        raise ConfigError(f"hydra.sweeper.storage={spec}: its folder {path.parent} does not exist; create it or give "
-                          "another journal file path")  # fmt: skip
+        raise ConfigError(
+            f"hydra.sweeper.storage={spec}: its folder {path.parent} does not exist; create it or give "
+            "another journal file path"
+        )
     return optuna.storages.JournalStorage(JournalFileBackend(str(path)))
 
 

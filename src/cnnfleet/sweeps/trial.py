@@ -26,6 +26,7 @@ from hydra.core.hydra_config import HydraConfig
 
 from cnnfleet.config.overrides import quote_value
 from cnnfleet.launch.env import SWEEP_DIR_ENV, in_multirun, slurm_task_id, torchrun_run_id
+from cnnfleet.run.layout import SUMMARY_FILE
 from cnnfleet.run.summary import write_failure
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ def run_in_own_process(module: str = "cnnfleet.cli.train") -> float | None:
     env = {**os.environ, SWEEP_DIR_ENV: str(hydra_cfg.sweep.dir)}
     log.info("trial %s: its ranks run in their own process tree (python -m %s)", hydra_cfg.job.num, module)
     code = subprocess.call([sys.executable, "-m", module, *overrides], env=env)
-    summary_path = output_dir / "summary.json"
+    summary_path = output_dir / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
     if code != 0 and summary.get("status") != "failed":
         summary = {"status": "failed", "reason": f"the trial's process tree exited with code {code}"}

@@ -57,8 +57,10 @@ def _device_overrides(accelerator: str) -> list[str]:
 def overhead(cfg: DictConfig, folder: Path) -> dict:
     ours, bare, raw = [], [], []
     with tempfile.TemporaryDirectory() as workdir:
-        train_cfg = compose_train([*cfg.workload, *_device_overrides(cfg.accelerator), *IN_PROCESS,
-                                   f"trainer.max_epochs={cfg.epochs}"], output_dir=workdir)  # fmt: skip
+        train_cfg = compose_train(
+            [*cfg.workload, *_device_overrides(cfg.accelerator), *IN_PROCESS, f"trainer.max_epochs={cfg.epochs}"],
+            output_dir=workdir,
+        )
         for _ in range(cfg.repeats):  # interleaved: a slow moment of the machine hits every side
             ours.append(steady(cnnfleet_in_process(train_cfg, workdir)))
             bare.append(steady(lightning_in_process(train_cfg, workdir)))
@@ -68,13 +70,17 @@ def overhead(cfg: DictConfig, folder: Path) -> dict:
     setting = f"{train_cfg.device.accelerator}, {batch} images/batch"
     rows = [
         {"loop": "cnnfleet (Lightning, callbacks, metrics)", "images_per_s": mine, "runs": _list(ours)},
-        {"loop": "bare Lightning (same network, no callbacks or metrics)", "images_per_s": lightning,
-         "runs": _list(bare)},
+        {
+            "loop": "bare Lightning (same network, no callbacks or metrics)",
+            "images_per_s": lightning,
+            "runs": _list(bare),
+        },
         {"loop": "hand-written PyTorch (bench/raw_loop.py)", "images_per_s": theirs, "runs": _list(raw)},
-    ]  # fmt: skip
+    ]
     ratio = mine / theirs
-    step_ms = {name: 1000 * batch / speed for name, speed in (("cnnfleet", mine), ("lightning", lightning),
-                                                                ("raw", theirs))}  # fmt: skip
+    step_ms = {
+        name: 1000 * batch / speed for name, speed in (("cnnfleet", mine), ("lightning", lightning), ("raw", theirs))
+    }
     notes = [
         f"ratio cnnfleet / hand-written = {ratio:.3f} (goal >= 0.98); median of {cfg.repeats} interleaved runs of "
         f"{cfg.epochs} epochs, first epoch excluded; {setting}; workload: {' '.join(cfg.workload)}",
@@ -99,8 +105,9 @@ def _time_to(summary: dict, target: float) -> float | None:
 
 
 def _measure(cfg: DictConfig, overrides: list[str], env: dict | None = None) -> dict:
-    summary = run_train([*cfg.workload, *overrides, f"trainer.max_epochs={cfg.epochs}", "logger=none", "test=false"],
-                        env=env)  # fmt: skip
+    summary = run_train(
+        [*cfg.workload, *overrides, f"trainer.max_epochs={cfg.epochs}", "logger=none", "test=false"], env=env
+    )
     fit = summary["fit"]
     return {
         "images_per_s": fit.get("steady_images_per_second") or fit["images_per_second"],
@@ -110,8 +117,15 @@ def _measure(cfg: DictConfig, overrides: list[str], env: dict | None = None) -> 
 
 
 def devices(cfg: DictConfig, folder: Path) -> dict:
-    rows = [{"configuration": f"CPU ({torch.get_num_threads()} threads), 32-true", "gpus": 0, "precision": "32-true",
-             "channels_last": False, **_measure(cfg, ["device=cpu"])}]  # fmt: skip
+    rows = [
+        {
+            "configuration": f"CPU ({torch.get_num_threads()} threads), 32-true",
+            "gpus": 0,
+            "precision": "32-true",
+            "channels_last": False,
+            **_measure(cfg, ["device=cpu"]),
+        }
+    ]
     notes = []
     gpus = _gpus()
     counts = [n for n in (cfg.gpu_counts or _powers_of_two(gpus)) if n <= gpus]
@@ -119,21 +133,35 @@ def devices(cfg: DictConfig, folder: Path) -> dict:
         for precision in cfg.precisions:
             for channels_last in cfg.channels_last:
                 layout = ["device=gpu"] if n == 1 else ["device=ddp", "device.accelerator=gpu"]
-                overrides = [*layout, f"device.devices={n}", f"device.precision={precision}",
-                             f"trainer.channels_last={channels_last}"]  # fmt: skip
+                overrides = [
+                    *layout,
+                    f"device.devices={n}",
+                    f"device.precision={precision}",
+                    f"trainer.channels_last={channels_last}",
+                ]
                 name = f"{n} x {torch.cuda.get_device_name(0)}, {precision}"
                 name += ", channels_last" if channels_last else ""
-                rows.append({"configuration": name, "gpus": n, "precision": precision,
-                             "channels_last": channels_last, **_measure(cfg, overrides)})  # fmt: skip
+                rows.append(
+                    {
+                        "configuration": name,
+                        "gpus": n,
+                        "precision": precision,
+                        "channels_last": channels_last,
+                        **_measure(cfg, overrides),
+                    }
+                )
     if not gpus:
         notes.append("No GPU present: CPU rows only. Run `cnnfleet-bench mode=devices` on a GPU node to compare.")
     cpu = rows[0]["images_per_s"]
     for row in rows:
         row["speedup_over_cpu"] = row["images_per_s"] / cpu
-    notes.append(f"steady-state images/s over epochs 2..{cfg.epochs}; time to val/acc >= {cfg.target_accuracy} counts "
-                 f"training time only (blank: not reached); workload: {' '.join(cfg.workload)}")  # fmt: skip
-    write_report(folder, "cnnfleet-bench devices: speedup over CPU", rows, notes,
-                 chart=("configuration", "speedup_over_cpu"))  # fmt: skip
+    notes.append(
+        f"steady-state images/s over epochs 2..{cfg.epochs}; time to val/acc >= {cfg.target_accuracy} counts "
+        f"training time only (blank: not reached); workload: {' '.join(cfg.workload)}"
+    )
+    write_report(
+        folder, "cnnfleet-bench devices: speedup over CPU", rows, notes, chart=("configuration", "speedup_over_cpu")
+    )
     return {"rows": rows}
 
 
@@ -161,10 +189,13 @@ def scaling(cfg: DictConfig, folder: Path) -> dict:
     rows = []
     for n in cfg.processes:
         median = statistics.median(results[n])
-        rows.append({"processes": n, "images_per_s": median, "efficiency": median / (n * base),
-                     "runs": _list(results[n])})  # fmt: skip
+        rows.append(
+            {"processes": n, "images_per_s": median, "efficiency": median / (n * base), "runs": _list(results[n])}
+        )
     threads = f"{cfg.threads_per_process} thread(s) each" if not gpu else "one GPU each"
-    notes = [f"DDP ({'nccl' if gpu else 'gloo'}) on {accelerator}, {threads}; efficiency = images/s / (N x one "
-             f"process's); goal >= 0.85 at 2; median of {cfg.repeats}; workload: {' '.join(cfg.workload)}"]  # fmt: skip
+    notes = [
+        f"DDP ({'nccl' if gpu else 'gloo'}) on {accelerator}, {threads}; efficiency = images/s / (N x one "
+        f"process's); goal >= 0.85 at 2; median of {cfg.repeats}; workload: {' '.join(cfg.workload)}"
+    ]
     write_report(folder, "cnnfleet-bench scaling", rows, notes, chart=("processes", "efficiency"))
     return {"rows": rows}

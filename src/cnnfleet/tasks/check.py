@@ -15,6 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from cnnfleet.config.guard import building
 from cnnfleet.errors import ConfigError
+from cnnfleet.launch.world import per_device_batch
 
 
 def _first_batch(datamodule, split: str = "train") -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,38 +66,44 @@ def train(cfg: DictConfig, overrides: list[str], probe_devices: bool = True) -> 
     lines = [f"run folder: {plan.run_dir} ({plan.reason})"]
     devices = plan_devices(cfg.device) if probe_devices else None
     world = devices.world_size if devices is not None else cfg.cluster.nodes * cfg.cluster.tasks_per_node
-    if cfg.data.batch_size % world:
-        raise ConfigError(f"data.batch_size={cfg.data.batch_size} (global) is not divisible by the world size "
-                          f"{world}; use a multiple of {world}")  # fmt: skip
+    batch = per_device_batch(cfg.data.batch_size, world)
     if devices is not None:
         lines.append(f"devices: {devices.describe()}")
     torch.manual_seed(cfg.seed)
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
     images, labels = _first_batch(datamodule)
     sizes = datamodule.split_sizes()
-    lines.append(f"data: {', '.join(f'{k} {v}' for k, v in sizes.items())} images; first batch "
-                 f"{tuple(images.shape)}, batch {cfg.data.batch_size} global = {cfg.data.batch_size // world} "
-                 "per device")  # fmt: skip
-    batches = max(1, -(-sizes.get("train", 1) // (cfg.data.batch_size // world)) // world)
+    lines.append(
+        f"data: {', '.join(f'{k} {v}' for k, v in sizes.items())} images; first batch "
+        f"{tuple(images.shape)}, batch {cfg.data.batch_size} global = {batch} "
+        "per device"
+    )
+    batches = max(1, -(-sizes.get("train", 1) // batch) // world)
     share = cfg.trainer.limit_train_batches
     if isinstance(share, float) and int(share * batches) < 1:
-        raise ConfigError(f"trainer.limit_train_batches={share} of {batches} training batches per epoch is less "
-                          f"than one batch; use at least {1 / batches:.3g} or a batch count")  # fmt: skip
+        raise ConfigError(
+            f"trainer.limit_train_batches={share} of {batches} training batches per epoch is less "
+            f"than one batch; use at least {1 / batches:.3g} or a batch count"
+        )
     module = build_classifier(cfg.model, cfg.data, cfg)
     steps_per_epoch = max(1, sizes.get("train", 1) // cfg.data.batch_size) // cfg.trainer.accumulate_grad_batches
     loss = _run_once(module, images, labels, cfg, max(1, steps_per_epoch * cfg.trainer.max_epochs))
     params = sum(p.numel() for p in module.net.parameters())
     lines.append(f"model: {cfg.model._target_} {params:,} parameters; one training step, loss {loss}")
-    lines.append(f"optimizer: {cfg.optimizer._target_} lr {module.hparams.optimizer.get('lr')}; scheduler: "
-                 f"{cfg.scheduler._target_ if cfg.scheduler is not None else 'none'}")  # fmt: skip
+    lines.append(
+        f"optimizer: {cfg.optimizer._target_} lr {module.hparams.optimizer.get('lr')}; scheduler: "
+        f"{cfg.scheduler._target_ if cfg.scheduler is not None else 'none'}"
+    )
     if plan.resume_from:
         with building("ckpt_path", plan.resume_from, label=f"cannot read checkpoint {plan.resume_from}"):
             position = resume_position(plan.resume_from, module.hparams.model, module)
         lines.append(f"resume: {plan.resume_from} at step {position['global_step']}")
     loggers = build_loggers(cfg.logger)  # built, not started: W&B writes nothing before a run starts
     callbacks = build_callbacks(cfg.callbacks)
-    lines.append(f"loggers: {', '.join(type(x).__name__ for x in loggers) or 'none'}; callbacks: "
-                 f"{', '.join(type(x).__name__ for x in callbacks) or 'none'}")  # fmt: skip
+    lines.append(
+        f"loggers: {', '.join(type(x).__name__ for x in loggers) or 'none'}; callbacks: "
+        f"{', '.join(type(x).__name__ for x in callbacks) or 'none'}"
+    )
     if devices is not None:
         build_trainer(cfg.trainer, devices, callbacks, loggers, str(plan.run_dir))
         lines.append(f"trainer: max_epochs {cfg.trainer.max_epochs}, precision {devices.precision}")
@@ -116,8 +123,12 @@ def submit(cfg: DictConfig, overrides: list[str], dry_run: bool, given_run_dir: 
     continued, reason, run_dir = continuation(cfg, given_run_dir)
     lines = train(cfg, [o for o in overrides if not o.startswith("hydra.")], probe_devices=False)
     run = f"run: continues {run_dir} ({reason})" if continued else "run: a new run"
-    return [*lines[1:], run, f"job: {cfg.cluster.nodes} node(s) x {layout.tasks_per_node} task(s) x "
-                             f"{cpus or 'default'} CPU(s), time {cfg.cluster.time}"]  # fmt: skip
+    return [
+        *lines[1:],
+        run,
+        f"job: {cfg.cluster.nodes} node(s) x {layout.tasks_per_node} task(s) x "
+        f"{cpus or 'default'} CPU(s), time {cfg.cluster.time}",
+    ]
 
 
 def _trained(ckpt_path: str):

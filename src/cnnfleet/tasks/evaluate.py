@@ -24,8 +24,10 @@ def evaluate(cfg: DictConfig) -> dict:
         data_cfg.batch_size = cfg.batch_size
     if cfg.data_root is not None:
         if "root" not in data_cfg:
-            raise ConfigError(f"data_root={cfg.data_root}: this checkpoint's data set ({data_cfg._target_}) has "
-                              "no folder to move; leave data_root unset")  # fmt: skip
+            raise ConfigError(
+                f"data_root={cfg.data_root}: this checkpoint's data set ({data_cfg._target_}) has "
+                "no folder to move; leave data_root unset"
+            )
         data_cfg.root = cfg.data_root
     datamodule = build_datamodule(data_cfg, seed=cfg.seed)
     datamodule.setup()

@@ -59,7 +59,7 @@ def export(cfg: DictConfig) -> dict:
             "dtype": "float32",
             "shape": ["batch", len(trained.class_names)],
             "meaning": "class scores before softmax, in class_names order",
-        },  # fmt: skip
+        },
         "class_names": trained.class_names,
         "checkpoint": str(Path(cfg.ckpt_path).resolve()),
         "model": trained.module.hparams.model,
@@ -71,12 +71,19 @@ def export(cfg: DictConfig) -> dict:
     write_json_atomic(output / "export.json", report)
     bad = {k: v for k, v in diffs.items() if v > cfg.tolerance}
     if bad:
-        raise ExportError(f"exported logits differ from the checkpoint's by {bad} (> tolerance={cfg.tolerance}); "
-                          f"the files are kept in {output} for inspection")  # fmt: skip
-    print_table("cnnfleet export", {**{name: str(output / name) for name in files},
-                                    "input": f"{contract['dtype']} {contract['layout']} {contract['shape']} "
-                                             f"in {contract['range']}, normalised inside",
-                                    **{f"max |logit diff| {k}": f"{v:.1e}" for k, v in diffs.items()}})  # fmt: skip
+        raise ExportError(
+            f"exported logits differ from the checkpoint's by {bad} (> tolerance={cfg.tolerance}); "
+            f"the files are kept in {output} for inspection"
+        )
+    print_table(
+        "cnnfleet export",
+        {
+            **{name: str(output / name) for name in files},
+            "input": f"{contract['dtype']} {contract['layout']} {contract['shape']} "
+            f"in {contract['range']}, normalised inside",
+            **{f"max |logit diff| {k}": f"{v:.1e}" for k, v in diffs.items()},
+        },
+    )
     return report
 
 
@@ -99,15 +106,21 @@ def reference_logits(net: torch.nn.Module, pixels: torch.Tensor, contract: dict)
         return net(images)
 
 
-def _write_safetensors(trained: TrainedModel, path: Path, pixels: torch.Tensor, expected: torch.Tensor,
-                       contract: dict) -> float:  # fmt: skip
+def _write_safetensors(
+    trained: TrainedModel, path: Path, pixels: torch.Tensor, expected: torch.Tensor, contract: dict
+) -> float:
     from hydra.utils import instantiate
     from safetensors.torch import load_file, save_file
 
     net = trained.module.eval_net
-    meta = {"model": trained.module.hparams.model, "class_names": trained.class_names,
-            "input_shape": contract["shape"][1:], "mean": contract["mean"], "std": contract["std"],
-            "takes": "normalised images"}  # fmt: skip
+    meta = {
+        "model": trained.module.hparams.model,
+        "class_names": trained.class_names,
+        "input_shape": contract["shape"][1:],
+        "mean": contract["mean"],
+        "std": contract["std"],
+        "takes": "normalised images",
+    }
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     with atomic_path(path) as tmp:
         save_file(state, str(tmp), metadata={"cnnfleet": json.dumps(meta)})
@@ -130,8 +143,9 @@ def _trace(model: Preprocessed, contract: dict, trained: TrainedModel) -> torch.
         raise ExportError(f"torch.export cannot trace {name}: {str(exc).splitlines()[0]}") from None
 
 
-def _write_program(program: torch.export.ExportedProgram, path: Path, pixels: torch.Tensor,
-                   expected: torch.Tensor) -> float:  # fmt: skip
+def _write_program(
+    program: torch.export.ExportedProgram, path: Path, pixels: torch.Tensor, expected: torch.Tensor
+) -> float:
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
         torch.export.save(program, handle)
     loaded = torch.export.load(str(path)).module()  # as a server loads it
@@ -139,8 +153,9 @@ def _write_program(program: torch.export.ExportedProgram, path: Path, pixels: to
         return _max_diff(loaded(pixels), expected)
 
 
-def _write_onnx(program: torch.export.ExportedProgram, path: Path, pixels: torch.Tensor,
-                expected: torch.Tensor) -> tuple[float, dict]:  # fmt: skip
+def _write_onnx(
+    program: torch.export.ExportedProgram, path: Path, pixels: torch.Tensor, expected: torch.Tensor
+) -> tuple[float, dict]:
     """The program as ONNX (torch's dynamo exporter, via onnxscript), run with onnxruntime."""
     import onnx
     import onnxruntime
@@ -149,11 +164,19 @@ def _write_onnx(program: torch.export.ExportedProgram, path: Path, pixels: torch
         logging.getLogger(name).setLevel(logging.WARNING)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     try:
-        onnx_program = torch.onnx.export(program, (pixels,), dynamic_shapes=({0: batch},), input_names=[INPUT_NAME],
-                                         output_names=[OUTPUT_NAME], dynamo=True, verbose=False)  # fmt: skip
+        onnx_program = torch.onnx.export(
+            program,
+            (pixels,),
+            dynamic_shapes=({0: batch},),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamo=True,
+            verbose=False,
+        )
     except Exception as exc:  # an operator without an ONNX translation, ...
-        raise ExportError(f"torch.onnx.export failed: {str(exc).strip().splitlines()[0]}; "
-                          "formats=[pt2] exports without ONNX") from None  # fmt: skip
+        raise ExportError(
+            f"torch.onnx.export failed: {str(exc).strip().splitlines()[0]}; formats=[pt2] exports without ONNX"
+        ) from None
     opset = next(o.version for o in onnx_program.model_proto.opset_import if o.domain in ("", "ai.onnx"))
     with atomic_path(path) as tmp:
         onnx_program.save(str(tmp), external_data=False)  # one self-contained file (networks under 2 GB)

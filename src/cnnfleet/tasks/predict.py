@@ -21,8 +21,10 @@ def load_predictor(cfg: DictConfig) -> Artifact:
     """The model named by exactly one of ckpt_path and artifact; ConfigError for none or both."""
     if (cfg.ckpt_path is None) == (cfg.artifact is None):
         given = "both" if cfg.ckpt_path is not None else "neither"
-        raise ConfigError(f"give one of ckpt_path=<checkpoint> and artifact=<model.pt2|model.onnx> ({given} given); "
-                          "an artifact is a file of a cnnfleet-export run folder")  # fmt: skip
+        raise ConfigError(
+            f"give one of ckpt_path=<checkpoint> and artifact=<model.pt2|model.onnx> ({given} given); "
+            "an artifact is a file of a cnnfleet-export run folder"
+        )
     if cfg.artifact is not None:
         return load_artifact(cfg.artifact)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -42,8 +44,14 @@ def predict(cfg: DictConfig) -> list[dict]:
         probs = model.run(batch).float().softmax(dim=1)
         top_p, top_i = probs.topk(k, dim=1)
         for f, p, i in zip(chunk, top_p.tolist(), top_i.tolist(), strict=True):
-            rows.append({"file": str(f), "class": names[i[0]], "probability": p[0],
-                         "top_k": "; ".join(f"{names[c]}:{q:.4f}" for c, q in zip(i, p, strict=True))})  # fmt: skip
+            rows.append(
+                {
+                    "file": str(f),
+                    "class": names[i[0]],
+                    "probability": p[0],
+                    "top_k": "; ".join(f"{names[c]}:{q:.4f}" for c, q in zip(i, p, strict=True)),
+                }
+            )
     output = Path(cfg.paths.output_dir) / "predictions.csv"
     with output.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["file", "class", "probability", "top_k"])

@@ -39,11 +39,9 @@ def call_sbatch(script: Path) -> str:
 
 def queued_jobs() -> dict[str, str]:
     """{job id: state} of every job SLURM still holds (pending, running, requeued)."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-o", "%A %T"], capture_output=True, text=True, timeout=60).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return {}
-    return dict(line.split(None, 1) for line in out.splitlines() if len(line.split()) == 2)
+    from cnnfleet.cluster.queue import squeue
+
+    return {job: state for job, state in squeue(["%A", "%T"]) or []}
 
 
 CONTINUES = "continues.json"  # in a submission folder: the run its job continues (before the job has started)
@@ -112,10 +110,17 @@ def submit(cfg: DictConfig, dry_run: bool, given_run_dir: str | None = None) -> 
     # a request no node of the partition can hold would wait PENDING forever: one line instead
     cpus = cfg.cluster.cpus_per_task if dry_run else check_request(cfg.cluster)
     script = render(
-        cfg.cluster, layout, command, workdir=str(Path.cwd()), root=str(cfg.paths.root_dir),
-        task=cfg.task_name, output=str(log_dir / "slurm" / "%j.out"), token=uuid.uuid4().hex[:12],
-        script=str(submission), cpus_per_task=cpus,
-    )  # fmt: skip
+        cfg.cluster,
+        layout,
+        command,
+        workdir=str(Path.cwd()),
+        root=str(cfg.paths.root_dir),
+        task=cfg.task_name,
+        output=str(log_dir / "slurm" / "%j.out"),
+        token=uuid.uuid4().hex[:12],
+        script=str(submission),
+        cpus_per_task=cpus,
+    )
     if dry_run:
         print(script, end="")
         return None
@@ -125,8 +130,13 @@ def submit(cfg: DictConfig, dry_run: bool, given_run_dir: str | None = None) -> 
     if continued:  # a second continuation is refused while this job waits in the queue
         write_text_atomic(submission.parent / CONTINUES, json.dumps({"run_dir": str(run_dir), "job_id": job_id}))
     runs = log_dir / "runs"
-    folder = (f"{run_dir} ({reason})" if continued else
-              f"{runs}/slurm-{job_id} (or slurm-{job_id}-<token> if SLURM reused the id)")  # fmt: skip
-    print(f"submitted job {job_id}\nrun folder: {folder}\nlog: {log_dir / 'slurm' / f'{job_id}.out'}\n"
-          f"script: {submission}")  # fmt: skip
+    folder = (
+        f"{run_dir} ({reason})"
+        if continued
+        else f"{runs}/slurm-{job_id} (or slurm-{job_id}-<token> if SLURM reused the id)"
+    )
+    print(
+        f"submitted job {job_id}\nrun folder: {folder}\nlog: {log_dir / 'slurm' / f'{job_id}.out'}\n"
+        f"script: {submission}"
+    )
     return job_id

@@ -21,8 +21,9 @@ from cnnfleet.launch.env import rendezvous_address, sweep_trial
 from cnnfleet.launch.shutdown import end_distributed
 from cnnfleet.run.attempt import Attempt
 from cnnfleet.run.files import write_json_atomic, write_text_atomic
+from cnnfleet.run.layout import CLASSES_FILE, METRICS_FILE, TRACEBACK_FILE
 from cnnfleet.run.logs import route_lightning_logs
-from cnnfleet.run.plan import RunPlan, current_plan, plan_trial
+from cnnfleet.run.plan import RunPlan, plan_trial
 from cnnfleet.run.plots import plot_curves
 from cnnfleet.run.record import environment_record, plain_config
 from cnnfleet.run.smoke import smoke_run
@@ -79,20 +80,21 @@ def resume_position(ckpt_path: str, model_cfg: dict, module: Classifier | None =
     return {"path": ckpt_path, "global_step": checkpoint["global_step"], "epoch": checkpoint["epoch"]}
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Train, validate and test one run; returns cfg.optimized_metric for sweepers."""
+def train(cfg: DictConfig, plan: RunPlan | None = None) -> float | None:
+    """Train, validate and test one run; returns cfg.optimized_metric for sweepers. `plan`: the run plan
+    the command line decided (run/plan.py); a sweep's trial makes its own."""
     global _started
     _started = cnnfleet.STARTED if not in_multirun() else time.perf_counter()  # a trial's own time in a sweep
     try:
         devices = plan_devices(cfg.device)
     except CnnfleetError as exc:
-        if current_plan() is not None:
-            Attempt.of(current_plan()).close(FAILED, one_line(exc))
+        if plan is not None:
+            Attempt.of(plan).close(FAILED, one_line(exc))
         raise
     if needs_own_process(devices.world_size):
         return run_in_own_process()  # a DDP trial of a local multirun (see sweeps/trial.py)
     apply_threads(devices)
-    plan = (current_plan() or plan_trial(cfg)).with_devices(devices, cfg.data.batch_size)
+    plan = (plan or plan_trial(cfg)).with_devices(devices, cfg.data.batch_size)
     loggers: list = []
     attempt = Attempt.of(plan)
     progress = ProgressWatch(plan.rank, cfg.device.stall_after_s, plan.run_dir, on_phase=attempt.enter_phase)
@@ -181,8 +183,10 @@ def _report_stop(stopped: Stopped, plan: RunPlan) -> int:
     if plan.rank != 0:
         return 0  # rank 0 reports (and Lightning's process observer must not kill it)
     if stopped.requeued:
-        print(f"preempted by SIGUSR1 during {stopped.phase}: saved {stopped.path or 'nothing new'}; the job "
-              f"continues in {plan.run_dir} (requeued, or a follow-up job)")  # fmt: skip
+        print(
+            f"preempted by SIGUSR1 during {stopped.phase}: saved {stopped.path or 'nothing new'}; the job "
+            f"continues in {plan.run_dir} (requeued, or a follow-up job)"
+        )
         return 0
     saved = f"saved {stopped.path}" if stopped.path else "the checkpoints already written are kept"
     sys.stderr.write(
@@ -196,13 +200,18 @@ def _record_failure(output_dir: Path, exc: Exception) -> None:
     """summary.json says failed and why; a bug (not an input error) leaves its traceback beside it."""
     write_failure(output_dir, one_line(exc), wall_seconds=time.perf_counter() - _started, error=type(exc).__name__)
     if output_dir.is_dir() and not isinstance(exc, CnnfleetError):
-        write_text_atomic(output_dir / "traceback.txt", "".join(traceback.format_exception(exc)))
+        write_text_atomic(output_dir / TRACEBACK_FILE, "".join(traceback.format_exception(exc)))
 
 
-def training_callbacks(cfg: DictConfig, module: Classifier, environment: dict, output_dir: Path,
-                       on_silent_rank: Callable, flops_per_image: float | None = None,
-                       progress: ProgressWatch | None = None,
-                       ) -> tuple[ThroughputMonitor, RankWatch, list[L.Callback]]:  # fmt: skip
+def training_callbacks(
+    cfg: DictConfig,
+    module: Classifier,
+    environment: dict,
+    output_dir: Path,
+    on_silent_rank: Callable,
+    flops_per_image: float | None = None,
+    progress: ProgressWatch | None = None,
+) -> tuple[ThroughputMonitor, RankWatch, list[L.Callback]]:
     """Every callback of a training run (build_trainer adds the finite-loss check and the loss logger)."""
     throughput = ThroughputMonitor(flops_per_image)
     watch = RankWatch(cfg.device.timeout_s, on_silent_rank)
@@ -236,7 +245,7 @@ def _train(
     environment = environment_record()  # git, versions, hardware: env.json and the loggers' config
     rank = plan.rank
     datamodule = build_datamodule(cfg.data, seed=cfg.seed)
-    module = build_classifier(cfg.model, cfg.data, cfg)
+    module = build_classifier(cfg.model, cfg.data, cfg, resuming=bool(plan.resume_from))
     # a checkpoint that does not fit fails before anything in its run folder is rewritten
     resumed = resume_position(plan.resume_from, module.hparams.model, module) if plan.resume_from else None
     attempt.open(cfg, environment, resumed["global_step"] if resumed else None)
@@ -244,11 +253,15 @@ def _train(
         stop_if_requested("start-up", resumed["global_step"] if resumed else 0, rank == 0)
     if rank == 0:
         log.info("run folder %s: %s", output_dir, plan.reason)
-        log.info("device plan: %s; batch %d global = %d per device", plan.devices.describe(), cfg.data.batch_size,
-                 batch)  # fmt: skip
+        log.info(
+            "device plan: %s; batch %d global = %d per device", plan.devices.describe(), cfg.data.batch_size, batch
+        )
         if plan.ignored_env:
-            log.warning("ignored %s inherited from the submitting shell: the job's rendezvous is %s",
-                        ", ".join(f"{k}={v}" for k, v in plan.ignored_env.items()), rendezvous_address())  # fmt: skip
+            log.warning(
+                "ignored %s inherited from the submitting shell: the job's rendezvous is %s",
+                ", ".join(f"{k}={v}" for k, v in plan.ignored_env.items()),
+                rendezvous_address(),
+            )
     # every rank says what it trains: its own log file shows that all ranks agree
     log.info("rank %d of %d hyperparameters: %s", rank, plan.world_size, hyperparameters_line(cfg))
     module.run_config = plain_config(cfg)
@@ -283,8 +296,11 @@ def _train(
         if cfg.train and plan.extends and resumed and trainer.global_step == resumed["global_step"]:
             limits = [f"trainer.max_epochs={cfg.trainer.max_epochs}"]
             limits += [f"trainer.max_steps={cfg.trainer.max_steps}"] if cfg.trainer.max_steps != -1 else []
-            limits += [f"trainer.max_time={cfg.trainer.max_time} (its clock travels in the checkpoint)"] \
-                if cfg.trainer.max_time else []  # fmt: skip
+            limits += (
+                [f"trainer.max_time={cfg.trainer.max_time} (its clock travels in the checkpoint)"]
+                if cfg.trainer.max_time
+                else []
+            )
             raise ConfigError(
                 f"nothing was trained: the checkpoint of {Path(plan.extends).name} (epoch {resumed.get('epoch')}, "
                 f"step {resumed['global_step']}) is already at the end of its schedule: {', '.join(limits)}; "
@@ -305,9 +321,9 @@ def _train(
         summary.update(status=PRUNED, reason=pruned.reason, pruned_at_epoch=pruned.epoch)
     summary["optimized"] = {"metric": cfg.optimized_metric, "direction": cfg.optimized_direction, "value": metric}
     if trainer.is_global_zero:
-        write_json_atomic(output_dir / "classes.json", list(datamodule.class_names))
+        write_json_atomic(output_dir / CLASSES_FILE, list(datamodule.class_names))
         write_summary(output_dir, summary)
-        plot_curves(output_dir / "metrics.csv", output_dir / "curves.png")
+        plot_curves(output_dir / METRICS_FILE, output_dir / "curves.png")
         print_table("cnnfleet run summary", summary_rows(summary))
     return pruned or metric
 
@@ -321,8 +337,10 @@ def _stop_reason(trainer: L.Trainer) -> dict:
         return {"stopped_by": f"trainer.max_steps={trainer.max_steps}"}
     early = trainer.early_stopping_callback
     if early is not None and early.stopped_epoch:
-        return {"stopped_by": f"early stopping on {early.monitor} at epoch {early.stopped_epoch}",
-                "stopped_early_at_epoch": early.stopped_epoch}  # fmt: skip
+        return {
+            "stopped_by": f"early stopping on {early.monitor} at epoch {early.stopped_epoch}",
+            "stopped_early_at_epoch": early.stopped_epoch,
+        }
     timer = next((c for c in trainer.callbacks if isinstance(c, Timer)), None)
     if timer is not None and timer.time_remaining() is not None and timer.time_remaining() <= 0:
         return {"stopped_by": "trainer.max_time"}

@@ -84,6 +84,11 @@ def build_mlflow_logger(
         Path(tracking_uri.removeprefix("file:").removeprefix("//")).mkdir(parents=True, exist_ok=True)
     run_tags = {RUN_DIR_TAG: str(run_dir), **{f"tag.{tag}": "true" for tag in tags or []}}
     return RunFolderMLFlowLogger(
-        run_dir=run_dir, experiment_name=experiment_name, run_name=run_name or Path(run_dir).name,
-        tracking_uri=tracking_uri, tags=run_tags, log_model=log_model, run_id=_kept_run_id(run_dir),
-    )  # fmt: skip
+        run_dir=run_dir,
+        experiment_name=experiment_name,
+        run_name=run_name or Path(run_dir).name,
+        tracking_uri=tracking_uri,
+        tags=run_tags,
+        log_model=log_model,
+        run_id=_kept_run_id(run_dir),
+    )

@@ -132,10 +132,18 @@ def build_wandb_logger(
     if offline and log_model:
         log.info("W&B is offline: logger.wandb.log_model=true is ignored (checkpoints stay in the run folder)")
     logger = EarlyStartWandbLogger(
-        save_dir=save_dir, project=project, entity=entity, group=group, name=name, tags=list(tags or []),
-        id=run_id(save_dir), resume="allow", offline=offline, log_model=log_model and not offline,
+        save_dir=save_dir,
+        project=project,
+        entity=entity,
+        group=group,
+        name=name,
+        tags=list(tags or []),
+        id=run_id(save_dir),
+        resume="allow",
+        offline=offline,
+        log_model=log_model and not offline,
         settings=wandb.Settings(silent=True),  # our log says what matters; errors stay one line
-    )  # fmt: skip
+    )
     if offline and global_rank() == 0:
         log.info("W&B offline (no API key found); upload later with: wandb sync %s/wandb/offline-run-*", save_dir)
     return logger

@@ -17,7 +17,6 @@ from cnnfleet.data.in_memory import InMemoryDataModule
 from cnnfleet.errors import ConfigError
 from cnnfleet.models.freeze import freeze
 from cnnfleet.models.init_from import init_from
-from cnnfleet.run.plan import current_plan
 from cnnfleet.run.smoke import smoke_run
 from cnnfleet.training.checkpoint_io import AtomicCheckpointIO
 from cnnfleet.training.device import DevicePlan
@@ -44,12 +43,17 @@ def build_datamodule(data_cfg: DictConfig, seed: int) -> InMemoryDataModule:
         return instantiate(data_cfg, shuffle_seed=seed)
 
 
-def build_classifier(model_cfg: DictConfig, data_cfg: DictConfig, cfg: DictConfig) -> Classifier:
+def build_classifier(
+    model_cfg: DictConfig, data_cfg: DictConfig, cfg: DictConfig, resuming: bool | None = None
+) -> Classifier:
     """The network's stem and head follow the data set's channels and classes; then model.init_from's
-    weights (not when the run resumes: the checkpoint's replace them) and model.freeze."""
+    weights (not when the run resumes: the checkpoint's replace them) and model.freeze. `resuming`: the
+    run plan's answer (a SLURM requeue resumes without a ckpt_path); None: whether ckpt_path is set."""
     if data_cfg.num_classes is None:  # cnnfleet's commands count an image folder's classes at launch
-        raise ConfigError("data.num_classes is not set: set data.num_classes=N (the commands read it from the "
-                          "data when it is unset: data.root/train's class folders, shards' index.json)")  # fmt: skip
+        raise ConfigError(
+            "data.num_classes is not set: set data.num_classes=N (the commands read it from the "
+            "data when it is unset: data.root/train's class folders, shards' index.json)"
+        )
     model = OmegaConf.to_container(model_cfg, resolve=True)
     model.update(in_channels=data_cfg.channels, num_classes=data_cfg.num_classes)
     run_keys = {key: model.pop(key) for key in MODEL_RUN_KEYS if key in model}  # not constructor arguments
@@ -65,7 +69,7 @@ def build_classifier(model_cfg: DictConfig, data_cfg: DictConfig, cfg: DictConfi
             ema_decay=cfg.trainer.ema_decay,
         )
     check_input_shape(module.net, data_cfg.channels, data_cfg.image_size, model_cfg)
-    fine_tune(module, run_keys, model, resuming=_resuming(cfg))
+    fine_tune(module, run_keys, model, resuming=cfg.ckpt_path is not None if resuming is None else resuming)
     return module
 
 
@@ -84,13 +88,6 @@ def fine_tune(module: Classifier, run_keys: dict, model: dict, resuming: bool) -
         warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode at the start of training")
         frozen = freeze(module.net, list(run_keys["freeze"]))
         log.info("model.freeze: %s parameters frozen under %s", f"{frozen:,}", ", ".join(run_keys["freeze"]))
-
-
-def _resuming(cfg: DictConfig) -> bool:
-    """Whether the fit starts from a checkpoint: the process's run plan says (a run folder resumed by
-    SLURM requeue has no ckpt_path), else (a sweep trial, --check) ckpt_path."""
-    plan = current_plan()
-    return bool(plan.resume_from) if plan is not None else cfg.ckpt_path is not None
 
 
 def check_input_shape(net: torch.nn.Module, channels: int, size: int, model_cfg: DictConfig) -> None:
@@ -193,8 +190,12 @@ def build_trainer(
     for key in MODULE_KEYS:  # applied to the module (build_classifier, compile_network)
         kwargs.pop(key)
     loss_logger = TrainLossLogger()
-    callbacks = [*callbacks, StopOnNonFiniteLoss(kwargs.pop("check_finite_every_n_steps")), loss_logger,
-                 ValidateAtMaxSteps()]  # fmt: skip
+    callbacks = [
+        *callbacks,
+        StopOnNonFiniteLoss(kwargs.pop("check_finite_every_n_steps")),
+        loss_logger,
+        ValidateAtMaxSteps(),
+    ]
     if kwargs["benchmark"] is None and plan.accelerator == "gpu" and not kwargs["deterministic"]:
         kwargs["benchmark"] = True  # cudnn picks the fastest kernels for our fixed input shapes
     if kwargs["sync_batchnorm"] and plan.accelerator == "cpu" and plan.world_size > 1:

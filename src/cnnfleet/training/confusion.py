@@ -31,8 +31,7 @@ class ConfusionMatrixCallback(L.Callback):
             return
         names = self.class_names or list(getattr(trainer.datamodule, "class_names", None) or [])
         names = names if len(names) == self.num_classes else [str(i) for i in range(self.num_classes)]
-        np.savetxt(self.output_dir / "confusion_matrix.csv", counts, fmt="%d", delimiter=",",
-                   header=",".join(names))  # fmt: skip
+        np.savetxt(self.output_dir / "confusion_matrix.csv", counts, fmt="%d", delimiter=",", header=",".join(names))
         png = plot_confusion(counts, names, self.output_dir / "confusion_matrix.png")
         for logger in trainer.loggers:
             if hasattr(logger, "log_image"):

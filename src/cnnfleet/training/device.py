@@ -108,8 +108,9 @@ def plan_devices(cfg: DictConfig, env: Mapping[str, str] | None = None) -> Devic
             "use device.precision=bf16-mixed or 32-true on CPU"
         )
     threads, source = intra_op_threads(devices, env)
-    plan = DevicePlan(accelerator, devices, int(cfg.num_nodes), strategy, precision, int(cfg.timeout_s), threads,
-                      source)  # fmt: skip
+    plan = DevicePlan(
+        accelerator, devices, int(cfg.num_nodes), strategy, precision, int(cfg.timeout_s), threads, source
+    )
     check_launcher(plan.devices, plan.num_nodes, env)
     return plan
 

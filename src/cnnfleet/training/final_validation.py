@@ -15,7 +15,8 @@ import lightning as L
 
 
 class ValidateAtMaxSteps(L.Callback):
-    def on_train_batch_end(self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: L.Trainer, module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if 0 <= trainer.max_steps <= trainer.global_step:
             trainer.should_stop = True

@@ -37,8 +37,9 @@ class StopOnNonFiniteLoss(L.Callback):
         self._lagged = LaggedRead()  # the last exchange's answer, read one step later
         self._exchanged_at = -1  # global step of the last exchange (once per optimizer step)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
         if loss is None:
             return

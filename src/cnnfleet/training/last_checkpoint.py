@@ -14,6 +14,7 @@ from typing import Any
 import lightning as L
 
 from cnnfleet.errors import ConfigError
+from cnnfleet.run.layout import LAST_CKPT
 from cnnfleet.training.preemption import ends_optimizer_step, prune_hpc_checkpoints
 
 
@@ -23,7 +24,7 @@ class LastCheckpoint(L.Callback):
             raise ConfigError(f"callbacks.last_checkpoint.every_n_steps={every_n_steps} must be >= 1 (null: off)")
         if every_n_minutes is not None and not every_n_minutes > 0:
             raise ConfigError(f"callbacks.last_checkpoint.every_n_minutes={every_n_minutes} must be > 0 (null: off)")
-        self.path = Path(dirpath) / "last.ckpt"
+        self.path = Path(dirpath) / LAST_CKPT
         self.every_n_steps, self.every_n_minutes = every_n_steps, every_n_minutes
         self._saved_at = time.monotonic()
 
@@ -38,8 +39,9 @@ class LastCheckpoint(L.Callback):
         due = self.every_n_minutes is not None and time.monotonic() - self._saved_at >= 60 * self.every_n_minutes
         return bool(trainer.strategy.broadcast(due, src=0)) if trainer.world_size > 1 else due
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not ends_optimizer_step(trainer, batch_idx) or batch_idx + 1 == trainer.num_training_batches:
             return  # the epoch's end saves anyway
         step = trainer.global_step

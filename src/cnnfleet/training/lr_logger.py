@@ -16,8 +16,9 @@ class LearningRateLogger(L.Callback):
     def __init__(self, log_momentum: bool = False) -> None:
         self.log_momentum = log_momentum
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object,
-                             batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: object, batch_idx: int
+    ) -> None:
         if not trainer.loggers or batch_idx % trainer.accumulate_grad_batches:
             return  # one row per optimizer step: the first batch of its accumulation window
         step = trainer.global_step  # steps done; the next one is step + 1

@@ -161,8 +161,12 @@ class Classifier(L.LightningModule):
             self.loaded_head = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint[RUN_CONFIG_KEY] = {"config": self.run_config, "version": __version__,
-                                      "class_names": self.class_names, "rng": rng_state()}  # fmt: skip
+        checkpoint[RUN_CONFIG_KEY] = {
+            "config": self.run_config,
+            "version": __version__,
+            "class_names": self.class_names,
+            "rng": rng_state(),
+        }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """A resumed fit continues the random stream (augmentation, dropout) where it stopped."""

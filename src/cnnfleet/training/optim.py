@@ -63,8 +63,9 @@ def layer_of(net: nn.Module) -> dict[str, int]:
     return {name: depth.get(name, 0) for name, _ in net.named_parameters()}
 
 
-def layer_decay_groups(named: list[tuple[str, nn.Parameter]], depth: dict[str, int], lr: float,
-                       decay: float) -> list[dict[str, Any]]:  # fmt: skip
+def layer_decay_groups(
+    named: list[tuple[str, nn.Parameter]], depth: dict[str, int], lr: float, decay: float
+) -> list[dict[str, Any]]:
     """Parameter groups of lr x decay^(last - layer) (the last layer, the head, trains at lr), as BEiT /
     timm's param_groups_layer_decay. Names missing from `depth` (not the network's) get the full lr.
     Weight decay is untouched: every group takes the optimizer's own."""
@@ -72,8 +73,10 @@ def layer_decay_groups(named: list[tuple[str, nn.Parameter]], depth: dict[str, i
     groups: dict[int, dict[str, Any]] = {}
     for name, param in named:
         layer = depth.get(name, last)
-        group = groups.setdefault(layer, {"params": [], "lr": lr * decay ** (last - layer),
-                                          "lr_scale": decay ** (last - layer), "layer": layer})  # fmt: skip
+        group = groups.setdefault(
+            layer,
+            {"params": [], "lr": lr * decay ** (last - layer), "lr_scale": decay ** (last - layer), "layer": layer},
+        )
         group["params"].append(param)
     return [groups[layer] for layer in sorted(groups)]
 

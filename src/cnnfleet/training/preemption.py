@@ -33,6 +33,7 @@ import torch
 from cnnfleet.launch import signals
 from cnnfleet.launch.env import requeue_enabled, slurm_task_id
 from cnnfleet.run.handoff import request_follow_up
+from cnnfleet.run.layout import CHECKPOINTS_DIR, LAST_CKPT
 from cnnfleet.run.smoke import smoke_run
 from cnnfleet.training.lagged import LaggedRead
 
@@ -166,7 +167,7 @@ class GracefulStop(L.Callback):
         if save and hpc:
             path = next_hpc_path(trainer.default_root_dir)
         elif save:
-            path = Path(trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+            path = Path(trainer.default_root_dir) / CHECKPOINTS_DIR / LAST_CKPT
         if path is not None:
             trainer.save_checkpoint(path, weights_only=False)  # all ranks take part; rank 0 writes atomically
         requeued = False
@@ -176,8 +177,9 @@ class GracefulStop(L.Callback):
             requeued = request == signals.REQUEUE and continue_job(self.job_id)
         raise Stopped(request, str(path) if path else None, trainer.global_step, phase, requeued)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if not ends_optimizer_step(trainer, batch_idx):
             return
         request = self._step_request(trainer, pl_module)

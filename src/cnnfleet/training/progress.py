@@ -62,7 +62,9 @@ class ProgressWatch(L.Callback):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # after the last epoch's checkpoint: a wait from here on is the new epoch's, and is reported anew
-        self._progress(f"training: waiting for batch 0 of epoch {trainer.current_epoch} from the data loader")
+        # (before this process's first step, its loader's workers are still starting: on_train_start's words)
+        if self.step_s is not None:
+            self._progress(f"training: waiting for batch 0 of epoch {trainer.current_epoch} from the data loader")
 
     def on_train_batch_start(
         self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int

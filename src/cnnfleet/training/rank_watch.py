@@ -40,8 +40,12 @@ class RankWatch(L.Callback):
         if trainer.world_size < 2 or self.heartbeat is not None:
             return
         self.trainer = trainer
-        heartbeat = Heartbeat(trainer.global_rank, trainer.world_size, max(5.0, SILENT_SHARE * self.timeout_s),
-                              lambda peer, what: self.on_silent(peer, what, heartbeat, trainer))  # fmt: skip
+        heartbeat = Heartbeat(
+            trainer.global_rank,
+            trainer.world_size,
+            max(5.0, SILENT_SHARE * self.timeout_s),
+            lambda peer, what: self.on_silent(peer, what, heartbeat, trainer),
+        )
         try:
             heartbeat.start()
         except Exception as exc:  # noqa: BLE001 (no watch is better than no run; the timeout still holds)
@@ -69,16 +73,22 @@ class RankWatch(L.Callback):
             return
         for peer, silent_s in heartbeat.silent(at_least_s):
             heartbeat.stop()
-            self.on_silent(peer, f"{heartbeat.describe(peer)} stopped answering: its heartbeat stopped "
-                                 f"{silent_s:.0f} s ago and {why}", heartbeat, self.trainer)  # fmt: skip
+            self.on_silent(
+                peer,
+                f"{heartbeat.describe(peer)} stopped answering: its heartbeat stopped {silent_s:.0f} s ago and {why}",
+                heartbeat,
+                self.trainer,
+            )
 
 
 def end_on_silent_rank(plan: RunPlan, attempt: Attempt) -> Callable[[int, str, Heartbeat], None]:
     """What a rank does when a peer stops answering (training/rank_watch.py): record, say, end."""
 
     def end(peer: int, what: str, heartbeat: Heartbeat, trainer: L.Trainer | None = None) -> None:
-        line = (f"{what}, so rank {plan.rank} ends the run (the others cannot go on without it); the checkpoints "
-                f"written so far are kept; continue with: {plan.next_command()}")  # fmt: skip
+        line = (
+            f"{what}, so rank {plan.rank} ends the run (the others cannot go on without it); the checkpoints "
+            f"written so far are kept; continue with: {plan.next_command()}"
+        )
         try:
             if trainer is not None:  # the step the run got to (its last checkpoint may be older)
                 attempt.at(trainer.global_step, trainer.current_epoch)

@@ -21,8 +21,9 @@ class TrainLossLogger(L.Callback):
         self._lagged = LaggedRead()
         self.latest: float | None = None  # the last loss read (the progress bar shows it)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         loss = outputs["loss"] if isinstance(outputs, Mapping) else outputs
         if loss is None or not ends_optimizer_step(trainer, batch_idx):
             return

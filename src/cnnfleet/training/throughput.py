@@ -90,13 +90,15 @@ class ThroughputMonitor(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop(pl_module)
         acc = trainer.callback_metrics.get("val/acc")  # this epoch's validation ran before this hook
-        self.epochs.append({
-            "epoch": trainer.current_epoch,
-            "train_seconds": self._epoch_seconds,
-            "images": self._epoch_images,
-            "train_seconds_total": self.train_seconds,
-            "val_acc": float(acc) if acc is not None else None,
-        })  # fmt: skip
+        self.epochs.append(
+            {
+                "epoch": trainer.current_epoch,
+                "train_seconds": self._epoch_seconds,
+                "images": self._epoch_images,
+                "train_seconds_total": self.train_seconds,
+                "val_acc": float(acc) if acc is not None else None,
+            }
+        )
 
     # ---------------------------------------------------------------- per-step accounting
     def on_train_batch_start(
@@ -108,8 +110,9 @@ class ThroughputMonitor(L.Callback):
             self.data_wait_seconds += wait
             self._interval["wait"] += wait
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:  # fmt: skip
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         images = int(batch[0].shape[0]) * trainer.world_size
         self.images += images
         self._epoch_images += images

@@ -32,22 +32,28 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import SlurmLaunche
 log = logging.getLogger(__name__)
 # squeue states after which a job never runs again (squeue(1) JOB STATE CODES); PREEMPTED is left out:
 # a job submitted with --requeue comes back
-ENDED = {"BOOT_FAIL", "CANCELLED", "COMPLETED", "DEADLINE", "FAILED", "NODE_FAIL", "OUT_OF_MEMORY", "REVOKED",
-         "SPECIAL_EXIT", "TIMEOUT"}  # fmt: skip
+ENDED = {
+    "BOOT_FAIL",
+    "CANCELLED",
+    "COMPLETED",
+    "DEADLINE",
+    "FAILED",
+    "NODE_FAIL",
+    "OUT_OF_MEMORY",
+    "REVOKED",
+    "SPECIAL_EXIT",
+    "TIMEOUT",
+}
 GONE = "ENDED"  # a job squeue no longer lists (SLURM forgets ended jobs after MinJobAge)
 
 
 def squeue_states() -> dict[str, str] | None:
     """State of each of this user's jobs that SLURM still holds (array tasks as `id_index`); None when
     squeue itself fails (the controller unreachable): then nothing is concluded."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-r", "--states=all", "-u", getpass.getuser(), "-o", "%i|%T"],
-                             capture_output=True, text=True, timeout=60)  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    return dict(line.strip().split("|", 1) for line in out.stdout.splitlines() if "|" in line)
+    from cnnfleet.cluster.queue import squeue
+
+    rows = squeue(["%i", "%T"], "-r", "--states=all", "-u", getpass.getuser())
+    return None if rows is None else {job: state for job, state in rows}
 
 
 def squeue_fallback_watcher(delay_s: int = 60):  # noqa: ANN201 (submitit's class, imported lazily)
@@ -92,8 +98,12 @@ def trials_without_results_return_none() -> Iterator[None]:
         try:
             return results(job)
         except UncompletedJobError:
-            log.warning("trial job %s ended (%s) without a result: the sweep goes on without its value; its "
-                        "folder keeps what it saved", job.job_id, job.state)  # fmt: skip
+            log.warning(
+                "trial job %s ended (%s) without a result: the sweep goes on without its value; its "
+                "folder keeps what it saved",
+                job.job_id,
+                job.state,
+            )
             return [JobReturn(status=JobStatus.COMPLETED, _return_value=None)]
 
     watcher = SlurmJob.watcher
@@ -176,7 +186,10 @@ class CnnfleetSlurmLauncher(SlurmLauncher):
             reason = sbatch_refusal(exc)
             if reason is None:
                 raise
-            _refuse(stderr, f"sbatch refused the sweep's jobs: {reason} (check the cluster.* keys; "
-                            "`sinfo -o '%P %c %m %G %l'` shows what the partitions offer)")  # fmt: skip
+            _refuse(
+                stderr,
+                f"sbatch refused the sweep's jobs: {reason} (check the cluster.* keys; "
+                "`sinfo -o '%P %c %m %G %l'` shows what the partitions offer)",
+            )
         finally:
             sys.stderr = stderr

@@ -65,8 +65,15 @@ def center_box(height: int, width: int, image_size: int, resize_size: int) -> tu
     return (height - side) // 2, (width - side) // 2, side, side
 
 
-def plan_crops(sizes: Sequence[tuple[int, int]], train: bool, image_size: int, resize_size: int,
-               scale_min: float, flip: bool, seed: int) -> tuple[Tensor, Tensor]:  # fmt: skip
+def plan_crops(
+    sizes: Sequence[tuple[int, int]],
+    train: bool,
+    image_size: int,
+    resize_size: int,
+    scale_min: float,
+    flip: bool,
+    seed: int,
+) -> tuple[Tensor, Tensor]:
     """(B, 4) boxes and (B,) flips of a batch: random for training (seeded), central for evaluation."""
     generator = torch.Generator().manual_seed(seed)
     if train:
@@ -91,8 +98,10 @@ def decode(data: Sequence[bytes], names: Sequence[str], channels: int, device: s
             try:
                 decode_jpeg(tensor, mode=mode)
             except RuntimeError as exc:
-                raise DataError(f"cannot decode image {name} ({str(exc).splitlines()[0]}); run the same "
-                                "cnnfleet-prepare command again with --verify") from None  # fmt: skip
+                raise DataError(
+                    f"cannot decode image {name} ({str(exc).splitlines()[0]}); run the same "
+                    "cnnfleet-prepare command again with --verify"
+                ) from None
         raise
 
 

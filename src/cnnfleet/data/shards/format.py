@@ -73,30 +73,37 @@ class ShardIndex:
         root_text = str(root)
         path = Path(root) / INDEX
         if not Path(root).is_dir():
-            raise DataError(f"data.root={root_text} does not exist; prepare shards with "
-                            f"cnnfleet-prepare <images> {root_text}")  # fmt: skip
+            raise DataError(
+                f"data.root={root_text} does not exist; prepare shards with cnnfleet-prepare <images> {root_text}"
+            )
         if not path.is_file():
             if (Path(root) / ".prepare").is_dir():
                 hint = "its preparation has not finished: run the same cnnfleet-prepare command again to complete it"
             elif (Path(root) / "train").is_dir():
-                hint = (f"it looks like an image folder: use data=imagefolder, or cnnfleet-prepare {root_text} "
-                        "<new folder> and set data.root to that folder")  # fmt: skip
+                hint = (
+                    f"it looks like an image folder: use data=imagefolder, or cnnfleet-prepare {root_text} "
+                    "<new folder> and set data.root to that folder"
+                )
             else:
                 hint = "write shards with cnnfleet-prepare <image folder> <new folder> and set data.root to that folder"
             raise DataError(f"data.root={root_text} has no {INDEX}; {hint}")
         try:
             raw = json.loads(path.read_text())
             if raw.get("format") != FORMAT:
-                raise DataError(f"{path} is format {raw.get('format')!r}, this cnnfleet reads {FORMAT!r}; "
-                                "prepare the data set again with this version's cnnfleet-prepare")  # fmt: skip
+                raise DataError(
+                    f"{path} is format {raw.get('format')!r}, this cnnfleet reads {FORMAT!r}; "
+                    "prepare the data set again with this version's cnnfleet-prepare"
+                )
             splits = {name: [Shard(**s) for s in shards] for name, shards in raw["splits"].items()}
             index = cls(root_text, [str(c) for c in raw["classes"]], splits, dict(raw.get("settings", {})))
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(f"{path} is damaged ({type(exc).__name__}: {exc}); prepare the data set again") from None
         for name in ("train", "val"):
             if not index.splits.get(name) or index.size(name) == 0:
-                raise DataError(f"{path}: the {name} split is empty; prepare the data set again with a {name} "
-                                "split (cnnfleet-prepare --val-fraction for sources without one)")  # fmt: skip
+                raise DataError(
+                    f"{path}: the {name} split is empty; prepare the data set again with a {name} "
+                    "split (cnnfleet-prepare --val-fraction for sources without one)"
+                )
         if index.num_classes < 2:
             raise DataError(f"{path} lists {index.num_classes} class; a classifier needs at least 2")
         return index

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from cnnfleet.data.sharding import steps_per_epoch
+from cnnfleet.data.sharding import per_device_batch, steps_per_epoch
 from cnnfleet.data.shards import decode as dec
 from cnnfleet.data.shards.plan import eval_plan, train_plan, worker_batches
 from cnnfleet.data.shards.reader import SplitReader
@@ -41,18 +41,29 @@ def batch_seed(*parts: int) -> int:
 class ShardBatches(IterableDataset):
     """This rank's batches of a split; decoded to uint8 (B, C, S, S) here, or left encoded for the GPU."""
 
-    def __init__(self, reader: SplitReader, counts: list[int], train: bool, world: int, rank: int,
-                 global_batch: int, seed: int, shuffle_window: int, spec: ImageSpec,
-                 decode_on_device: bool) -> None:  # fmt: skip
+    def __init__(
+        self,
+        reader: SplitReader,
+        counts: list[int],
+        train: bool,
+        world: int,
+        rank: int,
+        global_batch: int,
+        seed: int,
+        shuffle_window: int,
+        spec: ImageSpec,
+        decode_on_device: bool,
+    ) -> None:
         self.reader, self.counts, self.train = reader, counts, train
         self.world, self.rank, self.global_batch = world, rank, global_batch
         self.seed, self.shuffle_window, self.spec = seed, shuffle_window, spec
         self.decode_on_device = decode_on_device
         self.position = torch.zeros(2, dtype=torch.int64).share_memory_()  # (epoch, batches to skip)
-        self.batch = global_batch // world
+        self.batch = per_device_batch(global_batch, world)
         total = sum(counts)
-        self.num_batches = steps_per_epoch(total, global_batch) if train else len(eval_plan(counts, world, rank,
-                                                                                            self.batch))  # fmt: skip
+        self.num_batches = (
+            steps_per_epoch(total, global_batch) if train else len(eval_plan(counts, world, rank, self.batch))
+        )
 
     def start_epoch(self, epoch: int, skip: int) -> None:
         """Main process, before the epoch's iteration: what every worker reads when it begins it."""
@@ -60,8 +71,9 @@ class ShardBatches(IterableDataset):
 
     def plan(self, epoch: int) -> Any:
         if self.train:
-            return train_plan(self.counts, self.seed, epoch, self.world, self.rank, self.global_batch,
-                              self.shuffle_window)  # fmt: skip
+            return train_plan(
+                self.counts, self.seed, epoch, self.world, self.rank, self.global_batch, self.shuffle_window
+            )
         return eval_plan(self.counts, self.world, self.rank, self.batch)
 
     def __len__(self) -> int:
@@ -80,13 +92,21 @@ class ShardBatches(IterableDataset):
         data, labels, names = self.reader.read(positions)
         sizes = [dec.jpeg_size(d, n) for d, n in zip(data, names, strict=True)]
         seed = batch_seed(self.seed, epoch, self.rank, number, self.train)
-        boxes, flips = dec.plan_crops(sizes, self.train, spec.image_size, spec.resize_size, spec.crop_scale_min,
-                                      spec.horizontal_flip, seed)  # fmt: skip
+        boxes, flips = dec.plan_crops(
+            sizes, self.train, spec.image_size, spec.resize_size, spec.crop_scale_min, spec.horizontal_flip, seed
+        )
         labels_t = torch.tensor(labels, dtype=torch.int64)
         policy = spec.auto_augment if self.train else "none"
         if self.decode_on_device:
-            return {"jpeg": data, "names": names, "boxes": boxes, "flips": flips, "labels": labels_t,
-                    "seed": seed, "policy": policy}  # fmt: skip
+            return {
+                "jpeg": data,
+                "names": names,
+                "boxes": boxes,
+                "flips": flips,
+                "labels": labels_t,
+                "seed": seed,
+                "policy": policy,
+            }
         images = dec.crop_resize(dec.decode(data, names, spec.channels, "cpu"), boxes, flips, spec.image_size)
         return dec.apply_policy(images, policy, seed), labels_t
 
@@ -102,8 +122,9 @@ class ShardLoader(DataLoader):
     """DataLoader over ShardBatches (persistent workers) that tells it, in the main process, which epoch
     starts and how many of its batches a resumed run has already trained."""
 
-    def __init__(self, dataset: ShardBatches, epoch_fn: Callable[[], int], skip_fn: Callable[[], int],
-                 **kwargs: Any) -> None:  # fmt: skip
+    def __init__(
+        self, dataset: ShardBatches, epoch_fn: Callable[[], int], skip_fn: Callable[[], int], **kwargs: Any
+    ) -> None:
         workers = kwargs.get("num_workers", 0)
         super().__init__(dataset, batch_size=None, persistent_workers=workers > 0, **worker_start(workers), **kwargs)
         self.epoch_fn, self.skip_fn = epoch_fn, skip_fn

@@ -72,8 +72,10 @@ class ShardsDataModule(SplitLoaders, L.LightningDataModule):
         self.index = open_prepared(self.root, self.cache_dir)
         self.locate = shard_locator(self.root, self.cache_dir)
         if self.num_classes is not None and self.num_classes != self.index.num_classes:
-            raise DataError(f"data.num_classes={self.num_classes} but {self.root} holds {self.index.num_classes} "
-                            "classes; leave data.num_classes unset (null: read from index.json)")  # fmt: skip
+            raise DataError(
+                f"data.num_classes={self.num_classes} but {self.root} holds {self.index.num_classes} "
+                "classes; leave data.num_classes unset (null: read from index.json)"
+            )
         self.num_classes = self.index.num_classes
 
     @property
@@ -96,8 +98,10 @@ class ShardsDataModule(SplitLoaders, L.LightningDataModule):
     def decode_on_device(self) -> bool:
         device = self._device()
         if self.decode == "gpu" and device.type != "cuda":
-            raise ConfigError(f"data.decode=gpu needs a CUDA device, this run trains on {device.type}; "
-                              "use data.decode=auto or data.decode=cpu")  # fmt: skip
+            raise ConfigError(
+                f"data.decode=gpu needs a CUDA device, this run trains on {device.type}; "
+                "use data.decode=auto or data.decode=cpu"
+            )
         return device.type == "cuda" and self.decode != "cpu"
 
     def loader(self, split: str, train: bool = False) -> ShardLoader:
@@ -106,14 +110,28 @@ class ShardsDataModule(SplitLoaders, L.LightningDataModule):
         name = self.index.eval_split(split)
         shards = self.index.splits[name]
         reader = SplitReader(shards, self.locate, window=self.shuffle_window if train else 0)
-        dataset = ShardBatches(reader, self.index.counts(name), train, world, rank,
-                               self.batch_size, self.shuffle_seed, self.shuffle_window, self.spec,
-                               self.decode_on_device())  # fmt: skip
+        dataset = ShardBatches(
+            reader,
+            self.index.counts(name),
+            train,
+            world,
+            rank,
+            self.batch_size,
+            self.shuffle_seed,
+            self.shuffle_window,
+            self.spec,
+            self.decode_on_device(),
+        )
         workers = self.num_workers if self.num_workers is not None else default_workers(local_devices)
         pin = self.pin_memory if self.pin_memory is not None else torch.cuda.is_available()
         epoch = (lambda: self.trainer.current_epoch) if self.trainer is not None else (lambda: 0)
-        return ShardLoader(dataset, epoch_fn=epoch, skip_fn=lambda: completed_batches(self.trainer) if train else 0,
-                           num_workers=workers, pin_memory=pin)  # fmt: skip
+        return ShardLoader(
+            dataset,
+            epoch_fn=epoch,
+            skip_fn=lambda: completed_batches(self.trainer) if train else 0,
+            num_workers=workers,
+            pin_memory=pin,
+        )
 
     def on_before_batch_transfer(self, batch: object, dataloader_idx: int) -> object:
         """Batches the workers left encoded are decoded on the training GPU here (nvJPEG, batched)."""

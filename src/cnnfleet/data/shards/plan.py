@@ -33,8 +33,9 @@ def epoch_sequence(counts: list[int], seed: int, epoch: int, shuffle: bool) -> n
     return np.concatenate([np.arange(starts[s], starts[s] + counts[s], dtype=np.int64) for s in order])
 
 
-def train_plan(counts: list[int], seed: int, epoch: int, world: int, rank: int, global_batch: int,
-               shuffle_window: int) -> np.ndarray:  # fmt: skip
+def train_plan(
+    counts: list[int], seed: int, epoch: int, world: int, rank: int, global_batch: int, shuffle_window: int
+) -> np.ndarray:
     """(steps, global_batch / world) positions: this rank's training batches of the epoch."""
     batch = per_device_batch(global_batch, world)
     steps = steps_per_epoch(sum(counts), global_batch)

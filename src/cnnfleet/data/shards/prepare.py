@@ -46,8 +46,10 @@ def plan_shards(source: object, shard_size: int, seed: int) -> list[tuple[str, i
     for split, samples in source.splits.items():
         order = np.random.default_rng([seed, len(samples)]).permutation(len(samples))
         shuffled = [samples[i] for i in order]
-        jobs += [(split, n, shuffled[start : start + shard_size])
-                 for n, start in enumerate(range(0, len(shuffled), shard_size))]  # fmt: skip
+        jobs += [
+            (split, n, shuffled[start : start + shard_size])
+            for n, start in enumerate(range(0, len(shuffled), shard_size))
+        ]
     return jobs
 
 
@@ -57,11 +59,18 @@ def fingerprint(args: "PrepareSettings", source: object) -> dict:
     for split, samples in sorted(source.splits.items()):
         for sample, label in samples:
             digest.update(f"{split}\t{sample if isinstance(sample, str) else 'array'}\t{label}\n".encode())
-    return {"from": args.kind, "source": str(args.source.resolve()), "size": args.size, "quality": args.quality,
-            "shard_size": args.shard_size, "seed": args.seed, "mode": source.mode,
-            "val_fraction": args.val_fraction if args.kind != "imagefolder" else None,
-            "samples": {split: len(s) for split, s in source.splits.items()},
-            "listing_sha256": digest.hexdigest()}  # fmt: skip
+    return {
+        "from": args.kind,
+        "source": str(args.source.resolve()),
+        "size": args.size,
+        "quality": args.quality,
+        "shard_size": args.shard_size,
+        "seed": args.seed,
+        "mode": source.mode,
+        "val_fraction": args.val_fraction if args.kind != "imagefolder" else None,
+        "samples": {split: len(s) for split, s in source.splits.items()},
+        "listing_sha256": digest.hexdigest(),
+    }
 
 
 def claim_output(output: Path, settings: dict) -> None:
@@ -79,16 +88,22 @@ def claim_output(output: Path, settings: dict) -> None:
         source = [k for k in SOURCE_KEYS if before.get(k) != settings.get(k)]
         finished = (output / "index.json").is_file()
         if flags:
-            raise DataError(f"{output} was prepared with other settings ({'; '.join(flags[:3])}); use another "
-                            f"output folder, or delete {output} to start it over")  # fmt: skip
+            raise DataError(
+                f"{output} was prepared with other settings ({'; '.join(flags[:3])}); use another "
+                f"output folder, or delete {output} to start it over"
+            )
         if source and finished:
-            raise DataError(f"the images in {settings['source']} changed since {output} was prepared from them "
-                            f"({_count_change(before, settings)}); prepare into another folder, or delete "
-                            f"{output}")  # fmt: skip
+            raise DataError(
+                f"the images in {settings['source']} changed since {output} was prepared from them "
+                f"({_count_change(before, settings)}); prepare into another folder, or delete "
+                f"{output}"
+            )
         if not source:
             return
-        log.warning("the source changed since this unfinished preparation started (%s): starting it over",
-                    _count_change(before, settings))  # fmt: skip
+        log.warning(
+            "the source changed since this unfinished preparation started (%s): starting it over",
+            _count_change(before, settings),
+        )
         for split in before.get("samples", {}):
             shutil.rmtree(output / split, ignore_errors=True)
         shutil.rmtree(output / STATE, ignore_errors=True)
@@ -102,8 +117,11 @@ SOURCE_KEYS = ("samples", "listing_sha256")  # what the source's files decide, n
 
 def _count_change(before: dict, now: dict) -> str:
     old, new = before.get("samples", {}), now.get("samples", {})
-    changed = [f"{split} {old.get(split, 0)} -> {new.get(split, 0)} images" for split in sorted(old | new)
-               if old.get(split) != new.get(split)]  # fmt: skip
+    changed = [
+        f"{split} {old.get(split, 0)} -> {new.get(split, 0)} images"
+        for split in sorted(old | new)
+        if old.get(split) != new.get(split)
+    ]
     return ", ".join(changed) or "the same counts, other files"
 
 
@@ -160,8 +178,9 @@ def prepare(args: PrepareSettings) -> str:
         entries = {(split, n): _done(output, split, n, args.verify) for split, n, _ in jobs}
         pending = [job for job in jobs if entries[job[:2]] is None]
         encoding = Encoding(args.size, args.quality, source.mode)
-        bar = tqdm(total=len(jobs), initial=len(jobs) - len(pending), unit="shard", disable=args.quiet or None,
-                   desc=PROG)  # fmt: skip
+        bar = tqdm(
+            total=len(jobs), initial=len(jobs) - len(pending), unit="shard", disable=args.quiet or None, desc=PROG
+        )
         if pending:
             pool = ProcessPoolExecutor(max_workers=min(args.workers, len(pending)), initializer=exit_with_parent)
             try:

@@ -39,8 +39,10 @@ def read_table(path: str, shard: Shard) -> ShardTable:
             "cnnfleet-prepare command again"
         ) from None
     if size != shard.bytes:
-        raise DataError(f"shard {path} is {size} bytes but index.json says {shard.bytes}: the file is truncated "
-                        "or was changed; copy it again or run cnnfleet-prepare again")  # fmt: skip
+        raise DataError(
+            f"shard {path} is {size} bytes but index.json says {shard.bytes}: the file is truncated "
+            "or was changed; copy it again or run cnnfleet-prepare again"
+        )
     images: dict[str, tuple[int, int]] = {}
     labels: dict[str, int] = {}
     try:
@@ -58,9 +60,11 @@ def read_table(path: str, shard: Shard) -> ShardTable:
         ) from None
     keys = list(images)
     if len(keys) != shard.count or set(keys) != set(labels):
-        raise DataError(f"shard {path} holds {len(keys)} images and {len(labels)} labels but index.json says "
-                        f"{shard.count} samples; run the same cnnfleet-prepare command again with "
-                        "--verify")  # fmt: skip
+        raise DataError(
+            f"shard {path} holds {len(keys)} images and {len(labels)} labels but index.json says "
+            f"{shard.count} samples; run the same cnnfleet-prepare command again with "
+            "--verify"
+        )
     offsets, sizes = zip(*(images[k] for k in keys), strict=True)
     return ShardTable(path, np.array(offsets), np.array(sizes), np.array([labels[k] for k in keys]), keys)
 

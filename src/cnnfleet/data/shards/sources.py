@@ -36,17 +36,21 @@ def image_folder(root: Path, channels: int) -> Source:
         samples = []
         for class_dir in sorted(p for p in folder.iterdir() if p.is_dir()):
             if class_dir.name not in lookup:
-                raise DataError(f"{class_dir} is a class that train/ does not have; every class needs training "
-                                "images")  # fmt: skip
-            samples += [(str(f), lookup[class_dir.name]) for f in sorted(class_dir.rglob("*"))
-                        if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()]  # fmt: skip
+                raise DataError(f"{class_dir} is a class that train/ does not have; every class needs training images")
+            samples += [
+                (str(f), lookup[class_dir.name])
+                for f in sorted(class_dir.rglob("*"))
+                if f.suffix.lower() in IMAGE_SUFFIXES and f.is_file()
+            ]
         if not samples:
             raise DataError(f"{folder} holds no images ({', '.join(IMAGE_SUFFIXES)}) in its class folders")
         if split == "train":
             empty = sorted(set(classes) - {classes[label] for _, label in samples})
             if empty:
-                raise DataError(f"{folder}/{empty[0]} holds no images ({len(empty)} class folder(s) without any); "
-                                "add images or remove the folder")  # fmt: skip
+                raise DataError(
+                    f"{folder}/{empty[0]} holds no images ({len(empty)} class folder(s) without any); "
+                    "add images or remove the folder"
+                )
         splits[split] = samples
     return Source(classes, splits, "RGB" if channels == 3 else "L")
 
@@ -59,11 +63,14 @@ def torchvision_files(root: Path, name: str, val_fraction: float, seed: int) -> 
     if name.endswith("mnist"):
         unpack_gzipped_idx(root / folder, files)
     try:
-        train, test = (dataset_class(name, verify_checksums=False)(str(root), train=t, download=False)
-                       for t in (True, False))  # fmt: skip
+        train, test = (
+            dataset_class(name, verify_checksums=False)(str(root), train=t, download=False) for t in (True, False)
+        )
     except (RuntimeError, OSError) as exc:
-        raise DataError(f"{name}: cannot read its files in {root / folder} ({str(exc).strip().splitlines()[0]}); "
-                        f"expected {', '.join(files)}") from None  # fmt: skip
+        raise DataError(
+            f"{name}: cannot read its files in {root / folder} ({str(exc).strip().splitlines()[0]}); "
+            f"expected {', '.join(files)}"
+        ) from None
     images, labels = np.asarray(train.data), np.asarray(train.targets, dtype=np.int64)
     index = stratified_split(labels, val_fraction, 0.0, seed=seed)
     test_images, test_labels = np.asarray(test.data), np.asarray(test.targets, dtype=np.int64)
@@ -73,11 +80,13 @@ def torchvision_files(root: Path, name: str, val_fraction: float, seed: int) -> 
 
     return Source(
         [str(c) for c in train.classes],
-        {"train": samples(images[index["train"]], labels[index["train"]]),
-         "val": samples(images[index["val"]], labels[index["val"]]),
-         "test": samples(test_images, test_labels)},
+        {
+            "train": samples(images[index["train"]], labels[index["train"]]),
+            "val": samples(images[index["val"]], labels[index["val"]]),
+            "test": samples(test_images, test_labels),
+        },
         "L" if images.ndim == 3 else "RGB",
-    )  # fmt: skip
+    )
 
 
 def read_source(kind: str, root: Path, channels: int, val_fraction: float, seed: int, output: Path) -> Source:

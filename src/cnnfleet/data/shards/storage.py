@@ -40,8 +40,14 @@ log = logging.getLogger(__name__)
 SCHEME = "s3://"
 CHUNK = 1 << 20  # bytes read from a response (and hashed) at a time
 DOWNLOAD_TRIES = 3  # a connection that breaks mid-object is tried again (botocore retries only the request)
-CREDENTIAL_CODES = ("InvalidAccessKeyId", "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
-                    "TokenRefreshRequired", "AuthorizationHeaderMalformed")  # fmt: skip
+CREDENTIAL_CODES = (
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "ExpiredToken",
+    "InvalidToken",
+    "TokenRefreshRequired",
+    "AuthorizationHeaderMalformed",
+)
 DENIED_CODES = ("AccessDenied", "AllAccessDisabled", "Forbidden", "403")
 MISSING_CODES = ("NoSuchKey", "NotFound", "404")
 
@@ -134,8 +140,10 @@ class S3Shards:
         self.bucket, _, prefix = self.url[len(SCHEME) :].partition("/")
         self.prefix = prefix.strip("/")
         if any(part in ("", ".", "..") for part in self.prefix.split("/")) and self.prefix:
-            raise DataError(f"data.root={url}: the prefix has an empty, '.' or '..' part; "
-                            "write it as s3://<bucket>/<folder>/<folder>")  # fmt: skip
+            raise DataError(
+                f"data.root={url}: the prefix has an empty, '.' or '..' part; "
+                "write it as s3://<bucket>/<folder>/<folder>"
+            )
         self.cache_dir = str(Path(cache_dir).expanduser()) if cache_dir else str(default_cache_dir())
         self.folder = Path(self.cache_dir) / self.bucket / self.prefix
         self._client = None
@@ -189,8 +197,10 @@ class S3Shards:
     def _unwritable(self, exc: OSError) -> DataError:
         reason = exc.strerror or type(exc).__name__
         where = f" ({exc.filename})" if exc.filename else ""
-        return DataError(f"data.cache_dir={self.cache_dir} is not writable: {reason}{where}; set data.cache_dir to "
-                         f"a folder this user can write (each node caches the shards of {self.url} there)")  # fmt: skip
+        return DataError(
+            f"data.cache_dir={self.cache_dir} is not writable: {reason}{where}; set data.cache_dir to "
+            f"a folder this user can write (each node caches the shards of {self.url} there)"
+        )
 
     def _get_bytes(self, relative: str) -> bytes:
         key = self.key(relative)
@@ -203,8 +213,10 @@ class S3Shards:
 
     def __call__(self, shard: Shard) -> str:
         if Path(shard.path).is_absolute() or ".." in Path(shard.path).parts:
-            raise DataError(f"{self.url}/{INDEX} lists a shard outside the folder ({shard.path}); "
-                            "prepare the data set again with cnnfleet-prepare")  # fmt: skip
+            raise DataError(
+                f"{self.url}/{INDEX} lists a shard outside the folder ({shard.path}); "
+                "prepare the data set again with cnnfleet-prepare"
+            )
         path = self.folder / shard.path
         record = path.with_name(f".{path.name}.sha256")
         if self._cached(path, record, shard, rehash=False):
@@ -247,8 +259,13 @@ class S3Shards:
             except _BrokenOff:
                 if attempt == DOWNLOAD_TRIES:
                     raise
-                log.warning("downloading s3://%s/%s broke off (try %d of %d); trying again",
-                            self.bucket, key, attempt, DOWNLOAD_TRIES)  # fmt: skip
+                log.warning(
+                    "downloading s3://%s/%s broke off (try %d of %d); trying again",
+                    self.bucket,
+                    key,
+                    attempt,
+                    DOWNLOAD_TRIES,
+                )
                 time.sleep(attempt)
         log.debug("downloaded s3://%s/%s (%d bytes) to %s", self.bucket, key, size, path)
 
@@ -275,11 +292,15 @@ class S3Shards:
             where = f"s3://{self.bucket}/{key}"
             fix = f"upload the prepared folder again (aws s3 sync <folder> {self.url}) or run cnnfleet-prepare again"
             if size != shard.bytes:
-                raise DataError(f"{where} is {size} bytes but index.json says {shard.bytes}: the object was "
-                                f"changed after preparation; {fix}")  # fmt: skip
+                raise DataError(
+                    f"{where} is {size} bytes but index.json says {shard.bytes}: the object was "
+                    f"changed after preparation; {fix}"
+                )
             if digest.hexdigest() != shard.sha256:
-                raise DataError(f"{where} has SHA-256 {digest.hexdigest()[:16]}... but index.json says "
-                                f"{shard.sha256[:16]}...: the object was changed after preparation; {fix}")  # fmt: skip
+                raise DataError(
+                    f"{where} has SHA-256 {digest.hexdigest()[:16]}... but index.json says "
+                    f"{shard.sha256[:16]}...: the object was changed after preparation; {fix}"
+                )
             record = path.with_name(f".{path.name}.sha256")
             record.unlink(missing_ok=True)  # no moment where the new file stands beside the old record
             os.replace(tmp, path)
@@ -297,33 +318,47 @@ class S3Shards:
 
         where, endpoint = f"s3://{self.bucket}/{key}", self.endpoint
         if isinstance(exc, (bx.NoCredentialsError, bx.PartialCredentialsError, bx.CredentialRetrievalError)):
-            return DataError(f"no AWS credentials to read {where} ({_line(exc)}); set AWS_ACCESS_KEY_ID and "
-                             "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or AWS_NO_SIGN_REQUEST=true for a public "
-                             "bucket")  # fmt: skip
+            return DataError(
+                f"no AWS credentials to read {where} ({_line(exc)}); set AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or AWS_NO_SIGN_REQUEST=true for a public "
+                "bucket"
+            )
         if isinstance(exc, (bx.ConnectionError, bx.HTTPClientError, bx.IncompleteReadError)):
-            return _Unreachable(f"cannot reach the S3 endpoint {endpoint} reading {where} ({type(exc).__name__}); "
-                                "check the network, and AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 for an S3-compatible "
-                                "server")  # fmt: skip
+            return _Unreachable(
+                f"cannot reach the S3 endpoint {endpoint} reading {where} ({type(exc).__name__}); "
+                "check the network, and AWS_ENDPOINT_URL / AWS_ENDPOINT_URL_S3 for an S3-compatible "
+                "server"
+            )
         if isinstance(exc, bx.ClientError):
             error = exc.response.get("Error", {})
             code = str(error.get("Code", ""))
             if code == "NoSuchBucket":
-                return DataError(f"bucket {self.bucket} does not exist at {endpoint}; check data.root={self.url} "
-                                 "(and AWS_ENDPOINT_URL for an S3-compatible server)")  # fmt: skip
+                return DataError(
+                    f"bucket {self.bucket} does not exist at {endpoint}; check data.root={self.url} "
+                    "(and AWS_ENDPOINT_URL for an S3-compatible server)"
+                )
             if code in MISSING_CODES and key == self.key(INDEX):
-                return DataError(f"data.root={self.url} has no {INDEX} ({where} not found at {endpoint}); upload "
-                                 f"a folder prepared by cnnfleet-prepare there (aws s3 sync <folder> {self.url}) or "
-                                 "fix data.root")  # fmt: skip
+                return DataError(
+                    f"data.root={self.url} has no {INDEX} ({where} not found at {endpoint}); upload "
+                    f"a folder prepared by cnnfleet-prepare there (aws s3 sync <folder> {self.url}) or "
+                    "fix data.root"
+                )
             if code in MISSING_CODES:
-                return DataError(f"{where} is missing but index.json lists it; upload the whole prepared folder "
-                                 f"again (aws s3 sync <folder> {self.url})")  # fmt: skip
+                return DataError(
+                    f"{where} is missing but index.json lists it; upload the whole prepared folder "
+                    f"again (aws s3 sync <folder> {self.url})"
+                )
             if code in DENIED_CODES:
-                return DataError(f"access denied to {where} at {endpoint} ({code}); the credentials in use need "
-                                 "s3:GetObject there (S3 also answers this for a missing object without "
-                                 "s3:ListBucket)")  # fmt: skip
+                return DataError(
+                    f"access denied to {where} at {endpoint} ({code}); the credentials in use need "
+                    "s3:GetObject there (S3 also answers this for a missing object without "
+                    "s3:ListBucket)"
+                )
             if code in CREDENTIAL_CODES:
-                return DataError(f"S3 at {endpoint} rejected the credentials reading {where} ({code}); check "
-                                 "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or "
-                                 "AWS_PROFILE")  # fmt: skip
+                return DataError(
+                    f"S3 at {endpoint} rejected the credentials reading {where} ({code}); check "
+                    "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN or "
+                    "AWS_PROFILE"
+                )
             return DataError(f"reading {where} from {endpoint} failed: {code} {_line(error.get('Message'))}")
         return DataError(f"reading {where} from {endpoint} failed ({type(exc).__name__}: {_line(exc)})")

@@ -41,8 +41,11 @@ def encode(sample: object, encoding: Encoding) -> bytes:
     short = min(image.size)
     if encoding.size and short > encoding.size:
         scale = encoding.size / short
-        image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
-                             Image.Resampling.BICUBIC, reducing_gap=3.0)  # fmt: skip
+        image = image.resize(
+            (max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+            Image.Resampling.BICUBIC,
+            reducing_gap=3.0,
+        )
     out = io.BytesIO()
     image.save(out, "JPEG", quality=encoding.quality)
     return out.getvalue()
