@@ -1,8 +1,12 @@
 """Shared fixtures: the real CLI in a subprocess, and configs composed from the real conf/."""
 
+import contextlib
+import importlib
+import io
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import threading
@@ -73,6 +77,48 @@ def run_cli(command: str, args: list[str], root: Path, timeout: float = 300, env
         [script_path(command), *args], cwd=root, env=env, capture_output=True, text=True, timeout=timeout
     )
     return CliResult(proc.returncode, proc.stdout, proc.stderr, root)
+
+
+SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP]
+MODULES = {
+    "cnnfleet-train": "cnnfleet.cli.train",
+    "cnnfleet-eval": "cnnfleet.cli.evaluate",
+    "cnnfleet-submit": "cnnfleet.cli.submit",
+    "cnnfleet-predict": "cnnfleet.cli.predict",
+    "cnnfleet-export": "cnnfleet.cli.export",
+    "cnnfleet-bench": "cnnfleet.cli.bench",
+}
+
+
+def run_in_process(module: str, argv: list[str], prog: str) -> tuple[int, str, str]:
+    """The command's main() as the console script calls it; (exit code, stdout, stderr)."""
+    saved_handlers = {s: signal.getsignal(s) for s in SIGNALS}
+    out, err = io.StringIO(), io.StringIO()
+    old_argv = sys.argv
+    sys.argv = [prog, *argv]
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            importlib.import_module(module).main()
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        sys.argv = old_argv
+        for sig, handler in saved_handlers.items():
+            signal.signal(sig, handler)
+    return code, out.getvalue(), err.getvalue()
+
+
+def run_main(command: str, args: list[str], root: Path, env: dict | None = None) -> CliResult:
+    """A command's main() in this process, as run_cli runs its console script: the working folder
+    `root`, logs/ under it, the same environment (for refusals and short runs: no interpreter start-up)."""
+    wandb = {"WANDB_CACHE_DIR": str(root / ".wandb-cache"), "WANDB_CONFIG_DIR": str(root / ".wandb-config")}
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(root)
+        for key, value in {"CNNFLEET_ROOT": str(root), **wandb, **(env or {})}.items():
+            patch.setenv(key, value)
+        code, out, err = run_in_process(MODULES[command], args, command)
+    return CliResult(code, out, err, root)
 
 
 @pytest.fixture

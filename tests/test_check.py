@@ -1,17 +1,17 @@
-"""`--check` through the real console scripts: every command builds its parts, reports, writes nothing."""
+"""`--check` through each command's main() (in-process: no interpreter start-up per case): every command
+builds its parts, reports, writes nothing."""
 
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import run_main
 
 
 @pytest.fixture(scope="module")
 def checks(tmp_path_factory: pytest.TempPathFactory, default_run) -> dict:
-    """Each command with --check (and two refusals), three processes at a time, in one scratch root."""
+    """Each command with --check (and two refusals), one after the other, in one scratch root."""
     root = tmp_path_factory.mktemp("check")
     ckpt = str(next(default_run.run_dirs()[-1].glob("checkpoints/best.ckpt")))
     Image.new("L", (8, 8), 200).save(root / "digit.png")
@@ -27,9 +27,7 @@ def checks(tmp_path_factory: pytest.TempPathFactory, default_run) -> dict:
         "refused": ("cnnfleet-train", ["--check", *adagrad]),
         "submit-refused": ("cnnfleet-submit", ["dry_run=true", *adagrad]),
     }
-    with ThreadPoolExecutor(max_workers=3) as pool:
-        futures = {name: pool.submit(run_cli, cmd, args, root) for name, (cmd, args) in cases.items()}
-        results = {name: future.result() for name, future in futures.items()}
+    results = {name: run_main(cmd, args, root) for name, (cmd, args) in cases.items()}
     return {"root": root, "results": results, "files": sorted(p.name for p in root.iterdir())}
 
 
@@ -72,5 +70,5 @@ def test_check_refuses_with_the_builder_guard_line(checks: dict) -> None:
 
 
 def test_check_with_multirun_is_refused(tmp_path: Path) -> None:
-    result = run_cli("cnnfleet-train", ["--check", "-m", "seed=1,2"], tmp_path)
+    result = run_main("cnnfleet-train", ["--check", "-m", "seed=1,2"], tmp_path)
     assert result.returncode == 2 and "--check checks one run" in result.stderr

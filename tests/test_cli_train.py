@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import run_cli
+from conftest import run_cli, run_main
 
 DIGITS_STEPS_PER_EPOCH = 19  # 1258 // 64: the last partial global batch is dropped (data/sharding.py)
 
@@ -125,25 +125,25 @@ BAD_INPUT = {
 
 
 @pytest.mark.parametrize("case", sorted(BAD_INPUT))
-def test_bad_input_gets_one_clear_line_and_exit_2(cli, case: str) -> None:
+def test_bad_input_gets_one_clear_line_and_exit_2(tmp_path: Path, case: str) -> None:
     if case == "gpu-without-gpu" and torch.cuda.is_available():
         pytest.skip("a GPU is present")
     args, expected = BAD_INPUT[case]
-    result = cli(*args)
+    result = run_main("cnnfleet-train", args, tmp_path)
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr[-2000:]
     assert len(lines) == 1 and lines[0].startswith("cnnfleet-train: error:"), result.stderr
     assert expected in lines[0]
 
 
-def test_eval_without_a_checkpoint_file_is_one_line(cli) -> None:
-    result = cli("ckpt_path=/no/such.ckpt", command="cnnfleet-eval")
+def test_eval_without_a_checkpoint_file_is_one_line(tmp_path: Path) -> None:
+    result = run_main("cnnfleet-eval", ["ckpt_path=/no/such.ckpt"], tmp_path)
     assert result.returncode == 2 and result.stderr.strip().count("\n") == 0
     assert result.stderr.startswith("cnnfleet-eval: error:")
 
 
-def test_help_lists_groups_and_options_without_schemas(cli) -> None:
-    result = cli("--help")
+def test_help_lists_groups_and_options_without_schemas(tmp_path: Path) -> None:
+    result = run_main("cnnfleet-train", ["--help"], tmp_path)
     assert result.returncode == 0
     assert "model: airbench, resnet_cifar, simple_cnn, timm, torchvision" in result.stdout
     assert "_schema" not in result.stdout
@@ -151,8 +151,8 @@ def test_help_lists_groups_and_options_without_schemas(cli) -> None:
     assert "float: > 0, <= 1e+06, finite; default 0.003" in lrs  # every key's domain and default (AdamW's)
 
 
-def test_cfg_job_prints_the_composed_config(cli) -> None:
-    result = cli("--cfg", "job", "model=resnet_cifar")
+def test_cfg_job_prints_the_composed_config(tmp_path: Path) -> None:
+    result = run_main("cnnfleet-train", ["--cfg", "job", "model=resnet_cifar"], tmp_path)
     assert result.returncode == 0
     assert yaml.safe_load(result.stdout)["model"]["depth"] == 18
 

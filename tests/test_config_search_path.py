@@ -7,8 +7,7 @@ import pytest
 import yaml
 
 from cnnfleet.run.plan import original_overrides
-from conftest import run_cli
-from test_fuzz_cli import run_in_process
+from conftest import run_cli, run_in_process
 
 MINE = """# a team's variant of the small CNN
 defaults:

@@ -19,9 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import CliResult, run_cli
+from conftest import MODULES, CliResult, run_cli, run_main
 from dataset_files import write_image_folder
-from test_fuzz_cli import run_in_process
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "errors.md"
 
@@ -82,16 +81,6 @@ def fill(text: str, scratch: dict) -> str:
     )
 
 
-MODULES = {
-    "cnnfleet-train": "cnnfleet.cli.train",
-    "cnnfleet-eval": "cnnfleet.cli.evaluate",
-    "cnnfleet-submit": "cnnfleet.cli.submit",
-    "cnnfleet-predict": "cnnfleet.cli.predict",
-    "cnnfleet-export": "cnnfleet.cli.export",
-    "cnnfleet-bench": "cnnfleet.cli.bench",
-}
-
-
 class ReachedTheJob(Exception):
     """The command passed its start-up checks: this row runs through the console script instead."""
 
@@ -113,23 +102,17 @@ def refused_at_start(row: dict, scratch: dict) -> CliResult | None:
     program, args, env = row_command(row, scratch)
     if "PYTHONPATH" in env or program not in MODULES:
         return None
-    tmp = scratch["tmp"]
 
     def reached(*_args, **_kwargs):  # noqa: ANN002, ANN003, ANN202
         raise ReachedTheJob
 
-    wandb = {"WANDB_CACHE_DIR": str(tmp / ".wandb-cache"), "WANDB_CONFIG_DIR": str(tmp / ".wandb-config")}
     with pytest.MonkeyPatch.context() as patch:
-        patch.chdir(tmp)
-        for key, value in {"CNNFLEET_ROOT": str(tmp), **wandb, **env}.items():
-            patch.setenv(key, value)
         patch.setattr("cnnfleet.cli.job.run_one", reached)  # a single run's job
         patch.setattr(f"{MODULES[program]}.hydra_app", reached)  # a sweep, once its values are checked
         try:
-            code, out, err = run_in_process(MODULES[program], args, program)
+            return run_main(program, args, scratch["tmp"], env=env)
         except ReachedTheJob:
             return None
-    return CliResult(code, out, err, tmp)
 
 
 def run_row(row: dict, scratch: dict) -> CliResult:

@@ -12,11 +12,6 @@ The example count is fixed and the search derandomized (seeded), so CI runs the 
 every time; README "Bad input" quotes the count.
 """
 
-import contextlib
-import importlib
-import io
-import signal
-import sys
 from pathlib import Path
 
 import pytest
@@ -27,6 +22,7 @@ from PIL import Image
 
 from cnnfleet.config.compose import compose_config
 from cnnfleet.config.schema import register_configs
+from conftest import run_in_process
 
 EXAMPLES_PER_COMMAND = 45  # x 6 commands = 270 examples in CI
 COMMANDS = {  # command -> (entry module, config name, required overrides)
@@ -37,7 +33,6 @@ COMMANDS = {  # command -> (entry module, config name, required overrides)
     "cnnfleet-export": ("cnnfleet.cli.export", "export", ["ckpt_path={ckpt}"]),
     "cnnfleet-bench": ("cnnfleet.cli.bench", "bench", []),
 }
-SIGNALS = [signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP]
 
 
 @pytest.fixture(scope="module")
@@ -67,25 +62,6 @@ def leaves(node: DictConfig, prefix: str = "") -> list[str]:
 
 def snapshot(root: Path) -> dict[str, tuple]:
     return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
-
-
-def run_in_process(module: str, argv: list[str], prog: str) -> tuple[int, str, str]:
-    """The command's main() as the console script calls it; (exit code, stdout, stderr)."""
-    saved_handlers = {s: signal.getsignal(s) for s in SIGNALS}
-    out, err = io.StringIO(), io.StringIO()
-    old_argv = sys.argv
-    sys.argv = [prog, *argv]
-    code = 0
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            importlib.import_module(module).main()
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    finally:
-        sys.argv = old_argv
-        for sig, handler in saved_handlers.items():
-            signal.signal(sig, handler)
-    return code, out.getvalue(), err.getvalue()
 
 
 def values(scratch: dict) -> st.SearchStrategy[str]:

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import BIN, run_cli, wait_until
+from conftest import BIN, run_cli, run_main, wait_until
 
 # a short digits run with a row in metrics.csv at every step
 SHORT = ["logger=csv", "test=false", "trainer.log_every_n_steps=1"]
@@ -127,7 +127,7 @@ def test_ctrl_c_a_second_process_a_changed_value_two_resumes_and_a_reused_folder
 
     # a second process on the same folder: refused, naming the holder; nothing of the run changes
     hydra_files = fingerprint(run / ".hydra")
-    second = run_cli("cnnfleet-train", [*args, f"hydra.run.dir={run}"], tmp_path)
+    second = run_main("cnnfleet-train", [*args, f"hydra.run.dir={run}"], tmp_path)  # refusals: in-process
     assert second.returncode == 2
     assert f"is in use by pid {proc.pid}" in one_error_line(second.stderr)
     assert fingerprint(run / ".hydra") == hydra_files and len((run / "command.txt").read_text().splitlines()) == 1
@@ -155,13 +155,13 @@ def test_ctrl_c_a_second_process_a_changed_value_two_resumes_and_a_reused_folder
     assert tested.run_dirs()[-1] != run and fingerprint(run) == before and state(run)["status"] == "stopped"
 
     # a changed value that would make it another run: one line, and the folder is untouched
-    changed = run_cli("cnnfleet-train", [*SHORT, "trainer.max_epochs=9", "ckpt_path=last"], tmp_path)
+    changed = run_main("cnnfleet-train", [*SHORT, "trainer.max_epochs=9", "ckpt_path=last"], tmp_path)
     assert changed.returncode == 2 and "trainer.max_epochs: 8 -> 9" in one_error_line(changed.stderr)
     assert "start a new run from its weights with model.init_from=" in one_error_line(changed.stderr)
     assert fingerprint(run) == before
 
     # a smoke run never continues a real run's folder (its 1-step weights would become the run's)
-    smoke = run_cli("cnnfleet-train", [*args, "debug=fast_dev_run", f"hydra.run.dir={run}"], tmp_path)
+    smoke = run_main("cnnfleet-train", [*args, "debug=fast_dev_run", f"hydra.run.dir={run}"], tmp_path)
     assert smoke.returncode == 2 and "a smoke run (debug=fast_dev_run" in one_error_line(smoke.stderr)
     assert fingerprint(run) == before
 
@@ -178,9 +178,9 @@ def test_ctrl_c_a_second_process_a_changed_value_two_resumes_and_a_reused_folder
 
     # a completed run is never resumed implicitly, nor overwritten through its folder
     before = fingerprint(run)
-    again = run_cli("cnnfleet-train", [*args, "ckpt_path=last"], tmp_path)
+    again = run_main("cnnfleet-train", [*args, "ckpt_path=last"], tmp_path)
     assert again.returncode == 2 and "never resumed implicitly" in one_error_line(again.stderr)
-    reused = run_cli("cnnfleet-train", [*args, f"hydra.run.dir={run}"], tmp_path)
+    reused = run_main("cnnfleet-train", [*args, f"hydra.run.dir={run}"], tmp_path)
     assert reused.returncode == 2 and "holds a completed run" in one_error_line(reused.stderr)
     # "training it further" with the same schedule would train nothing: refused, not a hollow "completed"
     extended = run_cli("cnnfleet-train", [*args, f"ckpt_path={run}/checkpoints/last.ckpt"], tmp_path)
@@ -268,13 +268,13 @@ def test_a_signal_during_validation_is_acted_on_at_its_end(tmp_path: Path) -> No
     assert state(run)["status"] == "stopped"
 
 
-def test_schedules_that_train_nothing_are_refused_before_a_folder_is_made(cli) -> None:
+def test_schedules_that_train_nothing_are_refused_before_a_folder_is_made(tmp_path: Path) -> None:
     for value, says in (
         ("trainer.max_epochs=0", "trains nothing"),
         ("trainer.limit_train_batches=0", "trains nothing"),
         ("train=false test=false", "nothing to do"),
     ):
-        result = cli(*value.split())
+        result = run_main("cnnfleet-train", value.split(), tmp_path)
         assert result.returncode == 2 and says in one_error_line(result.stderr)
         assert not (result.root / "logs").exists()
 

@@ -10,7 +10,7 @@ import yaml
 
 import cnnfleet.config.compose as compose_module
 from cnnfleet.cli.flags import FlagError, parse
-from test_fuzz_cli import run_in_process
+from conftest import run_in_process
 
 PACKAGE = Path(__file__).resolve().parents[1] / "src"
 
