@@ -1,9 +1,9 @@
 """The command line as Hydra reads it: its flags and the overrides, parsed by us.
 
-Hydra's own parser lives in a private module (hydra._internal.utils); this one takes the same
-flags with the same meanings, so a command line means what Hydra's documentation says. A single
-run is then composed and run by cnnfleet (app.py); Hydra's app handles the flags that print
-(--cfg, --help, --info, ...) and -m, which parse the same argv again.
+Hydra's own parser is private to Hydra; this one takes the same flags with the same meanings, so a
+command line means what Hydra's documentation says. A single run is then composed and run by
+cnnfleet (app.py); Hydra's app handles the flags that print (--cfg, --help, --info, ...) and -m,
+which parse the same argv again.
 """
 
 import argparse
